@@ -1,0 +1,369 @@
+//! Compiles parsed resource files into a `Snapshot`: references, inheritance (route ⊕ plugin
+//! config ⊕ service ⊕ global rules), duplicates, upstream resolution, the router. Every error is
+//! kept with its place; nothing here runs per request.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+
+use super::error::ConfigError;
+use super::raw::{Id, ResourcesConf, RouteConf, ServiceConf, UpstreamConf};
+use crate::plugins::RoutePluginsConf;
+use crate::router::{method_mask, RouteSpec, Router};
+use crate::snapshot::{Counts, Route, RouteId, Snapshot, UpstreamId};
+use crate::upstream::{Timeouts, Upstream};
+
+/// Where an item was defined: file name and path (`routes[2]`).
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub file: Arc<str>,
+    pub path: String,
+}
+
+impl Place {
+    pub fn at(&self, field: &str) -> String {
+        if field.is_empty() { self.path.clone() } else { format!("{}.{field}", self.path) }
+    }
+    /// How another place is named in a message: the bare path in the same file, else `file: path`.
+    pub fn named_from(&self, other_file: &str, field: &str) -> String {
+        if &*self.file == other_file { self.at(field) } else { format!("{}: {}", self.file, self.at(field)) }
+    }
+}
+
+/// Collected errors of one compile.
+#[derive(Default)]
+pub struct Errs(pub Vec<ConfigError>);
+
+impl Errs {
+    pub fn push(&mut self, place: &Place, field: &str, msg: impl Into<String>) {
+        self.0.push(ConfigError::new(&*place.file, place.at(field), msg));
+    }
+}
+
+/// Items of one kind from every file, indexed by id; a second definition is an error naming both.
+pub struct Table<'a, T> {
+    pub items: Vec<(Place, &'a T)>,
+    pub by_id: BTreeMap<String, usize>,
+}
+
+impl<'a, T> Table<'a, T> {
+    fn build(
+        kind: &str,
+        files: &'a [(String, ResourcesConf)],
+        list: impl Fn(&'a ResourcesConf) -> &'a [T],
+        id: impl Fn(&T, usize) -> Option<String>,
+        errs: &mut Errs,
+    ) -> Self {
+        let mut items: Vec<(Place, &'a T)> = Vec::new();
+        let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
+        let mut n = 0;
+        for (name, conf) in files {
+            let file: Arc<str> = name.as_str().into();
+            for (i, item) in list(conf).iter().enumerate() {
+                n += 1;
+                let place = Place { file: file.clone(), path: format!("{kind}[{i}]") };
+                if let Some(id) = id(item, n) {
+                    if let Some(&prev) = by_id.get(&id) {
+                        let prev: &Place = &items[prev].0;
+                        let what = if kind == "consumers" { "username" } else { "id" };
+                        errs.push(&place, what, format!("same {what} `{id}` as {}", prev.named_from(name, what)));
+                        continue;
+                    }
+                    by_id.insert(id, items.len());
+                }
+                items.push((place, item));
+            }
+        }
+        Table { items, by_id }
+    }
+
+    pub fn get(&self, id: &Id) -> Option<&(Place, &'a T)> {
+        self.by_id.get(&id.0).map(|&i| &self.items[i])
+    }
+}
+
+fn unsupported(errs: &mut Errs, place: &Place, fields: &[(&str, bool)]) {
+    for (f, present) in fields {
+        if *present {
+            errs.push(place, f, "not supported by tollgate");
+        }
+    }
+}
+
+/// Compiles the parsed files into a snapshot (version and time are set by the caller).
+pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut errs = Errs::default();
+    for (name, conf) in &files {
+        let place = Place { file: name.as_str().into(), path: String::new() };
+        let top = [
+            ("ssls", conf.ssls.is_some()),
+            ("stream_routes", conf.stream_routes.is_some()),
+            ("protos", conf.protos.is_some()),
+            ("secrets", conf.secrets.is_some()),
+            ("plugin_metadata", conf.plugin_metadata.is_some()),
+            ("plugins", conf.plugins.is_some()),
+        ];
+        for (f, present) in top {
+            if present {
+                let msg = if f == "ssls" {
+                    "not supported by tollgate (TLS certificates go in the node file's listen entries)"
+                } else {
+                    "not supported by tollgate"
+                };
+                errs.0.push(ConfigError::new(&*place.file, f, msg));
+            }
+        }
+    }
+    let upstreams_t = Table::build("upstreams", &files, |c| &c.upstreams, |u: &UpstreamConf, _| u.id.as_ref().map(|i| i.0.clone()), &mut errs);
+    let services_t = Table::build("services", &files, |c| &c.services, |s: &ServiceConf, _| s.id.as_ref().map(|i| i.0.clone()), &mut errs);
+    let routes_t = Table::build("routes", &files, |c| &c.routes, |r: &RouteConf, n| Some(r.id.as_ref().map_or_else(|| format!("arr_{n}"), |i| i.0.clone())), &mut errs);
+    let pcs_t = Table::build("plugin_configs", &files, |c| &c.plugin_configs, |p: &super::raw::PluginConfigConf, _| Some(p.id.0.clone()), &mut errs);
+    let globals_t = Table::build("global_rules", &files, |c| &c.global_rules, |g: &super::raw::GlobalRuleConf, _| Some(g.id.0.clone()), &mut errs);
+
+    // Upstreams: named ones first, then inline ones as routes and services need them.
+    let mut upstreams: Vec<Upstream> = Vec::new();
+    let mut named_upstream: BTreeMap<String, UpstreamId> = BTreeMap::new();
+    for (place, u) in &upstreams_t.items {
+        let Some(id) = &u.id else {
+            errs.push(place, "id", "required");
+            continue;
+        };
+        unsupported(&mut errs, place, &[]);
+        match Upstream::compile(&id.0, u) {
+            Ok(up) => {
+                named_upstream.insert(id.0.clone(), UpstreamId(upstreams.len() as u32));
+                upstreams.push(up);
+            }
+            Err(es) => es.into_iter().for_each(|(f, m)| errs.push(place, &f, m)),
+        }
+    }
+    let mut resolve_upstream = |place: &Place, owner: &str, inline: &Option<UpstreamConf>, by_id: &Option<Id>, errs: &mut Errs| -> Option<Option<UpstreamId>> {
+        match (inline, by_id) {
+            (Some(_), Some(_)) => {
+                errs.push(place, "upstream_id", "set either upstream or upstream_id, not both");
+                None
+            }
+            (Some(u), None) => {
+                if u.id.is_some() {
+                    errs.push(place, "upstream.id", "an inline upstream has no id");
+                }
+                match Upstream::compile(owner, u) {
+                    Ok(up) => {
+                        upstreams.push(up);
+                        Some(Some(UpstreamId(upstreams.len() as u32 - 1)))
+                    }
+                    Err(es) => {
+                        es.into_iter().for_each(|(f, m)| errs.push(place, &format!("upstream.{f}"), m));
+                        None
+                    }
+                }
+            }
+            (None, Some(id)) => match named_upstream.get(&id.0) {
+                Some(u) => Some(Some(*u)),
+                None => {
+                    if upstreams_t.get(id).is_none() {
+                        errs.push(place, "upstream_id", format!("upstream `{}` does not exist", id.0));
+                    }
+                    None
+                }
+            },
+            (None, None) => Some(None),
+        }
+    };
+
+    // Services.
+    struct Svc<'a> {
+        upstream: Option<UpstreamId>,
+        conf: &'a ServiceConf,
+    }
+    let mut services: BTreeMap<String, Svc> = BTreeMap::new();
+    for (place, s) in &services_t.items {
+        let Some(id) = &s.id else {
+            errs.push(place, "id", "required");
+            continue;
+        };
+        unsupported(&mut errs, place, &[("script", s.script.is_some())]);
+        if let Some(Some(hosts)) = s.hosts.as_ref().map(|h| Some(h)) {
+            check_hosts(&mut errs, place, "hosts", hosts);
+        }
+        if let Some(up) = resolve_upstream(place, &format!("service:{}", id.0), &s.upstream, &s.upstream_id, &mut errs) {
+            services.insert(id.0.clone(), Svc { upstream: up, conf: s });
+        }
+    }
+
+    // Global rules: their plugins apply to every route that does not set the same plugin.
+    let mut global_plugins = RoutePluginsConf::default();
+    for (_, g) in &globals_t.items {
+        global_plugins = global_plugins.or(&g.plugins);
+    }
+
+    // Routes.
+    let mut routes: Vec<Route> = Vec::new();
+    let mut specs: Vec<RouteSpec> = Vec::new();
+    for (n, (place, r)) in routes_t.items.iter().enumerate() {
+        let id = r.id.as_ref().map_or_else(|| format!("arr_{}", n + 1), |i| i.0.clone());
+        let before = errs.0.len();
+        unsupported(
+            &mut errs,
+            place,
+            &[("vars", r.vars.is_some()), ("filter_func", r.filter_func.is_some()), ("script", r.script.is_some())],
+        );
+        let paths: Vec<String> = match (&r.uri, &r.uris) {
+            (Some(u), None) => vec![u.clone()],
+            (None, Some(us)) if !us.is_empty() => us.clone(),
+            (Some(_), Some(_)) => {
+                errs.push(place, "uris", "set either uri or uris, not both");
+                vec![]
+            }
+            _ => {
+                errs.push(place, "uri", "required (uri or uris)");
+                vec![]
+            }
+        };
+        for (i, p) in paths.iter().enumerate() {
+            let field = if r.uri.is_some() { "uri".to_string() } else { format!("uris[{i}]") };
+            if !p.starts_with('/') {
+                errs.push(place, &field, "must start with `/`");
+            } else if p.len() > 4096 {
+                errs.push(place, &field, "longer than 4096 characters");
+            } else if p[..p.len() - 1].contains('*') {
+                errs.push(place, &field, "`*` is only allowed at the end (prefix match)");
+            }
+        }
+        let mut hosts: Vec<String> = match (&r.host, &r.hosts) {
+            (Some(_), Some(_)) => {
+                errs.push(place, "hosts", "set either host or hosts, not both");
+                vec![]
+            }
+            (Some(h), None) => vec![h.clone()],
+            (None, Some(hs)) => hs.clone(),
+            (None, None) => vec![],
+        };
+        check_hosts(&mut errs, place, if r.host.is_some() { "host" } else { "hosts" }, &hosts);
+        let remote: Vec<String> = match (&r.remote_addr, &r.remote_addrs) {
+            (Some(_), Some(_)) => {
+                errs.push(place, "remote_addrs", "set either remote_addr or remote_addrs, not both");
+                vec![]
+            }
+            (Some(a), None) => vec![a.clone()],
+            (None, Some(a)) => a.clone(),
+            (None, None) => vec![],
+        };
+        let mut remote_addrs = Vec::new();
+        for (i, a) in remote.iter().enumerate() {
+            match a.parse::<IpNet>().or_else(|_| a.parse::<IpAddr>().map(IpNet::from)) {
+                Ok(net) => remote_addrs.push(net),
+                Err(_) => errs.push(place, &format!("remote_addrs[{i}]"), format!("`{a}` is not an IP or CIDR")),
+            }
+        }
+        let status = r.status.unwrap_or(1);
+        if status > 1 {
+            errs.push(place, "status", "must be 0 (disabled) or 1 (enabled)");
+        }
+        let timeouts = r.timeout.as_ref().and_then(|t| {
+            Timeouts::from_conf(t).map_err(|m| errs.push(place, "timeout", m)).ok()
+        });
+        let service = match &r.service_id {
+            Some(sid) => match services.get(&sid.0) {
+                Some(s) => Some((sid.0.clone(), s)),
+                None => {
+                    if services_t.get(sid).is_none() {
+                        errs.push(place, "service_id", format!("service `{}` does not exist", sid.0));
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
+        let plugin_config = match &r.plugin_config_id {
+            Some(pid) => match pcs_t.get(pid) {
+                Some((_, pc)) => Some(*pc),
+                None => {
+                    errs.push(place, "plugin_config_id", format!("plugin config `{}` does not exist", pid.0));
+                    None
+                }
+            },
+            None => None,
+        };
+        let own_upstream = resolve_upstream(place, &format!("route:{id}"), &r.upstream, &r.upstream_id, &mut errs);
+        let upstream = match (own_upstream, &service) {
+            (Some(Some(u)), _) => Some(u),
+            (Some(None), Some((_, s))) => s.upstream,
+            _ => None,
+        };
+        if upstream.is_none() && errs.0.len() == before {
+            errs.push(place, "upstream", "no upstream: set upstream, upstream_id, or a service_id whose service has one");
+        }
+        if hosts.is_empty() {
+            if let Some((_, s)) = &service {
+                hosts = s.conf.hosts.clone().unwrap_or_default();
+            }
+        }
+        let mut merged = r.plugins.clone();
+        if let Some(pc) = plugin_config {
+            merged = merged.or(&pc.plugins);
+        }
+        if let Some((_, s)) = &service {
+            merged = merged.or(&s.conf.plugins);
+        }
+        merged = merged.or(&global_plugins);
+        if errs.0.len() != before {
+            continue;
+        }
+        let Some(upstream) = upstream else { continue };
+        let route_id = RouteId(routes.len() as u32);
+        if status == 1 {
+            specs.push(RouteSpec {
+                route: route_id,
+                paths,
+                hosts: hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                methods: r.methods.as_deref().map(method_mask).unwrap_or(0),
+                remote_addrs,
+                priority: r.priority,
+            });
+        }
+        let _ = merged;
+        routes.push(Route {
+            id: id.into(),
+            service: service.map(|(sid, _)| sid.into()),
+            upstream,
+            timeouts,
+            plugins: Default::default(),
+        });
+    }
+
+    if !errs.0.is_empty() {
+        return Err(errs.0);
+    }
+    let counts = Counts {
+        routes: routes_t.items.len(),
+        services: services_t.items.len(),
+        upstreams: upstreams_t.items.len(),
+        ..Counts::default()
+    };
+    Ok(Snapshot {
+        version: "".into(),
+        loaded_at: SystemTime::now(),
+        counts,
+        router: Router::build(&specs),
+        routes: routes.into_boxed_slice(),
+        upstreams: upstreams.into_boxed_slice(),
+        consumers: Default::default(),
+        strip: crate::headers::IDENTITY.to_vec().into_boxed_slice(),
+    })
+}
+
+fn check_hosts(errs: &mut Errs, place: &Place, field: &str, hosts: &[String]) {
+    for (i, h) in hosts.iter().enumerate() {
+        let body = h.strip_prefix("*.").unwrap_or(h);
+        let ok = !body.is_empty()
+            && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+            && !body.contains('*');
+        if !ok {
+            errs.push(place, &format!("{field}[{i}]"), format!("`{h}` is not a host name (`*.example.com` wildcards allowed)"));
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! `ConfigError`: one problem found while loading the node or resource files, with its place.
+
+use std::fmt;
+
+/// A config problem: the file, the field path inside it (`routes[2].plugins.key-auth.header`,
+/// empty for the file as a whole) and a message that never contains a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(file: impl Into<String>, path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { file: file.into(), path: path.into(), message: message.into() }
+    }
+
+    /// Turns a serde_yaml error (`path: message at line L column C`) into a `ConfigError`,
+    /// pointing out fields tollgate does not know as "not supported by tollgate".
+    pub fn from_yaml(file: &str, err: &serde_yaml::Error) -> Self {
+        let text = err.to_string();
+        let (path, message) = match text.split_once(": ") {
+            Some((p, m)) if !p.contains(' ') && !p.contains('`') => (p.to_string(), m.to_string()),
+            _ => (String::new(), text),
+        };
+        let message = match message.strip_prefix("unknown field `") {
+            Some(rest) => match rest.split_once('`') {
+                Some((field, tail)) => {
+                    let path = if path.is_empty() { String::new() } else { format!("{path}.") };
+                    return Self::new(
+                        file,
+                        format!("{path}{field}"),
+                        format!("unknown field `{field}`: not supported by tollgate{tail}"),
+                    );
+                }
+                None => message,
+            },
+            None => message,
+        };
+        Self::new(file, path, message)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Collects errors for one file while compiling, so every problem is reported at once.
+#[derive(Debug, Default)]
+pub struct Errors(pub Vec<ConfigError>);
+
+impl Errors {
+    pub fn push(&mut self, file: &str, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError::new(file, path, message));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        header: Option<String>,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        routes: Vec<Inner>,
+    }
+
+    #[test]
+    fn yaml_error_keeps_path_and_flags_unknown_fields() {
+        let err = serde_yaml::from_str::<Outer>("routes:\n  - headr: x\n").unwrap_err();
+        let e = ConfigError::from_yaml("r.yaml", &err);
+        assert_eq!(e.path, "routes[0].headr");
+        assert!(e.message.starts_with("unknown field `headr`: not supported by tollgate, expected `header`"), "{}", e.message);
+    }
+}

@@ -1,0 +1,23 @@
+//! tollgate: an API gateway on Pingora whose heart is the consumer.
+//!
+//! Config compiles into an immutable [`snapshot::Snapshot`]; the proxy ([`proxy::Gateway`]) reads
+//! one snapshot per request and runs [`pipeline::run`] on it.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod consumer;
+pub mod headers;
+pub mod metrics;
+pub mod path;
+pub mod pipeline;
+pub mod plugins;
+pub mod proxy;
+pub mod reject;
+pub mod reload;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+pub mod status;
+pub mod upstream;
+pub mod secret;

@@ -1,0 +1,213 @@
+//! `ConfigStore` (the current snapshot behind `ArcSwap`) and the `Reloader` background service:
+//! file-watcher events and SIGHUP arrive on one channel; each reload loads on the blocking pool
+//! and applies all or nothing.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ahash::AHashSet;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use log::{info, warn};
+use notify::{RecursiveMode, Watcher};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::config::{self, Node};
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+/// The snapshot requests read. `load_full` once per request; `store` on a good reload.
+pub struct ConfigStore {
+    current: ArcSwap<Snapshot>,
+}
+
+impl ConfigStore {
+    pub fn new(snapshot: Snapshot) -> Self {
+        ConfigStore { current: ArcSwap::from_pointee(snapshot) }
+    }
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+    pub fn store(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+}
+
+/// Why a reload was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Signal,
+    FileChange,
+}
+
+/// Watches the resource files and reloads on change or SIGHUP.
+pub struct Reloader {
+    node: Node,
+    store: Arc<ConfigStore>,
+    metrics: Arc<Metrics>,
+    tx: UnboundedSender<Trigger>,
+    rx: Mutex<Option<UnboundedReceiver<Trigger>>>,
+    state: Mutex<ReloadState>,
+}
+
+struct ReloadState {
+    end_marked: AHashSet<PathBuf>,
+    watched: AHashSet<PathBuf>,
+    watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Reloader {
+    /// `first` is the load the gateway started with.
+    pub fn new(
+        node: Node,
+        store: Arc<ConfigStore>,
+        metrics: Arc<Metrics>,
+        end_marked: AHashSet<PathBuf>,
+        files: &[PathBuf],
+    ) -> Arc<Reloader> {
+        let (tx, rx) = unbounded_channel();
+        let r = Arc::new(Reloader {
+            node,
+            store,
+            metrics,
+            tx,
+            rx: Mutex::new(Some(rx)),
+            state: Mutex::new(ReloadState { end_marked, watched: AHashSet::new(), watcher: None }),
+        });
+        r.watch(files);
+        r
+    }
+
+    /// A sender for SIGHUP handlers.
+    pub fn trigger(&self) -> UnboundedSender<Trigger> {
+        self.tx.clone()
+    }
+
+    /// Folders to watch: each file's folder and each glob's fixed base folder.
+    fn folders(&self, files: &[PathBuf]) -> AHashSet<PathBuf> {
+        let mut dirs: AHashSet<PathBuf> = files.iter().filter_map(|f| f.parent().map(PathBuf::from)).collect();
+        for pattern in &self.node.conf.resources {
+            let full = self.node.resolve(std::path::Path::new(pattern));
+            let mut base = PathBuf::new();
+            for c in full.components() {
+                if c.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+                    break;
+                }
+                base.push(c);
+            }
+            let base = if base == full { full.parent().map(PathBuf::from).unwrap_or(base) } else { base };
+            dirs.insert(base);
+        }
+        dirs
+    }
+
+    fn watch(&self, files: &[PathBuf]) {
+        let dirs = self.folders(files);
+        let Ok(mut st) = self.state.lock() else { return };
+        if st.watcher.is_none() {
+            let tx = self.tx.clone();
+            match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if let Ok(ev) = res {
+                    if !ev.kind.is_access() {
+                        let _ = tx.send(Trigger::FileChange);
+                    }
+                }
+            }) {
+                Ok(w) => st.watcher = Some(w),
+                Err(e) => warn!("File watcher unavailable ({e}); reload with SIGHUP."),
+            }
+        }
+        for d in dirs {
+            if st.watched.contains(&d) {
+                continue;
+            }
+            if let Some(w) = st.watcher.as_mut() {
+                match w.watch(&d, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        st.watched.insert(d);
+                    }
+                    Err(e) => warn!("Cannot watch {}: {e}", d.display()),
+                }
+            }
+        }
+    }
+
+    /// Loads the files again and swaps the snapshot if they changed and are valid.
+    pub async fn reload(&self, trigger: Trigger) {
+        let node = self.node.clone();
+        let end_marked = self.state.lock().map(|s| s.end_marked.clone()).unwrap_or_default();
+        let report = match tokio::task::spawn_blocking(move || config::load(&node, &end_marked)).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("Reload task failed: {e}");
+                return;
+            }
+        };
+        match report.result {
+            Ok(loaded) => {
+                let current = self.store.load_full();
+                if current.version == loaded.snapshot.version && trigger == Trigger::FileChange {
+                    return;
+                }
+                for w in &report.warnings {
+                    warn!("{w}");
+                }
+                let s = &loaded.snapshot;
+                info!("Reloaded config {}: {}.", s.version, s.counts);
+                self.metrics.reload_success(s);
+                if let Ok(mut st) = self.state.lock() {
+                    st.end_marked = loaded.end_marked.clone();
+                }
+                self.watch(&loaded.files);
+                self.store.store(loaded.snapshot);
+            }
+            Err(errors) => {
+                warn!("Reload refused, the previous config keeps serving ({} errors):", errors.len());
+                for e in &errors {
+                    warn!("  {e}");
+                }
+                self.metrics.reload_failure();
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(mut rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else { return };
+        loop {
+            let trigger = tokio::select! {
+                _ = shutdown.changed() => return,
+                t = rx.recv() => match t { Some(t) => t, None => return },
+            };
+            let mut trigger = trigger;
+            // Debounce: an editor's save is several events; wait until they stop for 200 ms.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+                    Ok(Some(t)) => {
+                        if t == Trigger::Signal {
+                            trigger = Trigger::Signal;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            self.reload(trigger).await;
+        }
+    }
+}
+
+/// Background service wrapper, so the `Arc<Reloader>` can also be used by the signal thread.
+pub struct ReloaderService(pub Arc<Reloader>);
+
+#[async_trait]
+impl BackgroundService for ReloaderService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.start(shutdown).await
+    }
+}

@@ -1,0 +1,84 @@
+//! Secrets: a type that cannot be printed, digests for lookups, constant-time comparison, and
+//! the values `tollgate hash-secret` prints.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::cli::SecretKind;
+
+/// A secret from the config. `Debug` shows `Secret(***)`; there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Box<[u8]>);
+
+impl Secret {
+    pub fn new(bytes: impl Into<Box<[u8]>>) -> Secret {
+        Secret(bytes.into())
+    }
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+    /// Constant-time equality with a presented value.
+    pub fn ct_eq(&self, other: &[u8]) -> bool {
+        self.0.len() == other.len() && bool::from(self.0.ct_eq(other))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// SHA-256 of a byte string.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses `sha256:<64 hex>`.
+pub fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
+    let h = s.strip_prefix("sha256:")?;
+    if h.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in h.as_bytes().chunks(2).enumerate() {
+        let s = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The value `tollgate hash-secret` prints for a secret.
+pub fn hash_for(kind: SecretKind, secret: &str) -> Result<String, String> {
+    match kind {
+        SecretKind::Key => Ok(format!("sha256:{}", hex(&sha256(secret.as_bytes())))),
+        SecretKind::Password => {
+            use argon2::password_hash::PasswordHasher;
+            argon2::Argon2::default()
+                .hash_password(secret.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| format!("cannot hash the password: {e}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_hash_roundtrip() {
+        let v = hash_for(SecretKind::Key, "s3cret").unwrap();
+        assert_eq!(parse_key_hash(&v), Some(sha256(b"s3cret")));
+        assert_eq!(format!("{:?}", Secret::new(*b"abc")), "Secret(***)");
+        assert!(Secret::new(*b"abc").ct_eq(b"abc"));
+        assert!(!Secret::new(*b"abc").ct_eq(b"abd"));
+    }
+}
