@@ -6,10 +6,19 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "tollgate", version, about = "An API gateway on Pingora whose heart is the consumer")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "An API gateway on Pingora whose heart is the consumer"
+)]
 pub struct Cli {
     /// The node file.
-    #[arg(short = 'c', long = "config", global = true, default_value = "conf/tollgate.yaml")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        default_value = "conf/tollgate.yaml"
+    )]
     pub config: PathBuf,
     /// Take the listeners over from a running tollgate (after it got SIGQUIT).
     #[arg(long)]

@@ -18,4 +18,8 @@ pub const DATE: HeaderName = HeaderName::from_static("date");
 pub const DIGEST: HeaderName = HeaderName::from_static("digest");
 
 /// The identity headers set by authentication and removed from every client request.
-pub const IDENTITY: [HeaderName; 3] = [X_CONSUMER_USERNAME, X_CREDENTIAL_IDENTIFIER, X_CONSUMER_CUSTOM_ID];
+pub const IDENTITY: [HeaderName; 3] = [
+    X_CONSUMER_USERNAME,
+    X_CREDENTIAL_IDENTIFIER,
+    X_CONSUMER_CUSTOM_ID,
+];

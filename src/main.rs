@@ -48,7 +48,9 @@ fn check(cli: &Cli) -> ExitCode {
 }
 
 fn run(cli: &Cli) -> ExitCode {
-    let Some((node, loaded)) = load(cli) else { return ExitCode::FAILURE };
+    let Some((node, loaded)) = load(cli) else {
+        return ExitCode::FAILURE;
+    };
     match tollgate::server::run(node, loaded, cli.upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -64,7 +66,10 @@ fn hash_secret(kind: SecretKind) -> ExitCode {
         eprintln!("cannot read the secret from stdin: {e}");
         return ExitCode::FAILURE;
     }
-    let secret = input.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&input);
+    let secret = input
+        .strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(&input);
     if secret.is_empty() {
         eprintln!("the secret is empty");
         return ExitCode::FAILURE;

@@ -18,26 +18,50 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let reloads = IntCounterVec::new(Opts::new("tollgate_config_reloads_total", "Config reloads by result."), &["result"])
-            .expect("valid metric");
+        let reloads = IntCounterVec::new(
+            Opts::new("tollgate_config_reloads_total", "Config reloads by result."),
+            &["result"],
+        )
+        .expect("valid metric");
         let last_reload = IntGauge::new(
             "tollgate_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful config load.",
         )
         .expect("valid metric");
-        let resources = IntGaugeVec::new(Opts::new("tollgate_config_resources", "Resources in the loaded config."), &["kind"])
-            .expect("valid metric");
-        for c in [Box::new(reloads.clone()) as Box<dyn prometheus::core::Collector>, Box::new(last_reload.clone()), Box::new(resources.clone())] {
+        let resources = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_config_resources",
+                "Resources in the loaded config.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(reloads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(last_reload.clone()),
+            Box::new(resources.clone()),
+        ] {
             let _ = registry.register(c);
         }
         #[cfg(target_os = "linux")]
-        let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
-        Metrics { registry, reloads, last_reload, resources }
+        let _ = registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        Metrics {
+            registry,
+            reloads,
+            last_reload,
+            resources,
+        }
     }
 
     /// Records the config a gateway serves (at start and after each good reload).
     pub fn loaded(&self, s: &Snapshot) {
-        let secs = s.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let secs = s
+            .loaded_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
         self.last_reload.set(secs);
         let c = s.counts;
         for (k, v) in [

@@ -38,9 +38,14 @@ pub fn normalize(path: &[u8]) -> Result<NormalPath<'_>, BadPath> {
         return Err(BadPath::Nul);
     }
     let has_escape = path.contains(&b'%');
-    let needs_work = has_escape || path.windows(2).any(|w| w == b"//" || w == b"/.") || path.first() != Some(&b'/');
+    let needs_work = has_escape
+        || path.windows(2).any(|w| w == b"//" || w == b"/.")
+        || path.first() != Some(&b'/');
     if !needs_work {
-        return Ok(NormalPath { matching: Cow::Borrowed(path), upstream: Cow::Borrowed(path) });
+        return Ok(NormalPath {
+            matching: Cow::Borrowed(path),
+            upstream: Cow::Borrowed(path),
+        });
     }
     // 1. Decode unreserved escapes; validate every escape.
     let mut step = Vec::with_capacity(path.len() + 1);
@@ -51,7 +56,10 @@ pub fn normalize(path: &[u8]) -> Result<NormalPath<'_>, BadPath> {
     while i < path.len() {
         let b = path[i];
         if b == b'%' {
-            let (h, l) = match (path.get(i + 1).and_then(|&c| hex(c)), path.get(i + 2).and_then(|&c| hex(c))) {
+            let (h, l) = match (
+                path.get(i + 1).and_then(|&c| hex(c)),
+                path.get(i + 2).and_then(|&c| hex(c)),
+            ) {
                 (Some(h), Some(l)) => (h, l),
                 _ => return Err(BadPath::Escape),
             };
@@ -94,7 +102,10 @@ pub fn normalize(path: &[u8]) -> Result<NormalPath<'_>, BadPath> {
     } else {
         Cow::Owned(upstream.clone())
     };
-    Ok(NormalPath { matching, upstream: Cow::Owned(upstream) })
+    Ok(NormalPath {
+        matching,
+        upstream: Cow::Owned(upstream),
+    })
 }
 
 fn merge_slashes(p: &[u8]) -> Vec<u8> {
@@ -144,7 +155,10 @@ mod tests {
 
     fn n(p: &str) -> (String, String) {
         let r = normalize(p.as_bytes()).unwrap();
-        (String::from_utf8_lossy(&r.matching).into(), String::from_utf8_lossy(&r.upstream).into())
+        (
+            String::from_utf8_lossy(&r.matching).into(),
+            String::from_utf8_lossy(&r.upstream).into(),
+        )
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! that touches `Session`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,6 +13,7 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::auth::{self, Hide};
 use crate::headers;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Decision, RequestInfo};
@@ -37,6 +38,65 @@ pub struct Ctx {
     start: Instant,
 }
 
+/// Sets the identity headers and attach-consumer-label headers (client copies are already gone).
+fn set_identity(snap: &Snapshot, d: &Decision, req: &mut RequestHeader) -> Result<()> {
+    let Some(id) = d.identity else { return Ok(()) };
+    let consumer = snap.consumers.get(id.consumer);
+    req.insert_header(
+        headers::X_CONSUMER_USERNAME,
+        consumer.username_header.clone(),
+    )?;
+    if let Some(cid) = id
+        .credential
+        .and_then(|c| snap.consumers.credential(c).id.clone())
+    {
+        req.insert_header(headers::X_CREDENTIAL_IDENTIFIER, cid)?;
+    }
+    if let Some(custom) = consumer.custom_id.as_ref().filter(|_| !id.anonymous) {
+        req.insert_header(headers::X_CONSUMER_CUSTOM_ID, custom.clone())?;
+    }
+    for (name, label) in d.attach.iter().flat_map(|a| a.headers.iter()) {
+        if let Some(v) = consumer.labels.get(label) {
+            req.insert_header(name.clone(), v.clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the credential sources `hide_credentials` asks for.
+fn hide_credentials(
+    hide: &[Hide],
+    original: &RequestHeader,
+    req: &mut RequestHeader,
+) -> Result<()> {
+    for h in hide {
+        match h {
+            Hide::Header(name) => {
+                req.remove_header(name);
+            }
+            Hide::Query(arg) => {
+                let Some(q) = req.uri.query() else { continue };
+                let q = auth::query_without(q, arg);
+                let mut uri = req.uri.path().to_string();
+                if !q.is_empty() {
+                    uri.push('?');
+                    uri.push_str(&q);
+                }
+                let uri = http::Uri::try_from(uri)
+                    .map_err(|e| Error::because(ErrorType::InternalError, "bad query", e))?;
+                req.set_uri(uri);
+            }
+            Hide::Cookie(name) => match auth::cookies_without(original, name) {
+                Some(rest) => req.insert_header(http::header::COOKIE, rest)?,
+                None => {
+                    req.remove_header(&http::header::COOKIE);
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
 /// Writes a rejection as a complete response, keeping the connection usable.
 async fn write_reject(session: &mut Session, r: &Reject) -> Result<()> {
     let mut h = ResponseHeader::build(r.status, Some(3 + r.headers.len()))?;
@@ -46,16 +106,22 @@ async fn write_reject(session: &mut Session, r: &Reject) -> Result<()> {
         h.append_header(n.clone(), v.clone())?;
     }
     session.write_response_header(Box::new(h), false).await?;
-    session.write_response_body(Some(r.body.clone()), true).await?;
+    session
+        .write_response_body(Some(r.body.clone()), true)
+        .await?;
     Ok(())
 }
 
 impl Ctx {
     fn snap(&self) -> Result<&Arc<Snapshot>> {
-        self.snap.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no snapshot"))
+        self.snap
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no snapshot"))
     }
     fn decision(&self) -> Result<&Decision> {
-        self.decision.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no decision"))
+        self.decision
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no decision"))
     }
 }
 
@@ -64,13 +130,25 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx { snap: None, decision: None, node_host: None, tries: 0, start: Instant::now() }
+        Ctx {
+            snap: None,
+            decision: None,
+            node_host: None,
+            tries: 0,
+            start: Instant::now(),
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snap = self.store.load_full();
-        let info = RequestInfo { remote: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) };
-        let outcome = pipeline::run(&snap, session.req_header(), &info);
+        let info = RequestInfo {
+            remote: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            now: SystemTime::now(),
+        };
+        let outcome = pipeline::run(&snap, session.req_header(), &info).await;
         ctx.snap = Some(snap);
         match outcome {
             Ok(d) => {
@@ -78,8 +156,12 @@ impl ProxyHttp for Gateway {
                 Ok(false)
             }
             Err(r) => {
-                debug!("rejected {} {}", r.status, session.req_header().uri.path());
-                write_reject(session, &r).await?;
+                debug!(
+                    "rejected {} {}",
+                    r.reject.status,
+                    session.req_header().uri.path()
+                );
+                write_reject(session, &r.reject).await?;
                 Ok(true)
             }
         }
@@ -90,9 +172,9 @@ impl ProxyHttp for Gateway {
         let d = ctx.decision()?;
         let route = snap.route(d.route);
         let up = snap.upstream(d.upstream);
-        let node = up
-            .pick(b"")
-            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream node available"))?;
+        let node = up.pick(b"").ok_or_else(|| {
+            Error::explain(ErrorType::ConnectNoRoute, "no upstream node available")
+        })?;
         let mut peer = node.peer.clone();
         if let Some(t) = &route.timeouts {
             t.apply(&mut peer);
@@ -102,19 +184,27 @@ impl ProxyHttp for Gateway {
         Ok(Box::new(peer))
     }
 
-    async fn upstream_request_filter(&self, session: &mut Session, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         let snap = ctx.snap()?.clone();
         let d = ctx.decision()?;
         for name in snap.strip.iter() {
             req.remove_header(name);
         }
+        set_identity(&snap, d, req)?;
+        hide_credentials(&d.hide, session.req_header(), req)?;
         if let Some(p) = &d.new_path {
             let mut uri = p.to_vec();
             if let Some(q) = req.uri.query() {
                 uri.push(b'?');
                 uri.extend_from_slice(q.as_bytes());
             }
-            let uri = http::Uri::try_from(uri).map_err(|e| Error::because(ErrorType::InternalError, "bad path", e))?;
+            let uri = http::Uri::try_from(uri)
+                .map_err(|e| Error::because(ErrorType::InternalError, "bad path", e))?;
             req.set_uri(uri);
         }
         match &snap.upstream(d.upstream).host_mode {
@@ -126,9 +216,17 @@ impl ProxyHttp for Gateway {
             }
             HostMode::Rewrite(h) => req.insert_header(http::header::HOST, h.clone())?,
         }
-        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
             let ip = ip.to_string();
-            let xff = match req.headers.get(&headers::X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            let xff = match req
+                .headers
+                .get(&headers::X_FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(prev) => format!("{prev}, {ip}"),
                 None => ip.clone(),
             };
@@ -136,17 +234,35 @@ impl ProxyHttp for Gateway {
             req.insert_header(headers::X_REAL_IP, ip)?;
         }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        req.insert_header(headers::X_FORWARDED_PROTO, if tls { "https" } else { "http" })?;
-        if let Some(port) = session.server_addr().and_then(|a| a.as_inet()).map(|a| a.port()) {
+        req.insert_header(
+            headers::X_FORWARDED_PROTO,
+            if tls { "https" } else { "http" },
+        )?;
+        if let Some(port) = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.port())
+        {
             req.insert_header(headers::X_FORWARDED_PORT, port.to_string())?;
         }
-        if let Some(h) = session.req_header().headers.get(http::header::HOST).cloned() {
+        if let Some(h) = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .cloned()
+        {
             req.insert_header(headers::X_FORWARDED_HOST, h)?;
         }
         Ok(())
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         let retries = match (&ctx.snap, &ctx.decision) {
             (Some(s), Some(d)) => s.upstream(d.upstream).retries,
             _ => 0,
@@ -159,13 +275,22 @@ impl ProxyHttp for Gateway {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
         let downstream_gone = e.esource() == &ErrorSource::Downstream
-            && matches!(e.etype(), ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed);
+            && matches!(
+                e.etype(),
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+            );
         if downstream_gone {
-            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
         }
         let (r, _kind) = Reject::from_pingora(e);
         let _ = write_reject(session, &r).await;
-        FailToProxy { error_code: r.status, can_reuse_downstream: e.esource() == &ErrorSource::Upstream }
+        FailToProxy {
+            error_code: r.status,
+            can_reuse_downstream: e.esource() == &ErrorSource::Upstream,
+        }
     }
 
     fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {

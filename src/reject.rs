@@ -16,7 +16,11 @@ pub struct Reject {
 
 impl Reject {
     pub fn new(status: u16, body: Bytes) -> Reject {
-        Reject { status, body, headers: Vec::new() }
+        Reject {
+            status,
+            body,
+            headers: Vec::new(),
+        }
     }
 
     /// `{"<key>":"<msg>"}` plus a newline, as APISIX serialises it (forward slashes unescaped).
@@ -32,29 +36,57 @@ impl Reject {
     }
 
     pub fn route_not_found() -> Reject {
-        Reject::new(404, Bytes::from_static(b"{\"error_msg\":\"404 Route Not Found\"}\n"))
+        Reject::new(
+            404,
+            Bytes::from_static(b"{\"error_msg\":\"404 Route Not Found\"}\n"),
+        )
     }
 
     pub fn bad_request() -> Reject {
-        Reject::new(400, Bytes::from_static(b"{\"error_msg\":\"400 Bad Request\"}\n"))
+        Reject::new(
+            400,
+            Bytes::from_static(b"{\"error_msg\":\"400 Bad Request\"}\n"),
+        )
     }
 
     /// Maps an error Pingora hit while proxying to our answer and a metric `kind`.
     pub fn from_pingora(e: &Error) -> (Reject, &'static str) {
         use ErrorType::*;
         let (status, msg, kind) = match e.etype() {
-            ConnectTimedout | ReadTimedout | WriteTimedout => (504, "504 Gateway Timeout: upstream timed out", "timeout"),
-            ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure | TLSHandshakeTimedout | SocketError
-            | BindError => (502, "502 Bad Gateway: cannot connect to upstream", "connect"),
-            ConnectionClosed | ReadError | WriteError if e.esource() == &pingora_core::ErrorSource::Upstream => {
-                (502, "502 Bad Gateway: upstream closed the connection", "reset")
+            ConnectTimedout | ReadTimedout | WriteTimedout => {
+                (504, "504 Gateway Timeout: upstream timed out", "timeout")
+            }
+            ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure
+            | TLSHandshakeTimedout | SocketError | BindError => (
+                502,
+                "502 Bad Gateway: cannot connect to upstream",
+                "connect",
+            ),
+            ConnectionClosed | ReadError | WriteError
+                if e.esource() == &pingora_core::ErrorSource::Upstream =>
+            {
+                (
+                    502,
+                    "502 Bad Gateway: upstream closed the connection",
+                    "reset",
+                )
             }
             HTTPStatus(code) if *code >= 400 => {
                 let c = *code;
-                return (Reject::new(c, Self::json_body("error_msg", &format!("{c} {}", reason(c)))), "other");
+                return (
+                    Reject::new(
+                        c,
+                        Self::json_body("error_msg", &format!("{c} {}", reason(c))),
+                    ),
+                    "other",
+                );
             }
-            _ if e.esource() == &pingora_core::ErrorSource::Upstream => (502, "502 Bad Gateway", "other"),
-            _ if e.esource() == &pingora_core::ErrorSource::Downstream => (400, "400 Bad Request", "other"),
+            _ if e.esource() == &pingora_core::ErrorSource::Upstream => {
+                (502, "502 Bad Gateway", "other")
+            }
+            _ if e.esource() == &pingora_core::ErrorSource::Downstream => {
+                (400, "400 Bad Request", "other")
+            }
             _ => (500, "500 Internal Server Error", "other"),
         };
         (Reject::new(status, Self::json_body("error_msg", msg)), kind)
@@ -62,5 +94,8 @@ impl Reject {
 }
 
 fn reason(code: u16) -> &'static str {
-    http::StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error")
+    http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error")
 }

@@ -13,7 +13,7 @@ use log::{info, warn};
 use notify::{RecursiveMode, Watcher};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::config::{self, Node};
 use crate::metrics::Metrics;
@@ -26,7 +26,9 @@ pub struct ConfigStore {
 
 impl ConfigStore {
     pub fn new(snapshot: Snapshot) -> Self {
-        ConfigStore { current: ArcSwap::from_pointee(snapshot) }
+        ConfigStore {
+            current: ArcSwap::from_pointee(snapshot),
+        }
     }
     pub fn load_full(&self) -> Arc<Snapshot> {
         self.current.load_full()
@@ -75,7 +77,11 @@ impl Reloader {
             metrics,
             tx,
             rx: Mutex::new(Some(rx)),
-            state: Mutex::new(ReloadState { end_marked, watched: AHashSet::new(), watcher: None }),
+            state: Mutex::new(ReloadState {
+                end_marked,
+                watched: AHashSet::new(),
+                watcher: None,
+            }),
         });
         r.watch(files);
         r
@@ -88,7 +94,10 @@ impl Reloader {
 
     /// Folders to watch: each file's folder and each glob's fixed base folder.
     fn folders(&self, files: &[PathBuf]) -> AHashSet<PathBuf> {
-        let mut dirs: AHashSet<PathBuf> = files.iter().filter_map(|f| f.parent().map(PathBuf::from)).collect();
+        let mut dirs: AHashSet<PathBuf> = files
+            .iter()
+            .filter_map(|f| f.parent().map(PathBuf::from))
+            .collect();
         for pattern in &self.node.conf.resources {
             let full = self.node.resolve(std::path::Path::new(pattern));
             let mut base = PathBuf::new();
@@ -98,7 +107,11 @@ impl Reloader {
                 }
                 base.push(c);
             }
-            let base = if base == full { full.parent().map(PathBuf::from).unwrap_or(base) } else { base };
+            let base = if base == full {
+                full.parent().map(PathBuf::from).unwrap_or(base)
+            } else {
+                base
+            };
             dirs.insert(base);
         }
         dirs
@@ -106,7 +119,9 @@ impl Reloader {
 
     fn watch(&self, files: &[PathBuf]) {
         let dirs = self.folders(files);
-        let Ok(mut st) = self.state.lock() else { return };
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
         if st.watcher.is_none() {
             let tx = self.tx.clone();
             match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -138,14 +153,19 @@ impl Reloader {
     /// Loads the files again and swaps the snapshot if they changed and are valid.
     pub async fn reload(&self, trigger: Trigger) {
         let node = self.node.clone();
-        let end_marked = self.state.lock().map(|s| s.end_marked.clone()).unwrap_or_default();
-        let report = match tokio::task::spawn_blocking(move || config::load(&node, &end_marked)).await {
-            Ok(r) => r,
-            Err(e) => {
-                warn!("Reload task failed: {e}");
-                return;
-            }
-        };
+        let end_marked = self
+            .state
+            .lock()
+            .map(|s| s.end_marked.clone())
+            .unwrap_or_default();
+        let report =
+            match tokio::task::spawn_blocking(move || config::load(&node, &end_marked)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!("Reload task failed: {e}");
+                    return;
+                }
+            };
         match report.result {
             Ok(loaded) => {
                 let current = self.store.load_full();
@@ -165,7 +185,10 @@ impl Reloader {
                 self.store.store(loaded.snapshot);
             }
             Err(errors) => {
-                warn!("Reload refused, the previous config keeps serving ({} errors):", errors.len());
+                warn!(
+                    "Reload refused, the previous config keeps serving ({} errors):",
+                    errors.len()
+                );
                 for e in &errors {
                     warn!("  {e}");
                 }
@@ -178,7 +201,9 @@ impl Reloader {
 #[async_trait]
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(mut rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else { return };
+        let Some(mut rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
         loop {
             let trigger = tokio::select! {
                 _ = shutdown.changed() => return,

@@ -30,7 +30,9 @@ pub fn method_bit(method: &[u8]) -> u16 {
 
 /// The method mask of a method list.
 pub fn method_mask(methods: &[MethodConf]) -> u16 {
-    methods.iter().fold(0, |m, x| m | method_bit(x.as_str().as_bytes()))
+    methods
+        .iter()
+        .fold(0, |m, x| m | method_bit(x.as_str().as_bytes()))
 }
 
 /// What the compiler hands the router for one enabled route.
@@ -58,7 +60,8 @@ struct Candidate {
 impl Candidate {
     fn accepts(&self, method: u16, remote: Option<IpAddr>) -> bool {
         (self.methods == 0 || self.methods & method != 0)
-            && (self.remote_addrs.is_empty() || remote.is_some_and(|ip| self.remote_addrs.iter().any(|n| n.contains(&ip))))
+            && (self.remote_addrs.is_empty()
+                || remote.is_some_and(|ip| self.remote_addrs.iter().any(|n| n.contains(&ip))))
     }
 }
 
@@ -80,22 +83,32 @@ impl PathTable {
                 None => exact.entry(path.as_bytes().into()).or_default().push(c),
             }
         }
-        let sort = |m: AHashMap<Box<[u8]>, Vec<Candidate>>| -> AHashMap<Box<[u8]>, Box<[Candidate]>> {
-            m.into_iter()
-                .map(|(k, mut v)| {
-                    v.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.order.cmp(&b.order)));
-                    (k, v.into_boxed_slice())
-                })
-                .collect()
-        };
+        let sort =
+            |m: AHashMap<Box<[u8]>, Vec<Candidate>>| -> AHashMap<Box<[u8]>, Box<[Candidate]>> {
+                m.into_iter()
+                    .map(|(k, mut v)| {
+                        v.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.order.cmp(&b.order)));
+                        (k, v.into_boxed_slice())
+                    })
+                    .collect()
+            };
         let mut lens: Vec<usize> = prefix.keys().map(|k| k.len()).collect();
         lens.sort_unstable_by(|a, b| b.cmp(a));
         lens.dedup();
-        PathTable { exact: sort(exact), prefix: sort(prefix), prefix_lens: lens.into_boxed_slice() }
+        PathTable {
+            exact: sort(exact),
+            prefix: sort(prefix),
+            prefix_lens: lens.into_boxed_slice(),
+        }
     }
 
     fn find(&self, path: &[u8], method: u16, remote: Option<IpAddr>) -> Option<RouteId> {
-        let pick = |cands: &[Candidate]| cands.iter().find(|c| c.accepts(method, remote)).map(|c| c.route);
+        let pick = |cands: &[Candidate]| {
+            cands
+                .iter()
+                .find(|c| c.accepts(method, remote))
+                .map(|c| c.route)
+        };
         if let Some(r) = self.exact.get(path).and_then(|c| pick(c)) {
             return Some(r);
         }
@@ -138,27 +151,48 @@ impl Router {
                 }
                 for h in &s.hosts {
                     match h.strip_prefix('*') {
-                        Some(suffix) => wild.entry(suffix.to_string()).or_default().push((p.clone(), c.clone())),
-                        None => exact.entry(h.clone()).or_default().push((p.clone(), c.clone())),
+                        Some(suffix) => wild
+                            .entry(suffix.to_string())
+                            .or_default()
+                            .push((p.clone(), c.clone())),
+                        None => exact
+                            .entry(h.clone())
+                            .or_default()
+                            .push((p.clone(), c.clone())),
                     }
                 }
             }
         }
-        let mut wildcard: Vec<(Box<str>, PathTable)> =
-            wild.into_iter().map(|(k, v)| (k.into_boxed_str(), PathTable::build(v))).collect();
+        let mut wildcard: Vec<(Box<str>, PathTable)> = wild
+            .into_iter()
+            .map(|(k, v)| (k.into_boxed_str(), PathTable::build(v)))
+            .collect();
         wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
         Router {
-            exact_hosts: exact.into_iter().map(|(k, v)| (k.into_boxed_str(), PathTable::build(v))).collect(),
+            exact_hosts: exact
+                .into_iter()
+                .map(|(k, v)| (k.into_boxed_str(), PathTable::build(v)))
+                .collect(),
             wildcard_hosts: wildcard.into_boxed_slice(),
             any_host: PathTable::build(any),
         }
     }
 
     /// Finds the route for a request. `host` is lower case without port; `path` normalised.
-    pub fn find(&self, host: Option<&str>, path: &[u8], method: &[u8], remote: Option<IpAddr>) -> Option<RouteId> {
+    pub fn find(
+        &self,
+        host: Option<&str>,
+        path: &[u8],
+        method: &[u8],
+        remote: Option<IpAddr>,
+    ) -> Option<RouteId> {
         let method = method_bit(method);
         if let Some(host) = host {
-            if let Some(r) = self.exact_hosts.get(host).and_then(|t| t.find(path, method, remote)) {
+            if let Some(r) = self
+                .exact_hosts
+                .get(host)
+                .and_then(|t| t.find(path, method, remote))
+            {
                 return Some(r);
             }
             for (suffix, table) in self.wildcard_hosts.iter() {
@@ -178,7 +212,13 @@ pub fn request_host(raw: &str) -> std::borrow::Cow<'_, str> {
     let h = if let Some(rest) = raw.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
-        raw.rsplit_once(':').map_or(raw, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { raw })
+        raw.rsplit_once(':').map_or(raw, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                raw
+            }
+        })
     };
     let h = h.strip_suffix('.').unwrap_or(h);
     if h.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -214,7 +254,9 @@ mod tests {
             spec(5, &["/api/*"], &["*.example.com"], 0, 0),
             spec(6, &["/m"], &[], method_bit(b"POST"), 0),
         ]);
-        let f = |h: Option<&str>, p: &str, m: &str| r.find(h, p.as_bytes(), m.as_bytes(), None).map(|x| x.0);
+        let f = |h: Option<&str>, p: &str, m: &str| {
+            r.find(h, p.as_bytes(), m.as_bytes(), None).map(|x| x.0)
+        };
         assert_eq!(f(None, "/api/x", "GET"), Some(0));
         assert_eq!(f(None, "/api/v1/x", "GET"), Some(1));
         assert_eq!(f(None, "/api/v1/users", "GET"), Some(2));

@@ -10,10 +10,10 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::node::{ListenConf, Node};
 use crate::config::Loaded;
+use crate::config::node::{ListenConf, Node};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::{ConfigStore, Reloader, ReloaderService, Trigger};
@@ -25,9 +25,11 @@ struct Signals;
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
-        let (Ok(mut quit), Ok(mut term), Ok(mut int)) =
-            (signal(SignalKind::quit()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-        else {
+        let (Ok(mut quit), Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::quit()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             return std::future::pending().await;
         };
         tokio::select! {
@@ -43,24 +45,53 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
     let n = &node.conf;
     let conf = ServerConf {
         threads: n.threads,
-        pid_file: n.pid_file.clone().unwrap_or_else(|| "/tmp/tollgate.pid".into()),
-        upgrade_sock: n.upgrade_sock.clone().unwrap_or_else(|| "/tmp/tollgate_upgrade.sock".into()),
+        pid_file: n
+            .pid_file
+            .clone()
+            .unwrap_or_else(|| "/tmp/tollgate.pid".into()),
+        upgrade_sock: n
+            .upgrade_sock
+            .clone()
+            .unwrap_or_else(|| "/tmp/tollgate_upgrade.sock".into()),
         grace_period_seconds: Some(n.grace_period_seconds.unwrap_or(0)),
         graceful_shutdown_timeout_seconds: Some(n.graceful_shutdown_timeout_seconds.unwrap_or(10)),
         ..Default::default()
     };
-    let mut server = Server::new_with_opt_and_conf(Opt { upgrade, ..Default::default() }, conf);
+    let mut server = Server::new_with_opt_and_conf(
+        Opt {
+            upgrade,
+            ..Default::default()
+        },
+        conf,
+    );
     server.bootstrap();
 
-    let Loaded { snapshot, end_marked, files } = first;
+    let Loaded {
+        snapshot,
+        end_marked,
+        files,
+    } = first;
     let metrics = Arc::new(Metrics::new());
     metrics.loaded(&snapshot);
     info!("Loaded config {}: {}.", snapshot.version, snapshot.counts);
     let store = Arc::new(ConfigStore::new(snapshot));
-    let reloader = Reloader::new(node.clone(), store.clone(), metrics.clone(), end_marked, &files);
+    let reloader = Reloader::new(
+        node.clone(),
+        store.clone(),
+        metrics.clone(),
+        end_marked,
+        &files,
+    );
 
-    let gateway = Gateway { store: store.clone(), metrics: metrics.clone() };
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "tollgate proxy");
+    let gateway = Gateway {
+        store: store.clone(),
+        metrics: metrics.clone(),
+    };
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "tollgate proxy",
+    );
     for l in &n.listen {
         match l {
             ListenConf::Plain(addr) => proxy.add_tcp(addr),
@@ -69,8 +100,9 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
                 Some(tls) => {
                     let cert = node.resolve(&tls.cert).display().to_string();
                     let key = node.resolve(&tls.key).display().to_string();
-                    let mut settings = TlsSettings::intermediate(&cert, &key)
-                        .map_err(|e| format!("{}: listen `{}`: TLS: {e}", node.file.display(), f.addr))?;
+                    let mut settings = TlsSettings::intermediate(&cert, &key).map_err(|e| {
+                        format!("{}: listen `{}`: TLS: {e}", node.file.display(), f.addr)
+                    })?;
                     settings.enable_h2();
                     proxy.add_tls_with_settings(&f.addr, None, settings);
                 }
@@ -80,14 +112,21 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
     server.add_service(proxy);
 
     if let Some(addr) = &n.status_listen {
-        let mut status = Service::new("tollgate status".into(), StatusApp { store: store.clone(), metrics: metrics.clone() });
+        let mut status = Service::new(
+            "tollgate status".into(),
+            StatusApp {
+                store: store.clone(),
+                metrics: metrics.clone(),
+            },
+        );
         status.add_tcp(addr);
         server.add_service(status);
     }
 
     // SIGHUP: caught on a plain thread from the start, so it can never kill the process.
     let tx = reloader.trigger();
-    let mut hup = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]).map_err(|e| format!("cannot catch SIGHUP: {e}"))?;
+    let mut hup = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| format!("cannot catch SIGHUP: {e}"))?;
     std::thread::Builder::new()
         .name("sighup".into())
         .spawn(move || {
@@ -98,6 +137,8 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
         .map_err(|e| format!("cannot start the SIGHUP thread: {e}"))?;
     server.add_service(background_service("reloader", ReloaderService(reloader)));
 
-    server.run(RunArgs { shutdown_signal: Box::new(Signals) });
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals),
+    });
     Ok(())
 }

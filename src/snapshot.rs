@@ -36,7 +36,12 @@ impl std::fmt::Display for Counts {
         write!(
             f,
             "{} routes, {} services, {} upstreams, {} consumers, {} credentials, {} consumer groups",
-            self.routes, self.services, self.upstreams, self.consumers, self.credentials, self.consumer_groups
+            self.routes,
+            self.services,
+            self.upstreams,
+            self.consumers,
+            self.credentials,
+            self.consumer_groups
         )
     }
 }
@@ -49,7 +54,9 @@ pub struct Route {
     pub upstream: UpstreamId,
     /// The route's own `timeout`, overriding the upstream's.
     pub timeouts: Option<Timeouts>,
-    pub plugins: crate::plugins::RoutePlugins,
+    /// Auth plugins in priority order (multi, hmac, basic, jwt, key).
+    pub auth: Box<[Arc<crate::auth::AuthPlugin>]>,
+    pub plugins: crate::plugins::PluginSet,
 }
 
 /// One good load of the resource files.

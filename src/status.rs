@@ -38,8 +38,16 @@ impl ServeHttp for StatusApp {
                 });
                 respond(200, "application/json", format!("{body}\n").into_bytes())
             }
-            "/metrics" => respond(200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()),
-            _ => respond(404, "application/json", b"{\"error_msg\":\"404 Not Found\"}\n".to_vec()),
+            "/metrics" => respond(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(),
+            ),
+            _ => respond(
+                404,
+                "application/json",
+                b"{\"error_msg\":\"404 Not Found\"}\n".to_vec(),
+            ),
         }
     }
 }

@@ -26,7 +26,11 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         let d = Duration::from_secs(60);
-        Timeouts { connect: d, send: d, read: d }
+        Timeouts {
+            connect: d,
+            send: d,
+            read: d,
+        }
     }
 }
 
@@ -40,7 +44,11 @@ impl Timeouts {
                 Err(format!("{name} must be a number of seconds greater than 0"))
             }
         };
-        Ok(Timeouts { connect: secs("connect", t.connect)?, send: secs("send", t.send)?, read: secs("read", t.read)? })
+        Ok(Timeouts {
+            connect: secs("connect", t.connect)?,
+            send: secs("send", t.send)?,
+            read: secs("read", t.read)?,
+        })
     }
 
     /// Applies these timeouts to a peer.
@@ -85,7 +93,10 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("id", &self.id).field("nodes", &self.nodes.len()).finish()
+        f.debug_struct("Upstream")
+            .field("id", &self.id)
+            .field("nodes", &self.nodes.len())
+            .finish()
     }
 }
 
@@ -99,15 +110,19 @@ impl Upstream {
         let mut errs = Vec::new();
         match conf.kind {
             BalancerType::Roundrobin | BalancerType::Chash => {}
-            BalancerType::Ewma | BalancerType::LeastConn => {
-                errs.push(("type".into(), "balancer type not supported by tollgate (use roundrobin or chash)".into()))
-            }
+            BalancerType::Ewma | BalancerType::LeastConn => errs.push((
+                "type".into(),
+                "balancer type not supported by tollgate (use roundrobin or chash)".into(),
+            )),
         }
         let tls = match conf.scheme {
             SchemeConf::Http => false,
             SchemeConf::Https => true,
             SchemeConf::Grpc | SchemeConf::Grpcs => {
-                errs.push(("scheme".into(), "grpc upstreams are not supported by tollgate".into()));
+                errs.push((
+                    "scheme".into(),
+                    "grpc upstreams are not supported by tollgate".into(),
+                ));
                 false
             }
         };
@@ -140,13 +155,19 @@ impl Upstream {
                     HostMode::Pass
                 }
                 None => {
-                    errs.push(("upstream_host".into(), "required when pass_host is rewrite".into()));
+                    errs.push((
+                        "upstream_host".into(),
+                        "required when pass_host is rewrite".into(),
+                    ));
                     HostMode::Pass
                 }
             },
         };
         if conf.upstream_host.is_some() && conf.pass_host != PassHost::Rewrite {
-            errs.push(("upstream_host".into(), "only used with pass_host: rewrite".into()));
+            errs.push((
+                "upstream_host".into(),
+                "only used with pass_host: rewrite".into(),
+            ));
         }
         let hash = match conf.kind {
             BalancerType::Chash => {
@@ -154,7 +175,10 @@ impl Upstream {
                 match (on, conf.key.as_deref()) {
                     (HashOn::Consumer, _) => Some((on, "".into())),
                     (HashOn::VarsCombinations, _) => {
-                        errs.push(("hash_on".into(), "vars_combinations is not supported by tollgate".into()));
+                        errs.push((
+                            "hash_on".into(),
+                            "vars_combinations is not supported by tollgate".into(),
+                        ));
                         None
                     }
                     (_, Some(k)) if !k.is_empty() => Some((on, k.into())),
@@ -188,7 +212,11 @@ impl Upstream {
             if n.weight == 0 {
                 continue;
             }
-            let host_text = if port == default_port { n.host.clone() } else { format!("{}:{}", n.host, port) };
+            let host_text = if port == default_port {
+                n.host.clone()
+            } else {
+                format!("{}:{}", n.host, port)
+            };
             let Ok(host_header) = HeaderValue::from_str(&host_text) else {
                 errs.push((format!("nodes[{i}]"), "not a valid host".into()));
                 continue;
@@ -200,7 +228,14 @@ impl Upstream {
                     peer.options.idle_timeout = Some(Duration::from_secs_f64(idle.max(0.0)));
                 }
             }
-            nodes.push((Node { addr, host_header, peer }, n.weight));
+            nodes.push((
+                Node {
+                    addr,
+                    host_header,
+                    peer,
+                },
+                n.weight,
+            ));
         }
         if !errs.is_empty() {
             return Err(errs);
@@ -211,13 +246,19 @@ impl Upstream {
         let g = nodes.iter().fold(0, |g, (_, w)| gcd(g, *w));
         let backends: BTreeSet<Backend> = nodes
             .iter()
-            .map(|(n, w)| Backend { addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(n.addr), weight: (w / g) as usize, ext: Default::default() })
+            .map(|(n, w)| Backend {
+                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(n.addr),
+                weight: (w / g) as usize,
+                ext: Default::default(),
+            })
             .collect();
         let balancer = match hash {
             None => Balancer::RoundRobin(build_lb(backends)),
             Some((on, key)) => Balancer::Hash(build_lb(backends), on, key),
         };
-        let retries = conf.retries.unwrap_or((nodes.len() as u32).saturating_sub(1));
+        let retries = conf
+            .retries
+            .unwrap_or((nodes.len() as u32).saturating_sub(1));
         Ok(Upstream {
             id: id.into(),
             nodes: nodes.into_iter().map(|(n, _)| n).collect(),

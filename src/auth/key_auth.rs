@@ -20,3 +20,120 @@ pub struct KeyAuthCredentialConf {
     pub key: Option<String>,
     pub key_hash: Option<String>,
 }
+
+use std::sync::Arc;
+
+use http::HeaderName;
+
+use super::{AuthCommon, AuthRequest, Failure, Hide, QueryArg, challenge, header_str, query_arg};
+use crate::consumer::{Consumers, secret_value};
+use crate::secret::{parse_key_hash, sha256};
+use crate::snapshot::CredentialId;
+
+/// Compiled key-auth on a route.
+#[derive(Debug)]
+pub struct KeyAuth {
+    pub common: AuthCommon,
+    header: HeaderName,
+    query: Arc<str>,
+}
+
+/// Compiles the route side; `anonymous` is resolved by the caller.
+pub fn compile(
+    conf: &KeyAuthConf,
+    anonymous: Option<crate::snapshot::ConsumerId>,
+) -> Result<KeyAuth, (String, String)> {
+    let header = conf.header.as_deref().unwrap_or("apikey");
+    let header = HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).map_err(|_| {
+        (
+            "header".to_string(),
+            format!("`{header}` is not a valid header name"),
+        )
+    })?;
+    let query = conf.query.as_deref().unwrap_or("apikey");
+    if query.is_empty() {
+        return Err(("query".into(), "must not be empty".into()));
+    }
+    let challenge =
+        challenge("apikey", conf.realm.as_deref(), "key").map_err(|m| ("realm".to_string(), m))?;
+    Ok(KeyAuth {
+        common: AuthCommon {
+            name: "key-auth",
+            hide_credentials: conf.hide_credentials.unwrap_or(false),
+            challenge,
+            anonymous,
+        },
+        header,
+        query: query.into(),
+    })
+}
+
+/// Compiles a credential: the SHA-256 the index is keyed by, and which field gave it.
+pub fn compile_credential(
+    conf: &KeyAuthCredentialConf,
+) -> Result<([u8; 32], &'static str), (String, String)> {
+    match (&conf.key, &conf.key_hash) {
+        (Some(_), Some(_)) => Err((
+            "key_hash".into(),
+            "set either key or key_hash, not both".into(),
+        )),
+        (Some(k), None) => {
+            let k = secret_value(k).map_err(|m| ("key".to_string(), m))?;
+            if k.is_empty() {
+                return Err(("key".into(), "must not be empty".into()));
+            }
+            Ok((sha256(k.as_bytes()), "key"))
+        }
+        (None, Some(h)) => parse_key_hash(h).map(|d| (d, "key_hash")).ok_or_else(|| {
+            (
+                "key_hash".into(),
+                "must be sha256:<64 hex digits> (see `tollgate hash-secret key`)".into(),
+            )
+        }),
+        (None, None) => Err(("key".into(), "required (key or key_hash)".into())),
+    }
+}
+
+const MISSING: &[u8] = b"{\"message\":\"Missing API key in request\"}\n";
+const INVALID: &[u8] = b"{\"message\":\"Invalid API key in request\"}\n";
+
+type Verdict =
+    Result<(CredentialId, Vec<Hide>, Option<super::hmac_auth::BodyCheck>), (Failure, Vec<Hide>)>;
+
+impl KeyAuth {
+    /// Header first (present, even empty, means it is the key), then the query argument.
+    pub fn verify(&self, consumers: &Consumers, ar: &AuthRequest<'_>) -> Verdict {
+        let both = || {
+            vec![
+                Hide::Header(self.header.clone()),
+                Hide::Query(self.query.clone()),
+            ]
+        };
+        let (key, hide) = if let Some(v) = header_str(ar.req, self.header.as_str()) {
+            (
+                std::borrow::Cow::Borrowed(v),
+                Hide::Header(self.header.clone()),
+            )
+        } else {
+            match query_arg(ar.req.uri.query(), &self.query) {
+                QueryArg::One(v) => (v, Hide::Query(self.query.clone())),
+                QueryArg::Bare | QueryArg::Many => {
+                    return Err((
+                        Failure::unauthorized(INVALID, "failed to find consumer: invalid api key"),
+                        both(),
+                    ));
+                }
+                QueryArg::Missing => {
+                    return Err((Failure::unauthorized(MISSING, "missing api key"), both()));
+                }
+            }
+        };
+        match consumers.creds.key_auth.get(&sha256(key.as_bytes())) {
+            Some(&cred) => Ok((cred, vec![hide], None)),
+            None => Err((
+                Failure::unauthorized(INVALID, "failed to find consumer: invalid api key"),
+                both(),
+            )),
+        }
+    }
+}

@@ -1,8 +1,444 @@
-//! Auth plugins: a closed enum of schemes, run by priority (AND across plugins), multi-auth (OR)
-//! and the anonymous-consumer fallback.
+//! Auth plugins: a closed enum of schemes run by priority (AND across plugins), multi-auth (OR)
+//! and the anonymous-consumer fallback. Each scheme's `verify` is a function of the request head
+//! and the snapshot's credential index; failures become APISIX's 401 bodies.
 
 pub mod basic_auth;
 pub mod hmac_auth;
 pub mod jwt_auth;
 pub mod key_auth;
 pub mod multi_auth;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use log::{debug, info};
+use pingora_http::RequestHeader;
+
+use crate::consumer::Consumers;
+use crate::headers::WWW_AUTHENTICATE;
+use crate::reject::Reject;
+use crate::snapshot::{ConsumerId, CredentialId};
+
+/// Who a request is, once an auth plugin identified it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub consumer: ConsumerId,
+    /// None for a consumer matched by an inline plugin, or the anonymous consumer.
+    pub credential: Option<CredentialId>,
+    pub anonymous: bool,
+}
+
+/// A credential source to remove before proxying (`hide_credentials`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hide {
+    Header(HeaderName),
+    Query(Arc<str>),
+    Cookie(Arc<str>),
+}
+
+/// Settings every auth plugin has: `hide_credentials`, `realm`, `anonymous_consumer`.
+#[derive(Debug, Clone)]
+pub struct AuthCommon {
+    pub name: &'static str,
+    pub hide_credentials: bool,
+    /// The `WWW-Authenticate` value sent with every 401 of this plugin.
+    pub challenge: HeaderValue,
+    pub anonymous: Option<ConsumerId>,
+}
+
+impl AuthCommon {
+    /// A 401 with this plugin's challenge and `{"message": msg}`.
+    pub fn reject(&self, f: &Failure) -> Reject {
+        let r = Reject::new(f.status, f.body.clone());
+        if f.status == 401 {
+            r.with_header(WWW_AUTHENTICATE, self.challenge.clone())
+        } else {
+            r
+        }
+    }
+}
+
+/// Checks a `realm` and builds the challenge header value `<scheme> realm="<realm>"`.
+pub fn challenge(scheme: &str, realm: Option<&str>, default: &str) -> Result<HeaderValue, String> {
+    let realm = realm.unwrap_or(default);
+    let ok = !realm.is_empty()
+        && realm.len() <= 128
+        && realm
+            .bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\');
+    if !ok {
+        return Err("1 to 128 printable ASCII characters without `\"` or `\\`".into());
+    }
+    HeaderValue::from_str(&format!("{scheme} realm=\"{realm}\"")).map_err(|e| e.to_string())
+}
+
+/// Why a plugin refused a request: status, client body, and the detail for the log.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub status: u16,
+    pub body: Bytes,
+    pub log: Cow<'static, str>,
+}
+
+impl Failure {
+    /// 401 with a static JSON body.
+    pub fn unauthorized(body: &'static [u8], log: impl Into<Cow<'static, str>>) -> Failure {
+        Failure {
+            status: 401,
+            body: Bytes::from_static(body),
+            log: log.into(),
+        }
+    }
+}
+
+/// A compiled auth plugin, in the priority order APISIX runs them.
+#[derive(Debug)]
+pub enum AuthPlugin {
+    Multi(Box<[AuthPlugin]>),
+    Hmac(hmac_auth::HmacAuth),
+    Basic(basic_auth::BasicAuth),
+    Jwt(jwt_auth::JwtAuth),
+    Key(key_auth::KeyAuth),
+}
+
+impl AuthPlugin {
+    pub fn priority(&self) -> u32 {
+        match self {
+            AuthPlugin::Multi(_) => 2600,
+            AuthPlugin::Hmac(_) => 2530,
+            AuthPlugin::Basic(_) => 2520,
+            AuthPlugin::Jwt(_) => 2510,
+            AuthPlugin::Key(_) => 2500,
+        }
+    }
+
+    pub fn common(&self) -> Option<&AuthCommon> {
+        match self {
+            AuthPlugin::Multi(_) => None,
+            AuthPlugin::Hmac(p) => Some(&p.common),
+            AuthPlugin::Basic(p) => Some(&p.common),
+            AuthPlugin::Jwt(p) => Some(&p.common),
+            AuthPlugin::Key(p) => Some(&p.common),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.common().map_or("multi-auth", |c| c.name)
+    }
+}
+
+/// The request facts auth plugins read.
+pub struct AuthRequest<'a> {
+    pub req: &'a RequestHeader,
+    /// The normalised, decoded path (hmac-auth signs it).
+    pub path: &'a [u8],
+    pub now: SystemTime,
+}
+
+/// What auth decided, plus what to remove before proxying.
+#[derive(Debug, Default)]
+pub struct AuthResult {
+    pub identity: Option<Identity>,
+    pub hide: Vec<Hide>,
+    /// hmac-auth `validate_request_body`: the body must match this digest before it is sent.
+    pub body_check: Option<hmac_auth::BodyCheck>,
+}
+
+/// Failure of an auth step, with the plugin that failed (for metrics).
+pub struct AuthReject {
+    pub plugin: &'static str,
+    pub reject: Reject,
+}
+
+/// One plugin's outcome before the anonymous fallback.
+enum Outcome {
+    Found(CredentialId, Vec<Hide>, Option<hmac_auth::BodyCheck>),
+    Failed(Failure, Vec<Hide>),
+}
+
+async fn verify_one(p: &AuthPlugin, consumers: &Consumers, ar: &AuthRequest<'_>) -> Outcome {
+    let r = match p {
+        AuthPlugin::Key(k) => k.verify(consumers, ar),
+        AuthPlugin::Basic(b) => b.verify(consumers, ar).await,
+        AuthPlugin::Hmac(h) => h.verify(consumers, ar),
+        AuthPlugin::Jwt(j) => j.verify(consumers, ar),
+        AuthPlugin::Multi(_) => unreachable_multi(),
+    };
+    match r {
+        Ok((cred, hide, body)) => match consumers.check_expiry(cred, ar.now) {
+            Ok(()) => Outcome::Found(cred, hide, body),
+            Err(log) => Outcome::Failed(p.expired_failure(log), hide),
+        },
+        Err((f, hide)) => Outcome::Failed(f, hide),
+    }
+}
+
+fn unreachable_multi()
+-> Result<(CredentialId, Vec<Hide>, Option<hmac_auth::BodyCheck>), (Failure, Vec<Hide>)> {
+    Err((
+        Failure::unauthorized(
+            b"{\"message\":\"Authorization Failed\"}\n",
+            "nested multi-auth",
+        ),
+        Vec::new(),
+    ))
+}
+
+impl AuthPlugin {
+    /// The failure an expired credential gets: the plugin's "wrong secret" answer.
+    fn expired_failure(&self, log: String) -> Failure {
+        let body: &'static [u8] = match self {
+            AuthPlugin::Key(_) => b"{\"message\":\"Invalid API key in request\"}\n",
+            AuthPlugin::Basic(_) => b"{\"message\":\"Invalid user authorization\"}\n",
+            AuthPlugin::Hmac(_) => b"{\"message\":\"client request can't be validated\"}\n",
+            AuthPlugin::Jwt(_) => b"{\"message\":\"Invalid user key in JWT token\"}\n",
+            AuthPlugin::Multi(_) => b"{\"message\":\"Authorization Failed\"}\n",
+        };
+        Failure::unauthorized(body, log)
+    }
+}
+
+/// Runs one plugin with its anonymous fallback.
+async fn run_plugin(
+    p: &AuthPlugin,
+    consumers: &Consumers,
+    ar: &AuthRequest<'_>,
+    out: &mut AuthResult,
+) -> Result<(), AuthReject> {
+    if let AuthPlugin::Multi(list) = p {
+        let mut last: Option<&AuthPlugin> = None;
+        for inner in list.iter() {
+            match verify_one(inner, consumers, ar).await {
+                Outcome::Found(cred, hide, body) => {
+                    out.identity = Some(consumers.identity(cred));
+                    if inner.common().is_some_and(|c| c.hide_credentials) {
+                        out.hide.extend(hide);
+                    }
+                    out.body_check = body;
+                    return Ok(());
+                }
+                Outcome::Failed(f, _) => {
+                    info!(
+                        "{} failed to authenticate the request, code: {}. error: {}",
+                        inner.name(),
+                        f.status,
+                        f.log
+                    );
+                    last = Some(inner);
+                }
+            }
+        }
+        let mut r = Reject::new(
+            401,
+            Bytes::from_static(b"{\"message\":\"Authorization Failed\"}\n"),
+        );
+        if let Some(c) = last.and_then(AuthPlugin::common) {
+            r = r.with_header(WWW_AUTHENTICATE, c.challenge.clone());
+        }
+        return Err(AuthReject {
+            plugin: "multi-auth",
+            reject: r,
+        });
+    }
+    let Some(common) = p.common() else {
+        return Ok(());
+    };
+    match verify_one(p, consumers, ar).await {
+        Outcome::Found(cred, hide, body) => {
+            out.identity = Some(consumers.identity(cred));
+            if common.hide_credentials {
+                out.hide.extend(hide);
+            }
+            if body.is_some() {
+                out.body_check = body;
+            }
+            Ok(())
+        }
+        Outcome::Failed(f, hide) => match common.anonymous {
+            Some(anon) if f.status == 401 => {
+                debug!("{}: {}; using the anonymous consumer", common.name, f.log);
+                out.identity = Some(Identity {
+                    consumer: anon,
+                    credential: None,
+                    anonymous: true,
+                });
+                if common.hide_credentials {
+                    out.hide.extend(hide);
+                }
+                Ok(())
+            }
+            _ => {
+                info!("{}: {}", common.name, f.log);
+                Err(AuthReject {
+                    plugin: common.name,
+                    reject: common.reject(&f),
+                })
+            }
+        },
+    }
+}
+
+/// Runs every auth plugin of a route in priority order; all must pass (AND). The consumer found
+/// last (lowest priority) is the one attached, as APISIX does.
+pub async fn authenticate(
+    plugins: &[Arc<AuthPlugin>],
+    consumers: &Consumers,
+    ar: &AuthRequest<'_>,
+) -> Result<AuthResult, AuthReject> {
+    let mut out = AuthResult::default();
+    for p in plugins {
+        run_plugin(p, consumers, ar, &mut out).await?;
+    }
+    Ok(out)
+}
+
+/// The value of query argument `name` in a raw query string.
+#[derive(Debug, PartialEq, Eq)]
+pub enum QueryArg<'a> {
+    Missing,
+    /// `?name` with no `=`: APISIX reads it as `true`, which matches no credential.
+    Bare,
+    One(Cow<'a, str>),
+    /// Repeated: a list, which matches no credential.
+    Many,
+}
+
+/// Percent-decodes (and `+` to space) a query component.
+pub fn query_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Finds query argument `name`.
+pub fn query_arg<'a>(query: Option<&'a str>, name: &str) -> QueryArg<'a> {
+    let Some(q) = query else {
+        return QueryArg::Missing;
+    };
+    let mut found = QueryArg::Missing;
+    for part in q.split('&') {
+        let (k, v) = match part.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (part, None),
+        };
+        if query_decode(k) != name {
+            continue;
+        }
+        found = match (found, v) {
+            (QueryArg::Missing, Some(v)) => QueryArg::One(query_decode(v)),
+            (QueryArg::Missing, None) => QueryArg::Bare,
+            _ => QueryArg::Many,
+        };
+    }
+    found
+}
+
+/// The query string without argument `name` (for `hide_credentials`).
+pub fn query_without(query: &str, name: &str) -> String {
+    query
+        .split('&')
+        .filter(|part| {
+            !part.is_empty() && query_decode(part.split_once('=').map_or(*part, |(k, _)| k)) != name
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    for h in req.headers.get_all(http::header::COOKIE) {
+        let Ok(s) = h.to_str() else { continue };
+        for pair in s.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=') {
+                if k == name {
+                    return Some(v);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The `Cookie` header without cookie `name`, or None when nothing is left.
+pub fn cookies_without(req: &RequestHeader, name: &str) -> Option<String> {
+    let rest: Vec<&str> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|s| s.split(';'))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && p.split_once('=').map_or(*p, |(k, _)| k) != name)
+        .collect();
+    if rest.is_empty() {
+        None
+    } else {
+        Some(rest.join("; "))
+    }
+}
+
+/// The first value of a header as text; a non-UTF-8 value reads as absent.
+pub fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).map(|v| v.to_str().unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_args() {
+        assert_eq!(
+            query_arg(Some("a=1&apikey=k%2B1"), "apikey"),
+            QueryArg::One("k+1".into())
+        );
+        assert_eq!(query_arg(Some("apikey"), "apikey"), QueryArg::Bare);
+        assert_eq!(
+            query_arg(Some("apikey=1&apikey=2"), "apikey"),
+            QueryArg::Many
+        );
+        assert_eq!(query_arg(None, "apikey"), QueryArg::Missing);
+        assert_eq!(query_without("a=1&apikey=x&b=2", "apikey"), "a=1&b=2");
+    }
+
+    #[test]
+    fn realm_checks() {
+        assert_eq!(
+            challenge("Basic", None, "basic").unwrap(),
+            "Basic realm=\"basic\""
+        );
+        assert!(challenge("Basic", Some("a\"b"), "basic").is_err());
+    }
+}

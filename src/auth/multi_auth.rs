@@ -29,3 +29,72 @@ pub struct AuthPluginEntryConf {
     #[serde(rename = "jwt-auth", default, deserialize_with = "null_is_default")]
     pub jwt_auth: Option<JwtAuthConf>,
 }
+
+use super::AuthPlugin;
+use crate::snapshot::ConsumerId;
+
+/// Compiles `auth_plugins`; `anonymous` resolves an `anonymous_consumer` name.
+pub fn compile(
+    conf: &MultiAuthConf,
+    anonymous: &dyn Fn(&Option<String>) -> Result<Option<ConsumerId>, String>,
+) -> Result<AuthPlugin, (String, String)> {
+    if conf.auth_plugins.len() < 2 {
+        return Err((
+            "auth_plugins".into(),
+            "expect array to have at least 2 items".into(),
+        ));
+    }
+    let mut list = Vec::new();
+    for (i, e) in conf.auth_plugins.iter().enumerate() {
+        let n = [
+            e.key_auth.is_some(),
+            e.basic_auth.is_some(),
+            e.hmac_auth.is_some(),
+            e.jwt_auth.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if n != 1 {
+            return Err((
+                format!("auth_plugins[{i}]"),
+                "each entry holds exactly one auth plugin".into(),
+            ));
+        }
+        let at = |name: &str, r: Result<AuthPlugin, (String, String)>| {
+            r.map_err(|(f, m)| (format!("auth_plugins[{i}].{name}.{f}"), m))
+        };
+        let anon = |name: &str, a: &Option<String>| {
+            anonymous(a).map_err(|m| (format!("auth_plugins[{i}].{name}.anonymous_consumer"), m))
+        };
+        let p = if let Some(c) = &e.key_auth {
+            at(
+                "key-auth",
+                super::key_auth::compile(c, anon("key-auth", &c.anonymous_consumer)?)
+                    .map(AuthPlugin::Key),
+            )?
+        } else if let Some(c) = &e.basic_auth {
+            at(
+                "basic-auth",
+                super::basic_auth::compile(c, anon("basic-auth", &c.anonymous_consumer)?)
+                    .map(AuthPlugin::Basic),
+            )?
+        } else if let Some(c) = &e.hmac_auth {
+            at(
+                "hmac-auth",
+                super::hmac_auth::compile(c, anon("hmac-auth", &c.anonymous_consumer)?)
+                    .map(AuthPlugin::Hmac),
+            )?
+        } else if let Some(c) = &e.jwt_auth {
+            at(
+                "jwt-auth",
+                super::jwt_auth::compile(c, anon("jwt-auth", &c.anonymous_consumer)?)
+                    .map(AuthPlugin::Jwt),
+            )?
+        } else {
+            continue;
+        };
+        list.push(p);
+    }
+    Ok(AuthPlugin::Multi(list.into_boxed_slice()))
+}

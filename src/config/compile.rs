@@ -11,8 +11,9 @@ use ipnet::IpNet;
 
 use super::error::ConfigError;
 use super::raw::{Id, ResourcesConf, RouteConf, ServiceConf, UpstreamConf};
-use crate::plugins::RoutePluginsConf;
-use crate::router::{method_mask, RouteSpec, Router};
+use crate::consumer::Consumers;
+use crate::plugins::{RoutePlugins, compile_route_plugins};
+use crate::router::{RouteSpec, Router, method_mask};
 use crate::snapshot::{Counts, Route, RouteId, Snapshot, UpstreamId};
 use crate::upstream::{Timeouts, Upstream};
 
@@ -25,11 +26,19 @@ pub struct Place {
 
 impl Place {
     pub fn at(&self, field: &str) -> String {
-        if field.is_empty() { self.path.clone() } else { format!("{}.{field}", self.path) }
+        if field.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}.{field}", self.path)
+        }
     }
     /// How another place is named in a message: the bare path in the same file, else `file: path`.
     pub fn named_from(&self, other_file: &str, field: &str) -> String {
-        if &*self.file == other_file { self.at(field) } else { format!("{}: {}", self.file, self.at(field)) }
+        if &*self.file == other_file {
+            self.at(field)
+        } else {
+            format!("{}: {}", self.file, self.at(field))
+        }
     }
 }
 
@@ -39,7 +48,8 @@ pub struct Errs(pub Vec<ConfigError>);
 
 impl Errs {
     pub fn push(&mut self, place: &Place, field: &str, msg: impl Into<String>) {
-        self.0.push(ConfigError::new(&*place.file, place.at(field), msg));
+        self.0
+            .push(ConfigError::new(&*place.file, place.at(field), msg));
     }
 }
 
@@ -64,12 +74,23 @@ impl<'a, T> Table<'a, T> {
             let file: Arc<str> = name.as_str().into();
             for (i, item) in list(conf).iter().enumerate() {
                 n += 1;
-                let place = Place { file: file.clone(), path: format!("{kind}[{i}]") };
+                let place = Place {
+                    file: file.clone(),
+                    path: format!("{kind}[{i}]"),
+                };
                 if let Some(id) = id(item, n) {
                     if let Some(&prev) = by_id.get(&id) {
                         let prev: &Place = &items[prev].0;
-                        let what = if kind == "consumers" { "username" } else { "id" };
-                        errs.push(&place, what, format!("same {what} `{id}` as {}", prev.named_from(name, what)));
+                        let what = if kind == "consumers" {
+                            "username"
+                        } else {
+                            "id"
+                        };
+                        errs.push(
+                            &place,
+                            what,
+                            format!("same {what} `{id}` as {}", prev.named_from(name, what)),
+                        );
                         continue;
                     }
                     by_id.insert(id, items.len());
@@ -97,7 +118,10 @@ fn unsupported(errs: &mut Errs, place: &Place, fields: &[(&str, bool)]) {
 pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errs = Errs::default();
     for (name, conf) in &files {
-        let place = Place { file: name.as_str().into(), path: String::new() };
+        let place = Place {
+            file: name.as_str().into(),
+            path: String::new(),
+        };
         let top = [
             ("ssls", conf.ssls.is_some()),
             ("stream_routes", conf.stream_routes.is_some()),
@@ -117,11 +141,67 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             }
         }
     }
-    let upstreams_t = Table::build("upstreams", &files, |c| &c.upstreams, |u: &UpstreamConf, _| u.id.as_ref().map(|i| i.0.clone()), &mut errs);
-    let services_t = Table::build("services", &files, |c| &c.services, |s: &ServiceConf, _| s.id.as_ref().map(|i| i.0.clone()), &mut errs);
-    let routes_t = Table::build("routes", &files, |c| &c.routes, |r: &RouteConf, n| Some(r.id.as_ref().map_or_else(|| format!("arr_{n}"), |i| i.0.clone())), &mut errs);
-    let pcs_t = Table::build("plugin_configs", &files, |c| &c.plugin_configs, |p: &super::raw::PluginConfigConf, _| Some(p.id.0.clone()), &mut errs);
-    let globals_t = Table::build("global_rules", &files, |c| &c.global_rules, |g: &super::raw::GlobalRuleConf, _| Some(g.id.0.clone()), &mut errs);
+    let upstreams_t = Table::build(
+        "upstreams",
+        &files,
+        |c| &c.upstreams,
+        |u: &UpstreamConf, _| u.id.as_ref().map(|i| i.0.clone()),
+        &mut errs,
+    );
+    let services_t = Table::build(
+        "services",
+        &files,
+        |c| &c.services,
+        |s: &ServiceConf, _| s.id.as_ref().map(|i| i.0.clone()),
+        &mut errs,
+    );
+    let routes_t = Table::build(
+        "routes",
+        &files,
+        |c| &c.routes,
+        |r: &RouteConf, n| {
+            Some(
+                r.id.as_ref()
+                    .map_or_else(|| format!("arr_{n}"), |i| i.0.clone()),
+            )
+        },
+        &mut errs,
+    );
+    let pcs_t = Table::build(
+        "plugin_configs",
+        &files,
+        |c| &c.plugin_configs,
+        |p: &super::raw::PluginConfigConf, _| Some(p.id.0.clone()),
+        &mut errs,
+    );
+    let globals_t = Table::build(
+        "global_rules",
+        &files,
+        |c| &c.global_rules,
+        |g: &super::raw::GlobalRuleConf, _| Some(g.id.0.clone()),
+        &mut errs,
+    );
+
+    let consumers_t = Table::build(
+        "consumers",
+        &files,
+        |c| &c.consumers,
+        |c: &super::raw::ConsumerConf, _| match (&c.username, &c.id) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(id)) => Some(id.0.clone()),
+            _ => None,
+        },
+        &mut errs,
+    );
+    let groups_t = Table::build(
+        "consumer_groups",
+        &files,
+        |c| &c.consumer_groups,
+        |g: &super::raw::ConsumerGroupConf, _| Some(g.id.0.clone()),
+        &mut errs,
+    );
+    let consumers: Consumers =
+        crate::consumer::compile(&consumers_t.items, &groups_t.items, &mut errs);
 
     // Upstreams: named ones first, then inline ones as routes and services need them.
     let mut upstreams: Vec<Upstream> = Vec::new();
@@ -140,10 +220,19 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             Err(es) => es.into_iter().for_each(|(f, m)| errs.push(place, &f, m)),
         }
     }
-    let mut resolve_upstream = |place: &Place, owner: &str, inline: &Option<UpstreamConf>, by_id: &Option<Id>, errs: &mut Errs| -> Option<Option<UpstreamId>> {
+    let mut resolve_upstream = |place: &Place,
+                                owner: &str,
+                                inline: &Option<UpstreamConf>,
+                                by_id: &Option<Id>,
+                                errs: &mut Errs|
+     -> Option<Option<UpstreamId>> {
         match (inline, by_id) {
             (Some(_), Some(_)) => {
-                errs.push(place, "upstream_id", "set either upstream or upstream_id, not both");
+                errs.push(
+                    place,
+                    "upstream_id",
+                    "set either upstream or upstream_id, not both",
+                );
                 None
             }
             (Some(u), None) => {
@@ -156,7 +245,8 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
                         Some(Some(UpstreamId(upstreams.len() as u32 - 1)))
                     }
                     Err(es) => {
-                        es.into_iter().for_each(|(f, m)| errs.push(place, &format!("upstream.{f}"), m));
+                        es.into_iter()
+                            .for_each(|(f, m)| errs.push(place, &format!("upstream.{f}"), m));
                         None
                     }
                 }
@@ -165,7 +255,11 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
                 Some(u) => Some(Some(*u)),
                 None => {
                     if upstreams_t.get(id).is_none() {
-                        errs.push(place, "upstream_id", format!("upstream `{}` does not exist", id.0));
+                        errs.push(
+                            place,
+                            "upstream_id",
+                            format!("upstream `{}` does not exist", id.0),
+                        );
                     }
                     None
                 }
@@ -178,6 +272,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
     struct Svc<'a> {
         upstream: Option<UpstreamId>,
         conf: &'a ServiceConf,
+        plugins: RoutePlugins,
     }
     let mut services: BTreeMap<String, Svc> = BTreeMap::new();
     for (place, s) in &services_t.items {
@@ -189,27 +284,68 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
         if let Some(Some(hosts)) = s.hosts.as_ref().map(|h| Some(h)) {
             check_hosts(&mut errs, place, "hosts", hosts);
         }
-        if let Some(up) = resolve_upstream(place, &format!("service:{}", id.0), &s.upstream, &s.upstream_id, &mut errs) {
-            services.insert(id.0.clone(), Svc { upstream: up, conf: s });
+        if let Some(up) = resolve_upstream(
+            place,
+            &format!("service:{}", id.0),
+            &s.upstream,
+            &s.upstream_id,
+            &mut errs,
+        ) {
+            let plugins = compile_route_plugins(&s.plugins, place, &consumers, &mut errs);
+            services.insert(
+                id.0.clone(),
+                Svc {
+                    upstream: up,
+                    conf: s,
+                    plugins,
+                },
+            );
         }
     }
 
     // Global rules: their plugins apply to every route that does not set the same plugin.
-    let mut global_plugins = RoutePluginsConf::default();
-    for (_, g) in &globals_t.items {
-        global_plugins = global_plugins.or(&g.plugins);
+    let mut global_plugins = RoutePlugins::default();
+    for (place, g) in &globals_t.items {
+        global_plugins = global_plugins.over(&compile_route_plugins(
+            &g.plugins, place, &consumers, &mut errs,
+        ));
     }
+    let plugin_configs: BTreeMap<&str, RoutePlugins> = pcs_t
+        .items
+        .iter()
+        .map(|(place, pc)| {
+            (
+                pc.id.0.as_str(),
+                compile_route_plugins(&pc.plugins, place, &consumers, &mut errs),
+            )
+        })
+        .collect();
 
     // Routes.
     let mut routes: Vec<Route> = Vec::new();
+    let mut strip: Vec<http::HeaderName> = crate::headers::IDENTITY.to_vec();
+    for c in consumers.list.iter() {
+        strip.extend(
+            c.plugins
+                .attach_labels
+                .iter()
+                .flat_map(|a| a.headers.iter().map(|(n, _)| n.clone())),
+        );
+    }
     let mut specs: Vec<RouteSpec> = Vec::new();
     for (n, (place, r)) in routes_t.items.iter().enumerate() {
-        let id = r.id.as_ref().map_or_else(|| format!("arr_{}", n + 1), |i| i.0.clone());
+        let id =
+            r.id.as_ref()
+                .map_or_else(|| format!("arr_{}", n + 1), |i| i.0.clone());
         let before = errs.0.len();
         unsupported(
             &mut errs,
             place,
-            &[("vars", r.vars.is_some()), ("filter_func", r.filter_func.is_some()), ("script", r.script.is_some())],
+            &[
+                ("vars", r.vars.is_some()),
+                ("filter_func", r.filter_func.is_some()),
+                ("script", r.script.is_some()),
+            ],
         );
         let paths: Vec<String> = match (&r.uri, &r.uris) {
             (Some(u), None) => vec![u.clone()],
@@ -224,13 +360,21 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             }
         };
         for (i, p) in paths.iter().enumerate() {
-            let field = if r.uri.is_some() { "uri".to_string() } else { format!("uris[{i}]") };
+            let field = if r.uri.is_some() {
+                "uri".to_string()
+            } else {
+                format!("uris[{i}]")
+            };
             if !p.starts_with('/') {
                 errs.push(place, &field, "must start with `/`");
             } else if p.len() > 4096 {
                 errs.push(place, &field, "longer than 4096 characters");
             } else if p[..p.len() - 1].contains('*') {
-                errs.push(place, &field, "`*` is only allowed at the end (prefix match)");
+                errs.push(
+                    place,
+                    &field,
+                    "`*` is only allowed at the end (prefix match)",
+                );
             }
         }
         let mut hosts: Vec<String> = match (&r.host, &r.hosts) {
@@ -242,10 +386,19 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             (None, Some(hs)) => hs.clone(),
             (None, None) => vec![],
         };
-        check_hosts(&mut errs, place, if r.host.is_some() { "host" } else { "hosts" }, &hosts);
+        check_hosts(
+            &mut errs,
+            place,
+            if r.host.is_some() { "host" } else { "hosts" },
+            &hosts,
+        );
         let remote: Vec<String> = match (&r.remote_addr, &r.remote_addrs) {
             (Some(_), Some(_)) => {
-                errs.push(place, "remote_addrs", "set either remote_addr or remote_addrs, not both");
+                errs.push(
+                    place,
+                    "remote_addrs",
+                    "set either remote_addr or remote_addrs, not both",
+                );
                 vec![]
             }
             (Some(a), None) => vec![a.clone()],
@@ -254,9 +407,16 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
         };
         let mut remote_addrs = Vec::new();
         for (i, a) in remote.iter().enumerate() {
-            match a.parse::<IpNet>().or_else(|_| a.parse::<IpAddr>().map(IpNet::from)) {
+            match a
+                .parse::<IpNet>()
+                .or_else(|_| a.parse::<IpAddr>().map(IpNet::from))
+            {
                 Ok(net) => remote_addrs.push(net),
-                Err(_) => errs.push(place, &format!("remote_addrs[{i}]"), format!("`{a}` is not an IP or CIDR")),
+                Err(_) => errs.push(
+                    place,
+                    &format!("remote_addrs[{i}]"),
+                    format!("`{a}` is not an IP or CIDR"),
+                ),
             }
         }
         let status = r.status.unwrap_or(1);
@@ -264,14 +424,20 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             errs.push(place, "status", "must be 0 (disabled) or 1 (enabled)");
         }
         let timeouts = r.timeout.as_ref().and_then(|t| {
-            Timeouts::from_conf(t).map_err(|m| errs.push(place, "timeout", m)).ok()
+            Timeouts::from_conf(t)
+                .map_err(|m| errs.push(place, "timeout", m))
+                .ok()
         });
         let service = match &r.service_id {
             Some(sid) => match services.get(&sid.0) {
                 Some(s) => Some((sid.0.clone(), s)),
                 None => {
                     if services_t.get(sid).is_none() {
-                        errs.push(place, "service_id", format!("service `{}` does not exist", sid.0));
+                        errs.push(
+                            place,
+                            "service_id",
+                            format!("service `{}` does not exist", sid.0),
+                        );
                     }
                     None
                 }
@@ -279,37 +445,51 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             None => None,
         };
         let plugin_config = match &r.plugin_config_id {
-            Some(pid) => match pcs_t.get(pid) {
-                Some((_, pc)) => Some(*pc),
+            Some(pid) => match plugin_configs.get(pid.0.as_str()) {
+                Some(pc) => Some(pc),
                 None => {
-                    errs.push(place, "plugin_config_id", format!("plugin config `{}` does not exist", pid.0));
+                    errs.push(
+                        place,
+                        "plugin_config_id",
+                        format!("plugin config `{}` does not exist", pid.0),
+                    );
                     None
                 }
             },
             None => None,
         };
-        let own_upstream = resolve_upstream(place, &format!("route:{id}"), &r.upstream, &r.upstream_id, &mut errs);
+        let own_upstream = resolve_upstream(
+            place,
+            &format!("route:{id}"),
+            &r.upstream,
+            &r.upstream_id,
+            &mut errs,
+        );
         let upstream = match (own_upstream, &service) {
             (Some(Some(u)), _) => Some(u),
             (Some(None), Some((_, s))) => s.upstream,
             _ => None,
         };
         if upstream.is_none() && errs.0.len() == before {
-            errs.push(place, "upstream", "no upstream: set upstream, upstream_id, or a service_id whose service has one");
+            errs.push(
+                place,
+                "upstream",
+                "no upstream: set upstream, upstream_id, or a service_id whose service has one",
+            );
         }
         if hosts.is_empty() {
             if let Some((_, s)) = &service {
                 hosts = s.conf.hosts.clone().unwrap_or_default();
             }
         }
-        let mut merged = r.plugins.clone();
+        let mut merged = compile_route_plugins(&r.plugins, place, &consumers, &mut errs);
         if let Some(pc) = plugin_config {
-            merged = merged.or(&pc.plugins);
+            merged = merged.over(pc);
         }
         if let Some((_, s)) = &service {
-            merged = merged.or(&s.conf.plugins);
+            merged = merged.over(&s.plugins);
         }
-        merged = merged.or(&global_plugins);
+        merged = merged.over(&global_plugins);
         if errs.0.len() != before {
             continue;
         }
@@ -325,13 +505,22 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
                 priority: r.priority,
             });
         }
-        let _ = merged;
+        for (n, h) in merged
+            .set
+            .attach_labels
+            .iter()
+            .flat_map(|a| a.headers.iter())
+        {
+            let _ = h;
+            strip.push(n.clone());
+        }
         routes.push(Route {
             id: id.into(),
             service: service.map(|(sid, _)| sid.into()),
             upstream,
             timeouts,
-            plugins: Default::default(),
+            auth: merged.auth_chain(),
+            plugins: merged.set,
         });
     }
 
@@ -342,8 +531,12 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
         routes: routes_t.items.len(),
         services: services_t.items.len(),
         upstreams: upstreams_t.items.len(),
-        ..Counts::default()
+        consumers: consumers.list.len(),
+        credentials: consumers.credential_count,
+        consumer_groups: consumers.groups.len(),
     };
+    strip.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    strip.dedup();
     Ok(Snapshot {
         version: "".into(),
         loaded_at: SystemTime::now(),
@@ -351,8 +544,8 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
         router: Router::build(&specs),
         routes: routes.into_boxed_slice(),
         upstreams: upstreams.into_boxed_slice(),
-        consumers: Default::default(),
-        strip: crate::headers::IDENTITY.to_vec().into_boxed_slice(),
+        consumers,
+        strip: strip.into_boxed_slice(),
     })
 }
 
@@ -360,10 +553,16 @@ fn check_hosts(errs: &mut Errs, place: &Place, field: &str, hosts: &[String]) {
     for (i, h) in hosts.iter().enumerate() {
         let body = h.strip_prefix("*.").unwrap_or(h);
         let ok = !body.is_empty()
-            && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
             && !body.contains('*');
         if !ok {
-            errs.push(place, &format!("{field}[{i}]"), format!("`{h}` is not a host name (`*.example.com` wildcards allowed)"));
+            errs.push(
+                place,
+                &format!("{field}[{i}]"),
+                format!("`{h}` is not a host name (`*.example.com` wildcards allowed)"),
+            );
         }
     }
 }

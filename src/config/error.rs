@@ -12,8 +12,16 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(file: impl Into<String>, path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { file: file.into(), path: path.into(), message: message.into() }
+    pub fn new(
+        file: impl Into<String>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            file: file.into(),
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     /// Turns a serde_yaml error (`path: message at line L column C`) into a `ConfigError`,
@@ -27,7 +35,11 @@ impl ConfigError {
         let message = match message.strip_prefix("unknown field `") {
             Some(rest) => match rest.split_once('`') {
                 Some((field, tail)) => {
-                    let path = if path.is_empty() { String::new() } else { format!("{path}.") };
+                    let path = if path.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{path}.")
+                    };
                     return Self::new(
                         file,
                         format!("{path}{field}"),
@@ -89,6 +101,11 @@ mod tests {
         let err = serde_yaml::from_str::<Outer>("routes:\n  - headr: x\n").unwrap_err();
         let e = ConfigError::from_yaml("r.yaml", &err);
         assert_eq!(e.path, "routes[0].headr");
-        assert!(e.message.starts_with("unknown field `headr`: not supported by tollgate, expected `header`"), "{}", e.message);
+        assert!(
+            e.message
+                .starts_with("unknown field `headr`: not supported by tollgate, expected `header`"),
+            "{}",
+            e.message
+        );
     }
 }

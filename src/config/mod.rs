@@ -50,7 +50,12 @@ pub fn load(node: &Node, end_marked: &AHashSet<PathBuf>) -> LoadReport {
     let mut warnings = Vec::new();
     let files = match node.resource_files() {
         Ok(f) => f,
-        Err(e) => return LoadReport { warnings, result: Err(e) },
+        Err(e) => {
+            return LoadReport {
+                warnings,
+                result: Err(e),
+            };
+        }
     };
     let mut errors = Vec::new();
     let mut parsed = Vec::new();
@@ -77,7 +82,9 @@ pub fn load(node: &Node, end_marked: &AHashSet<PathBuf>) -> LoadReport {
             ));
             continue;
         } else {
-            warnings.push(format!("{name}: warning: no #END line at the end, so a truncated file cannot be detected"));
+            warnings.push(format!(
+                "{name}: warning: no #END line at the end, so a truncated file cannot be detected"
+            ));
         }
         if is_blank_yaml(&text) {
             parsed.push((name.clone(), raw::ResourcesConf::default()));
@@ -89,13 +96,25 @@ pub fn load(node: &Node, end_marked: &AHashSet<PathBuf>) -> LoadReport {
         }
     }
     if !errors.is_empty() {
-        return LoadReport { warnings, result: Err(errors) };
+        return LoadReport {
+            warnings,
+            result: Err(errors),
+        };
     }
-    let version: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let version: String = hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let result = compile::compile(parsed).map(|mut snapshot| {
         snapshot.version = version.into();
         snapshot.loaded_at = SystemTime::now();
-        Loaded { snapshot, end_marked: marked, files: files.into_iter().map(|(_, p)| p).collect() }
+        Loaded {
+            snapshot,
+            end_marked: marked,
+            files: files.into_iter().map(|(_, p)| p).collect(),
+        }
     });
     LoadReport { warnings, result }
 }

@@ -61,7 +61,9 @@ pub struct MetricsConf {
 
 impl Default for MetricsConf {
     fn default() -> Self {
-        MetricsConf { consumer_label: true }
+        MetricsConf {
+            consumer_label: true,
+        }
     }
 }
 
@@ -105,11 +107,17 @@ impl Node {
     /// Reads and checks the node file.
     pub fn load(path: &Path) -> Result<Node, Vec<ConfigError>> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| vec![ConfigError::new(&name, "", format!("cannot read: {e}"))])?;
-        let conf: NodeConf = serde_yaml::from_str(&text).map_err(|e| vec![ConfigError::from_yaml(&name, &e)])?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![ConfigError::new(&name, "", format!("cannot read: {e}"))])?;
+        let conf: NodeConf =
+            serde_yaml::from_str(&text).map_err(|e| vec![ConfigError::from_yaml(&name, &e)])?;
         let mut errs = Vec::new();
         if conf.listen.is_empty() {
-            errs.push(ConfigError::new(&name, "listen", "at least one listener is required"));
+            errs.push(ConfigError::new(
+                &name,
+                "listen",
+                "at least one listener is required",
+            ));
         }
         for (i, l) in conf.listen.iter().enumerate() {
             let addr = match l {
@@ -117,31 +125,55 @@ impl Node {
                 ListenConf::Full(f) => &f.addr,
             };
             if addr.parse::<std::net::SocketAddr>().is_err() {
-                errs.push(ConfigError::new(&name, format!("listen[{i}]"), format!("`{addr}` is not an ip:port address")));
+                errs.push(ConfigError::new(
+                    &name,
+                    format!("listen[{i}]"),
+                    format!("`{addr}` is not an ip:port address"),
+                ));
             }
         }
         if let Some(s) = &conf.status_listen {
             if s.parse::<std::net::SocketAddr>().is_err() {
-                errs.push(ConfigError::new(&name, "status_listen", format!("`{s}` is not an ip:port address")));
+                errs.push(ConfigError::new(
+                    &name,
+                    "status_listen",
+                    format!("`{s}` is not an ip:port address"),
+                ));
             }
         }
         if conf.threads == 0 {
             errs.push(ConfigError::new(&name, "threads", "must be at least 1"));
         }
         if conf.resources.is_empty() {
-            errs.push(ConfigError::new(&name, "resources", "at least one resource file is required"));
+            errs.push(ConfigError::new(
+                &name,
+                "resources",
+                "at least one resource file is required",
+            ));
         }
         if !errs.is_empty() {
             return Err(errs);
         }
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-        Ok(Node { file: path.to_path_buf(), dir, conf })
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        Ok(Node {
+            file: path.to_path_buf(),
+            dir,
+            conf,
+        })
     }
 
     /// A path from the node file, relative to its folder.
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
     }
 
     /// Expands `resources` (files or globs) into the files to load, in order, deduplicated.
@@ -165,13 +197,21 @@ impl Node {
                     let mut found: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
                     found.sort();
                     for p in found {
-                        let shown = p.strip_prefix(&self.dir).unwrap_or(&p).display().to_string();
+                        let shown = p
+                            .strip_prefix(&self.dir)
+                            .unwrap_or(&p)
+                            .display()
+                            .to_string();
                         if !out.iter().any(|(_, q)| q == &p) {
                             out.push((shown, p));
                         }
                     }
                 }
-                Err(e) => errs.push(ConfigError::new(&name, format!("resources[{i}]"), format!("bad glob: {e}"))),
+                Err(e) => errs.push(ConfigError::new(
+                    &name,
+                    format!("resources[{i}]"),
+                    format!("bad glob: {e}"),
+                )),
             }
         }
         if errs.is_empty() { Ok(out) } else { Err(errs) }

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::plugins::{ConsumerPluginsConf, RoutePluginsConf};
 
@@ -274,14 +274,24 @@ impl<'de> Deserialize<'de> for NodesConf {
                 let mut nodes = Vec::new();
                 while let Some((addr, weight)) = map.next_entry::<String, u32>()? {
                     let (host, port) = split_host_port(&addr).map_err(de::Error::custom)?;
-                    nodes.push(NodeConf { host, port, weight, priority: 0 });
+                    nodes.push(NodeConf {
+                        host,
+                        port,
+                        weight,
+                        priority: 0,
+                    });
                 }
                 Ok(NodesConf(nodes))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NodesConf, A::Error> {
                 let mut nodes = Vec::new();
                 while let Some(n) = seq.next_element::<NodeItemConf>()? {
-                    nodes.push(NodeConf { host: n.host, port: n.port, weight: n.weight, priority: n.priority });
+                    nodes.push(NodeConf {
+                        host: n.host,
+                        port: n.port,
+                        weight: n.weight,
+                        priority: n.priority,
+                    });
                 }
                 Ok(NodesConf(nodes))
             }
@@ -389,17 +399,35 @@ mod tests {
 
     #[test]
     fn host_port_forms() {
-        assert_eq!(split_host_port("127.0.0.1:80").unwrap(), ("127.0.0.1".into(), Some(80)));
-        assert_eq!(split_host_port("example.com").unwrap(), ("example.com".into(), None));
-        assert_eq!(split_host_port("[::1]:8080").unwrap(), ("::1".into(), Some(8080)));
+        assert_eq!(
+            split_host_port("127.0.0.1:80").unwrap(),
+            ("127.0.0.1".into(), Some(80))
+        );
+        assert_eq!(
+            split_host_port("example.com").unwrap(),
+            ("example.com".into(), None)
+        );
+        assert_eq!(
+            split_host_port("[::1]:8080").unwrap(),
+            ("::1".into(), Some(8080))
+        );
         assert!(split_host_port("a:b").is_err());
     }
 
     #[test]
     fn nodes_both_forms() {
         let m: NodesConf = serde_yaml::from_str("{\"127.0.0.1:1980\": 2}").unwrap();
-        assert_eq!(m.0[0], NodeConf { host: "127.0.0.1".into(), port: Some(1980), weight: 2, priority: 0 });
-        let l: NodesConf = serde_yaml::from_str("[{host: 127.0.0.1, port: 1980, weight: 3}]").unwrap();
+        assert_eq!(
+            m.0[0],
+            NodeConf {
+                host: "127.0.0.1".into(),
+                port: Some(1980),
+                weight: 2,
+                priority: 0
+            }
+        );
+        let l: NodesConf =
+            serde_yaml::from_str("[{host: 127.0.0.1, port: 1980, weight: 3}]").unwrap();
         assert_eq!(l.0[0].weight, 3);
     }
 }

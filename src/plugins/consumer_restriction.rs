@@ -44,3 +44,202 @@ pub struct AllowedByMethodsConf {
     #[serde(default)]
     pub methods: Vec<MethodConf>,
 }
+
+use ahash::{AHashMap, AHashSet};
+use bytes::Bytes;
+
+use crate::reject::Reject;
+use crate::router::method_mask;
+
+/// Compiled consumer-restriction: sets for the lists, a method mask per user, prebuilt answers.
+#[derive(Debug)]
+pub struct Restriction {
+    pub kind: RestrictionType,
+    whitelist: AHashSet<Box<str>>,
+    blacklist: AHashSet<Box<str>>,
+    /// First entry per user wins, as in APISIX.
+    methods: AHashMap<Box<str>, u16>,
+    rejected: Reject,
+    no_value: Reject,
+}
+
+/// Where a restriction is configured; each side allows two types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Route,
+    Consumer,
+}
+
+pub fn compile(
+    conf: &ConsumerRestrictionConf,
+    side: Side,
+) -> Result<Restriction, (String, String)> {
+    let allowed = match side {
+        Side::Route => matches!(
+            conf.kind,
+            RestrictionType::ConsumerName | RestrictionType::ConsumerGroupId
+        ),
+        Side::Consumer => matches!(
+            conf.kind,
+            RestrictionType::ServiceId | RestrictionType::RouteId
+        ),
+    };
+    if !allowed {
+        let msg = match side {
+            Side::Route => {
+                "type service_id and route_id restrict a consumer: configure them on a consumer or consumer group"
+            }
+            Side::Consumer => {
+                "type consumer_name and consumer_group_id restrict a route: configure them on a route or service"
+            }
+        };
+        return Err(("type".into(), msg.into()));
+    }
+    let list =
+        |v: &Option<Vec<String>>, name: &str| -> Result<AHashSet<Box<str>>, (String, String)> {
+            match v {
+                Some(l) if l.is_empty() => {
+                    Err((name.to_string(), "must have at least 1 item".to_string()))
+                }
+                Some(l) => Ok(l.iter().map(|s| s.as_str().into()).collect()),
+                None => Ok(AHashSet::new()),
+            }
+        };
+    let whitelist = list(&conf.whitelist, "whitelist")?;
+    let blacklist = list(&conf.blacklist, "blacklist")?;
+    let mut methods = AHashMap::new();
+    if let Some(abm) = &conf.allowed_by_methods {
+        if abm.is_empty() {
+            return Err((
+                "allowed_by_methods".into(),
+                "must have at least 1 item".into(),
+            ));
+        }
+        for (i, e) in abm.iter().enumerate() {
+            let Some(user) = &e.user else {
+                return Err((format!("allowed_by_methods[{i}].user"), "required".into()));
+            };
+            if e.methods.is_empty() {
+                return Err((
+                    format!("allowed_by_methods[{i}].methods"),
+                    "must have at least 1 item".into(),
+                ));
+            }
+            methods
+                .entry(user.as_str().into())
+                .or_insert_with(|| method_mask(&e.methods));
+        }
+    }
+    if conf.whitelist.is_none() && conf.blacklist.is_none() && conf.allowed_by_methods.is_none() {
+        return Err((
+            "".into(),
+            "one of whitelist, blacklist or allowed_by_methods is required".into(),
+        ));
+    }
+    let code = conf.rejected_code.unwrap_or(403);
+    if !(200..=599).contains(&code) {
+        return Err(("rejected_code".into(), "must be between 200 and 599".into()));
+    }
+    let t = conf.kind.as_str();
+    let msg = conf
+        .rejected_msg
+        .clone()
+        .unwrap_or_else(|| format!("The {t} is forbidden."));
+    Ok(Restriction {
+        kind: conf.kind,
+        whitelist,
+        blacklist,
+        methods,
+        rejected: Reject::new(code, Reject::json_body("message", &msg)),
+        no_value: Reject::new(
+            401,
+            Bytes::from(Reject::json_body(
+                "message",
+                &format!("The request is rejected, please check the {t} for this request"),
+            )),
+        ),
+    })
+}
+
+impl Restriction {
+    /// APISIX's order: blacklist, then whitelist, then allowed_by_methods (skipped when
+    /// whitelisted; a value with no entry passes it). `method` is a router method bit.
+    pub fn check(&self, value: Option<&str>, method: u16) -> Result<(), &Reject> {
+        let Some(v) = value else {
+            return Err(&self.no_value);
+        };
+        if self.blacklist.contains(v) {
+            return Err(&self.rejected);
+        }
+        let mut blocked = false;
+        let mut whitelisted = false;
+        if !self.whitelist.is_empty() {
+            whitelisted = self.whitelist.contains(v);
+            blocked = !whitelisted;
+        }
+        if !self.methods.is_empty() && !whitelisted {
+            if let Some(mask) = self.methods.get(v) {
+                if mask & method == 0 {
+                    blocked = true;
+                }
+            }
+        }
+        if blocked { Err(&self.rejected) } else { Ok(()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::method_bit;
+
+    fn conf(y: &str) -> ConsumerRestrictionConf {
+        serde_yaml::from_str(y).unwrap()
+    }
+
+    #[test]
+    fn precedence() {
+        let r = compile(&conf("{whitelist: [a, b], blacklist: [b], allowed_by_methods: [{user: c, methods: [GET]}]}"), Side::Route).unwrap();
+        let get = method_bit(b"GET");
+        assert!(r.check(Some("a"), get).is_ok());
+        assert_eq!(r.check(Some("b"), get).unwrap_err().status, 403);
+        assert!(r.check(Some("c"), get).is_err(), "not whitelisted");
+        assert_eq!(r.check(None, get).unwrap_err().status, 401);
+        let m = compile(
+            &conf("{allowed_by_methods: [{user: c, methods: [POST]}]}"),
+            Side::Route,
+        )
+        .unwrap();
+        assert!(m.check(Some("c"), get).is_err());
+        assert!(m.check(Some("c"), method_bit(b"POST")).is_ok());
+        assert!(m.check(Some("d"), get).is_ok(), "unlisted users pass");
+    }
+
+    #[test]
+    fn invalid_forms() {
+        assert!(compile(&conf("{rejected_code: 404}"), Side::Route).is_err());
+        assert_eq!(
+            compile(&conf("{whitelist: [a], rejected_code: 100}"), Side::Route)
+                .unwrap_err()
+                .0,
+            "rejected_code"
+        );
+        assert_eq!(
+            compile(&conf("{type: service_id, whitelist: [a]}"), Side::Route)
+                .unwrap_err()
+                .0,
+            "type"
+        );
+        assert!(
+            serde_yaml::from_str::<ConsumerRestrictionConf>(
+                "{allowed_by_methods: [{user: a, methods: [FETCH]}]}"
+            )
+            .is_err()
+        );
+        let r = compile(&conf("{whitelist: [a], rejected_msg: a/b}"), Side::Route).unwrap();
+        assert_eq!(
+            &r.check(Some("x"), 1).unwrap_err().body[..],
+            b"{\"message\":\"a/b\"}\n"
+        );
+    }
+}

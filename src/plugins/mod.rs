@@ -8,15 +8,22 @@ pub mod attach_consumer_label;
 pub mod consumer_restriction;
 pub mod limit_count;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Deserializer};
+
+use crate::auth::AuthPlugin;
+use crate::config::compile::{Errs, Place};
+use crate::consumer::Consumers;
+use crate::snapshot::ConsumerId;
 
 use crate::auth::basic_auth::{BasicAuthConf, BasicAuthCredentialConf};
 use crate::auth::hmac_auth::{HmacAuthConf, HmacAuthCredentialConf};
 use crate::auth::jwt_auth::{JwtAuthConf, JwtAuthCredentialConf};
 use crate::auth::key_auth::{KeyAuthConf, KeyAuthCredentialConf};
 use crate::auth::multi_auth::MultiAuthConf;
-use attach_consumer_label::AttachConsumerLabelConf;
-use consumer_restriction::ConsumerRestrictionConf;
+use attach_consumer_label::{AttachConsumerLabel, AttachConsumerLabelConf};
+use consumer_restriction::{ConsumerRestrictionConf, Restriction, Side};
 use limit_count::LimitCountConf;
 
 /// Reads a plugin slot so that YAML null gives the default conf, not "absent".
@@ -42,23 +49,20 @@ pub struct RoutePluginsConf {
     pub jwt_auth: Option<JwtAuthConf>,
     #[serde(rename = "multi-auth", default, deserialize_with = "null_is_default")]
     pub multi_auth: Option<MultiAuthConf>,
-    #[serde(rename = "consumer-restriction", default, deserialize_with = "null_is_default")]
+    #[serde(
+        rename = "consumer-restriction",
+        default,
+        deserialize_with = "null_is_default"
+    )]
     pub consumer_restriction: Option<ConsumerRestrictionConf>,
     #[serde(rename = "limit-count", default, deserialize_with = "null_is_default")]
     pub limit_count: Option<LimitCountConf>,
-    #[serde(rename = "attach-consumer-label", default, deserialize_with = "null_is_default")]
+    #[serde(
+        rename = "attach-consumer-label",
+        default,
+        deserialize_with = "null_is_default"
+    )]
     pub attach_consumer_label: Option<AttachConsumerLabelConf>,
-}
-
-impl RoutePluginsConf {
-    /// Fills every slot `self` leaves empty from `lower` (route over plugin config over service).
-    pub fn or(mut self, lower: &RoutePluginsConf) -> RoutePluginsConf {
-        macro_rules! fill {
-            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = lower.$f.clone(); } )* };
-        }
-        fill!(key_auth, basic_auth, hmac_auth, jwt_auth, multi_auth, consumer_restriction, limit_count, attach_consumer_label);
-        self
-    }
 }
 
 /// Plugins on a consumer, a consumer group or a credential: the consumer side of each auth
@@ -74,11 +78,19 @@ pub struct ConsumerPluginsConf {
     pub hmac_auth: Option<HmacAuthCredentialConf>,
     #[serde(rename = "jwt-auth", default, deserialize_with = "null_is_default")]
     pub jwt_auth: Option<JwtAuthCredentialConf>,
-    #[serde(rename = "consumer-restriction", default, deserialize_with = "null_is_default")]
+    #[serde(
+        rename = "consumer-restriction",
+        default,
+        deserialize_with = "null_is_default"
+    )]
     pub consumer_restriction: Option<ConsumerRestrictionConf>,
     #[serde(rename = "limit-count", default, deserialize_with = "null_is_default")]
     pub limit_count: Option<LimitCountConf>,
-    #[serde(rename = "attach-consumer-label", default, deserialize_with = "null_is_default")]
+    #[serde(
+        rename = "attach-consumer-label",
+        default,
+        deserialize_with = "null_is_default"
+    )]
     pub attach_consumer_label: Option<AttachConsumerLabelConf>,
 }
 
@@ -117,6 +129,161 @@ impl ConsumerPluginsConf {
     }
 }
 
+/// The compiled non-auth plugins of one resource, or of several merged per slot.
+#[derive(Debug, Default, Clone)]
+pub struct PluginSet {
+    pub restriction: Option<Arc<Restriction>>,
+    pub attach_labels: Option<Arc<AttachConsumerLabel>>,
+}
+
+impl PluginSet {
+    /// Each slot from `self`, else from `lower`.
+    pub fn over(&self, lower: &PluginSet) -> PluginSet {
+        PluginSet {
+            restriction: self
+                .restriction
+                .clone()
+                .or_else(|| lower.restriction.clone()),
+            attach_labels: self
+                .attach_labels
+                .clone()
+                .or_else(|| lower.attach_labels.clone()),
+        }
+    }
+}
+
+/// The compiled plugins of one route-side resource (route, service, plugin config, global rule).
+#[derive(Debug, Default, Clone)]
+pub struct RoutePlugins {
+    pub multi: Option<Arc<AuthPlugin>>,
+    pub hmac: Option<Arc<AuthPlugin>>,
+    pub basic: Option<Arc<AuthPlugin>>,
+    pub jwt: Option<Arc<AuthPlugin>>,
+    pub key: Option<Arc<AuthPlugin>>,
+    pub set: PluginSet,
+}
+
+impl RoutePlugins {
+    /// Each slot from `self`, else from `lower` (route over plugin config over service).
+    pub fn over(&self, lower: &RoutePlugins) -> RoutePlugins {
+        let pick = |a: &Option<Arc<AuthPlugin>>, b: &Option<Arc<AuthPlugin>>| {
+            a.clone().or_else(|| b.clone())
+        };
+        RoutePlugins {
+            multi: pick(&self.multi, &lower.multi),
+            hmac: pick(&self.hmac, &lower.hmac),
+            basic: pick(&self.basic, &lower.basic),
+            jwt: pick(&self.jwt, &lower.jwt),
+            key: pick(&self.key, &lower.key),
+            set: self.set.over(&lower.set),
+        }
+    }
+
+    /// The auth plugins in APISIX priority order.
+    pub fn auth_chain(&self) -> Box<[Arc<AuthPlugin>]> {
+        [&self.multi, &self.hmac, &self.basic, &self.jwt, &self.key]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Compiles the plugins of a route, service, plugin config or global rule, at its place.
+pub fn compile_route_plugins(
+    conf: &RoutePluginsConf,
+    place: &Place,
+    consumers: &Consumers,
+    errs: &mut Errs,
+) -> RoutePlugins {
+    let mut out = RoutePlugins::default();
+    let anonymous = |a: &Option<String>| -> Result<Option<ConsumerId>, String> {
+        match a {
+            None => Ok(None),
+            Some(name) if name.is_empty() => Err("must not be empty".into()),
+            Some(name) => consumers
+                .by_name
+                .get(name.as_str())
+                .map(|c| Some(*c))
+                .ok_or_else(|| format!("consumer `{name}` does not exist")),
+        }
+    };
+    macro_rules! auth {
+        ($slot:ident, $field:ident, $name:literal, $module:ident, $variant:ident) => {
+            if let Some(c) = &conf.$field {
+                let field = concat!("plugins.", $name);
+                match anonymous(&c.anonymous_consumer) {
+                    Err(m) => errs.push(place, &format!("{field}.anonymous_consumer"), m),
+                    Ok(anon) => match crate::auth::$module::compile(c, anon) {
+                        Ok(p) => out.$slot = Some(Arc::new(AuthPlugin::$variant(p))),
+                        Err((f, m)) => errs.push(place, &format!("{field}.{f}"), m),
+                    },
+                }
+            }
+        };
+    }
+    auth!(key, key_auth, "key-auth", key_auth, Key);
+    auth!(basic, basic_auth, "basic-auth", basic_auth, Basic);
+    auth!(hmac, hmac_auth, "hmac-auth", hmac_auth, Hmac);
+    auth!(jwt, jwt_auth, "jwt-auth", jwt_auth, Jwt);
+    if let Some(m) = &conf.multi_auth {
+        match crate::auth::multi_auth::compile(m, &anonymous) {
+            Ok(p) => out.multi = Some(Arc::new(p)),
+            Err((f, msg)) => errs.push(place, &format!("plugins.multi-auth.{f}"), msg),
+        }
+    }
+    if let Some(r) = &conf.consumer_restriction {
+        match consumer_restriction::compile(r, Side::Route) {
+            Ok(r) => out.set.restriction = Some(Arc::new(r)),
+            Err((f, m)) => errs.push(place, &join("plugins.consumer-restriction", &f), m),
+        }
+    }
+    if let Some(a) = &conf.attach_consumer_label {
+        match attach_consumer_label::compile(a) {
+            Ok(a) => out.set.attach_labels = Some(Arc::new(a)),
+            Err((f, m)) => errs.push(place, &join("plugins.attach-consumer-label", &f), m),
+        }
+    }
+    out
+}
+
+/// Compiles the non-auth plugins of a consumer or consumer group (`owner` names the counter
+/// owner, `consumer:<name>` or `consumer_group:<id>`).
+pub fn compile_consumer_plugins(
+    conf: &ConsumerPluginsConf,
+    place: &Place,
+    base: &str,
+    _owner: &str,
+    errs: &mut Errs,
+) -> PluginSet {
+    let mut out = PluginSet::default();
+    if let Some(r) = &conf.consumer_restriction {
+        match consumer_restriction::compile(r, Side::Consumer) {
+            Ok(r) => out.restriction = Some(Arc::new(r)),
+            Err((f, m)) => errs.push(place, &join(&format!("{base}.consumer-restriction"), &f), m),
+        }
+    }
+    if let Some(a) = &conf.attach_consumer_label {
+        match attach_consumer_label::compile(a) {
+            Ok(a) => out.attach_labels = Some(Arc::new(a)),
+            Err((f, m)) => errs.push(
+                place,
+                &join(&format!("{base}.attach-consumer-label"), &f),
+                m,
+            ),
+        }
+    }
+    out
+}
+
+fn join(base: &str, field: &str) -> String {
+    if field.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}.{field}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,7 +304,3 @@ mod tests {
         assert!(e.to_string().contains("unknown field `proxy-rewrite`"));
     }
 }
-
-/// The compiled plugins of a route (service, plugin config and global rules merged in).
-#[derive(Debug, Default)]
-pub struct RoutePlugins {}

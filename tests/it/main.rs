@@ -1,0 +1,9 @@
+//! The integration tests: one binary that drives the real `tollgate` executable (see `support`).
+//!
+//! `cargo test --test it` runs them all; `cargo test --test it harness` only the harness's own.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod core;
+mod harness;
