@@ -3,11 +3,13 @@
 //! Config compiles into an immutable [`snapshot::Snapshot`]; the proxy ([`proxy::Gateway`]) reads
 //! one snapshot per request and runs [`pipeline::run`] on it.
 
+pub mod access_log;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod headers;
+pub mod limiter;
 pub mod metrics;
 pub mod path;
 pub mod pipeline;

@@ -1,11 +1,12 @@
 //! `Gateway`: the Pingora `ProxyHttp` implementation and its per-request `Ctx`. The only file
 //! that touches `Session`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 use log::debug;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -13,29 +14,43 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::auth::{self, Hide};
+use crate::access_log::{AccessLog, Entry};
+use crate::auth::{self, Hide, Identity};
 use crate::headers;
-use crate::metrics::Metrics;
-use crate::pipeline::{self, Decision, RequestInfo};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::pipeline::{self, Decision, RejectKind, RequestInfo};
 use crate::reject::Reject;
 use crate::reload::ConfigStore;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{RouteId, Snapshot};
 use crate::upstream::HostMode;
 
 /// The proxy service.
 pub struct Gateway {
     pub store: Arc<ConfigStore>,
     pub metrics: Arc<Metrics>,
+    pub access_log: Option<AccessLog>,
+    /// Node file `client_max_body_size`; 0 = no limit.
+    pub max_body: u64,
 }
 
 /// Per-request state: the snapshot (held to the end) and what the pipeline decided.
 pub struct Ctx {
     snap: Option<Arc<Snapshot>>,
     decision: Option<Decision>,
+    /// Route and identity of a rejected request, for metrics and the access log.
+    route: Option<RouteId>,
+    identity: Option<Identity>,
     /// `Host` for `pass_host: node`, from the node picked last.
     node_host: Option<HeaderValue>,
+    upstream_addr: Option<SocketAddr>,
     tries: u32,
     start: Instant,
+    upstream_start: Option<Instant>,
+    /// Body held back until its hmac-auth digest matches.
+    held_body: Option<BytesMut>,
+    body_seen: u64,
+    /// An answer decided while the body streamed, written by `fail_to_proxy`.
+    pending: Option<Reject>,
 }
 
 /// Sets the identity headers and attach-consumer-label headers (client copies are already gone).
@@ -123,6 +138,22 @@ impl Ctx {
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no decision"))
     }
+    fn route_metrics<'a>(&'a self, metrics: &'a Metrics) -> &'a RouteMetrics {
+        match (&self.snap, self.route) {
+            (Some(s), Some(r)) => s
+                .route_metrics
+                .get(r.idx())
+                .map_or(metrics.unmatched(), |m| m),
+            _ => metrics.unmatched(),
+        }
+    }
+}
+
+fn too_large() -> Reject {
+    Reject::new(
+        413,
+        Bytes::from_static(b"{\"error_msg\":\"413 Request Entity Too Large\"}\n"),
+    )
 }
 
 #[async_trait]
@@ -133,14 +164,33 @@ impl ProxyHttp for Gateway {
         Ctx {
             snap: None,
             decision: None,
+            route: None,
+            identity: None,
             node_host: None,
+            upstream_addr: None,
             tries: 0,
             start: Instant::now(),
+            upstream_start: None,
+            held_body: None,
+            body_seen: 0,
+            pending: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snap = self.store.load_full();
+        let req = session.req_header();
+        if self.max_body > 0 {
+            let len = req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if len.is_some_and(|l| l > self.max_body) {
+                ctx.snap = Some(snap);
+                write_reject(session, &too_large()).await?;
+                return Ok(true);
+            }
+        }
         let info = RequestInfo {
             remote: session
                 .client_addr()
@@ -148,14 +198,30 @@ impl ProxyHttp for Gateway {
                 .map(|a| a.ip()),
             now: SystemTime::now(),
         };
-        let outcome = pipeline::run(&snap, session.req_header(), &info).await;
+        let outcome = pipeline::run(&snap, req, &info).await;
         ctx.snap = Some(snap);
         match outcome {
             Ok(d) => {
+                ctx.route = Some(d.route);
+                ctx.identity = d.identity;
+                if d.body_check.is_some() {
+                    ctx.held_body = Some(BytesMut::new());
+                }
                 ctx.decision = Some(d);
                 Ok(false)
             }
             Err(r) => {
+                ctx.route = r.route;
+                ctx.identity = r.identity;
+                let rm = ctx.route_metrics(&self.metrics);
+                match r.kind {
+                    RejectKind::Auth(plugin) => self.metrics.auth_failure(rm, plugin),
+                    RejectKind::Restricted => rm.restriction_rejections.inc(),
+                    RejectKind::RateLimited => rm.limit_rejections.inc(),
+                    RejectKind::BadRequest
+                    | RejectKind::RouteNotFound
+                    | RejectKind::LimiterDown => {}
+                }
                 debug!(
                     "rejected {} {}",
                     r.reject.status,
@@ -167,12 +233,64 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let len = body.as_ref().map_or(0, |b| b.len() as u64);
+        ctx.body_seen += len;
+        if self.max_body > 0 && ctx.body_seen > self.max_body {
+            ctx.pending = Some(too_large());
+            return Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                "request body over client_max_body_size",
+            );
+        }
+        let Some(check) = ctx.decision.as_ref().and_then(|d| d.body_check.as_ref()) else {
+            return Ok(());
+        };
+        if ctx.body_seen > check.max {
+            let f = auth::hmac_auth::too_large(ctx.body_seen, check.max);
+            ctx.pending = Some(Reject::new(f.status, f.body));
+            return Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                "request body over max_req_body_size",
+            );
+        }
+        let held = ctx.held_body.get_or_insert_with(BytesMut::new);
+        if let Some(b) = body.take() {
+            held.extend_from_slice(&b);
+        }
+        if !end {
+            return Ok(());
+        }
+        let all = std::mem::take(held).freeze();
+        if check.matches(&all) {
+            *body = Some(all);
+            Ok(())
+        } else {
+            let f = auth::hmac_auth::digest_mismatch();
+            ctx.pending = Some(
+                Reject::new(f.status, f.body)
+                    .with_header(headers::WWW_AUTHENTICATE, check.challenge.clone()),
+            );
+            Error::e_explain(ErrorType::HTTPStatus(401), "hmac-auth: Invalid digest")
+        }
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let snap = ctx.snap()?.clone();
         let d = ctx.decision()?;
         let route = snap.route(d.route);
         let up = snap.upstream(d.upstream);
-        let node = up.pick(b"").ok_or_else(|| {
+        let key = match up.hash_key() {
+            Some((on, key)) => hash_input(&snap, d, on, key, session),
+            None => Vec::new(),
+        };
+        let node = up.pick(&key).ok_or_else(|| {
             Error::explain(ErrorType::ConnectNoRoute, "no upstream node available")
         })?;
         let mut peer = node.peer.clone();
@@ -180,6 +298,8 @@ impl ProxyHttp for Gateway {
             t.apply(&mut peer);
         }
         ctx.node_host = Some(node.host_header.clone());
+        ctx.upstream_addr = Some(node.addr);
+        ctx.upstream_start.get_or_insert_with(Instant::now);
         ctx.tries += 1;
         Ok(Box::new(peer))
     }
@@ -216,44 +336,7 @@ impl ProxyHttp for Gateway {
             }
             HostMode::Rewrite(h) => req.insert_header(http::header::HOST, h.clone())?,
         }
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            let ip = ip.to_string();
-            let xff = match req
-                .headers
-                .get(&headers::X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip.clone(),
-            };
-            req.insert_header(headers::X_FORWARDED_FOR, xff)?;
-            req.insert_header(headers::X_REAL_IP, ip)?;
-        }
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        req.insert_header(
-            headers::X_FORWARDED_PROTO,
-            if tls { "https" } else { "http" },
-        )?;
-        if let Some(port) = session
-            .server_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.port())
-        {
-            req.insert_header(headers::X_FORWARDED_PORT, port.to_string())?;
-        }
-        if let Some(h) = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .cloned()
-        {
-            req.insert_header(headers::X_FORWARDED_HOST, h)?;
-        }
-        Ok(())
+        forwarded_headers(session, req)
     }
 
     fn fail_to_connect(
@@ -273,7 +356,14 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if let Some(r) = ctx.pending.take() {
+            let _ = write_reject(session, &r).await;
+            return FailToProxy {
+                error_code: r.status,
+                can_reuse_downstream: false,
+            };
+        }
         let downstream_gone = e.esource() == &ErrorSource::Downstream
             && matches!(
                 e.etype(),
@@ -285,7 +375,11 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
-        let (r, _kind) = Reject::from_pingora(e);
+        let (r, kind) = Reject::from_pingora(e);
+        if e.esource() == &ErrorSource::Upstream {
+            self.metrics
+                .upstream_error(ctx.route_metrics(&self.metrics), kind);
+        }
         let _ = write_reject(session, &r).await;
         FailToProxy {
             error_code: r.status,
@@ -299,8 +393,172 @@ impl ProxyHttp for Gateway {
         format!("{} {}", req.method, req.uri.path())
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        let _ = ctx.start;
-        let _: Option<Bytes> = None;
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let total = ctx.start.elapsed();
+        let upstream = ctx.upstream_start.map(|t| t.elapsed());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let rm = ctx.route_metrics(&self.metrics);
+        let consumer = match (&ctx.snap, ctx.identity) {
+            (Some(s), Some(i)) => Some((i.consumer, &*s.consumers.get(i.consumer).username)),
+            _ => None,
+        };
+        self.metrics.request(rm, consumer, status);
+        rm.request.observe(total.as_secs_f64());
+        if let Some(u) = upstream {
+            rm.upstream.observe(u.as_secs_f64());
+        }
+        rm.gateway.observe(
+            total
+                .saturating_sub(upstream.unwrap_or_default())
+                .as_secs_f64(),
+        );
+        let req = session.req_header();
+        let head_len: usize = req
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+            + req.uri.path().len()
+            + req.uri.query().map_or(0, |q| q.len() + 1)
+            + 16;
+        rm.ingress
+            .inc_by((head_len + session.body_bytes_read()) as u64);
+        rm.egress.inc_by(session.body_bytes_sent() as u64);
+        if let Some(log) = &self.access_log {
+            let remote = session
+                .client_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let upstream_addr = ctx.upstream_addr.map(|a| a.to_string()).unwrap_or_default();
+            let (route, service, credential) = match (&ctx.snap, ctx.route) {
+                (Some(s), Some(r)) => {
+                    let route = s.route(r);
+                    let cred = ctx
+                        .identity
+                        .and_then(|i| i.credential)
+                        .and_then(|c| s.consumers.credential(c).id.as_ref())
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    (&*route.id, route.service.as_deref().unwrap_or(""), cred)
+                }
+                _ => ("", "", ""),
+            };
+            log.log(&Entry {
+                time: SystemTime::now(),
+                remote_addr: &remote,
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                status,
+                bytes_sent: session.body_bytes_sent(),
+                request_time: total.as_secs_f64(),
+                upstream_time: upstream.map(|u| u.as_secs_f64()),
+                route,
+                service,
+                consumer: consumer.map_or("", |c| c.1),
+                credential,
+                upstream_addr: &upstream_addr,
+            });
+        }
+    }
+}
+
+/// `X-Forwarded-For` (appended), `X-Real-IP`, `X-Forwarded-Proto/Host/Port`, as APISIX sets them.
+fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
+    if let Some(ip) = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+    {
+        let ip = ip.to_string();
+        let xff = match req
+            .headers
+            .get(&headers::X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip.clone(),
+        };
+        req.insert_header(headers::X_FORWARDED_FOR, xff)?;
+        req.insert_header(headers::X_REAL_IP, ip)?;
+    }
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    req.insert_header(
+        headers::X_FORWARDED_PROTO,
+        if tls { "https" } else { "http" },
+    )?;
+    if let Some(port) = session
+        .server_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.port())
+    {
+        req.insert_header(headers::X_FORWARDED_PORT, port.to_string())?;
+    }
+    if let Some(h) = session
+        .req_header()
+        .headers
+        .get(http::header::HOST)
+        .cloned()
+    {
+        req.insert_header(headers::X_FORWARDED_HOST, h)?;
+    }
+    Ok(())
+}
+
+/// The bytes a chash upstream hashes: a variable, a header, a cookie, or the consumer.
+fn hash_input(
+    snap: &Snapshot,
+    d: &Decision,
+    on: crate::config::raw::HashOn,
+    key: &str,
+    session: &Session,
+) -> Vec<u8> {
+    use crate::config::raw::HashOn;
+    let req = session.req_header();
+    match on {
+        HashOn::Consumer => d
+            .identity
+            .map(|i| snap.consumers.get(i.consumer).username.as_bytes().to_vec())
+            .unwrap_or_default(),
+        HashOn::Header => req
+            .headers
+            .get(key)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default(),
+        HashOn::Cookie => auth::cookie(req, key)
+            .map(|c| c.as_bytes().to_vec())
+            .unwrap_or_default(),
+        HashOn::Vars | HashOn::VarsCombinations => match key {
+            "remote_addr" => session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string().into_bytes())
+                .unwrap_or_default(),
+            "uri" => req.uri.path().as_bytes().to_vec(),
+            "request_uri" => req
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().as_bytes().to_vec())
+                .unwrap_or_default(),
+            "host" => req
+                .headers
+                .get(http::header::HOST)
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default(),
+            k => {
+                if let Some(h) = k.strip_prefix("http_") {
+                    req.headers
+                        .get(h.replace('_', "-"))
+                        .map(|v| v.as_bytes().to_vec())
+                        .unwrap_or_default()
+                } else if let Some(a) = k.strip_prefix("arg_") {
+                    match auth::query_arg(req.uri.query(), a) {
+                        auth::QueryArg::One(v) => v.as_bytes().to_vec(),
+                        _ => Vec::new(),
+                    }
+                } else {
+                    Vec::new()
+                }
+            }
+        },
     }
 }

@@ -167,7 +167,8 @@ impl Reloader {
                 }
             };
         match report.result {
-            Ok(loaded) => {
+            Ok(mut loaded) => {
+                loaded.snapshot.route_metrics = self.metrics.for_routes(&loaded.snapshot);
                 let current = self.store.load_full();
                 if current.version == loaded.snapshot.version && trigger == Trigger::FileChange {
                     return;

@@ -12,6 +12,7 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::access_log::AccessLog;
 use crate::config::Loaded;
 use crate::config::node::{ListenConf, Node};
 use crate::metrics::Metrics;
@@ -67,11 +68,12 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
     server.bootstrap();
 
     let Loaded {
-        snapshot,
+        mut snapshot,
         end_marked,
         files,
     } = first;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(n.metrics.consumer_label));
+    snapshot.route_metrics = metrics.for_routes(&snapshot);
     metrics.loaded(&snapshot);
     info!("Loaded config {}: {}.", snapshot.version, snapshot.counts);
     let store = Arc::new(ConfigStore::new(snapshot));
@@ -83,9 +85,15 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
         &files,
     );
 
+    let access_log = match &n.access_log {
+        Some(conf) => Some(AccessLog::start(conf)?),
+        None => None,
+    };
     let gateway = Gateway {
         store: store.clone(),
         metrics: metrics.clone(),
+        access_log,
+        max_body: n.client_max_body_size,
     };
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,

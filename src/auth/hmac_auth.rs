@@ -65,6 +65,8 @@ pub struct BodyCheck {
     pub sha512: bool,
     pub expected: Vec<u8>,
     pub max: u64,
+    /// The plugin's `WWW-Authenticate`, for the 401 a mismatch gets.
+    pub challenge: http::HeaderValue,
 }
 
 impl BodyCheck {
@@ -356,6 +358,7 @@ impl HmacAuth {
                 sha512,
                 expected,
                 max: self.max_req_body_size,
+                challenge: self.common.challenge.clone(),
             })
         } else {
             None

@@ -546,6 +546,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
         upstreams: upstreams.into_boxed_slice(),
         consumers,
         strip: strip.into_boxed_slice(),
+        route_metrics: Box::default(),
     })
 }
 

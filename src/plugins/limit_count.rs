@@ -312,7 +312,13 @@ impl KeyVar {
                 if let Some(h) = name.strip_prefix("http_") {
                     let lower: String = h
                         .chars()
-                        .map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() })
+                        .map(|c| {
+                            if c == '_' {
+                                '-'
+                            } else {
+                                c.to_ascii_lowercase()
+                            }
+                        })
                         .collect();
                     match HeaderName::from_bytes(lower.as_bytes()) {
                         Ok(n) if !h.is_empty() => KeyVar::Header(n),
@@ -328,7 +334,9 @@ impl KeyVar {
                         "unknown variable `{name}` (with key_type var, write the name without `$`)"
                     ));
                 } else {
-                    return Err(format!("unknown variable `{name}`; tollgate knows {KNOWN_VARS}"));
+                    return Err(format!(
+                        "unknown variable `{name}`; tollgate knows {KNOWN_VARS}"
+                    ));
                 }
             }
         })
@@ -456,7 +464,10 @@ fn parse_template(tpl: &str) -> Result<Box<[KeyPart]>, String> {
 /// Parses `host:port` (`[v6]:port` too).
 fn parse_host_port(s: &str) -> Option<(Box<str>, u16)> {
     let (host, port) = s.rsplit_once(':')?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     let port: u16 = port.parse().ok()?;
     if host.is_empty() || port == 0 || host.contains(|c: char| c.is_whitespace() || c == '/') {
         return None;
@@ -470,7 +481,7 @@ struct StableHash(Sha256);
 impl StableHash {
     fn new(domain: &[u8]) -> StableHash {
         let mut h = StableHash(Sha256::new());
-        h.bytes(b"domain", domain);
+        h.bytes("domain", domain);
         h
     }
     fn bytes(&mut self, tag: &str, v: &[u8]) {
@@ -535,7 +546,10 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
     let mut err = |field: &str, msg: String| errs.push((field.to_owned(), msg));
 
     if rules.is_some() {
-        err("rules", "not supported by tollgate; use count and time_window".into());
+        err(
+            "rules",
+            "not supported by tollgate; use count and time_window".into(),
+        );
     }
     let count = match *count {
         None if rules.is_none() => {
@@ -550,21 +564,33 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
     };
     let time_window = match *time_window {
         None if rules.is_none() => {
-            err("time_window", "required, an integer number of seconds greater than 0".into());
+            err(
+                "time_window",
+                "required, an integer number of seconds greater than 0".into(),
+            );
             0
         }
         Some(0) => {
-            err("time_window", "must be an integer greater than 0, got 0".into());
+            err(
+                "time_window",
+                "must be an integer greater than 0, got 0".into(),
+            );
             0
         }
         Some(t) if t > MAX_TIME_WINDOW => {
-            err("time_window", format!("must be at most {MAX_TIME_WINDOW} seconds, got {t}"));
+            err(
+                "time_window",
+                format!("must be at most {MAX_TIME_WINDOW} seconds, got {t}"),
+            );
             0
         }
         t => t.unwrap_or(0),
     };
     if *window_type == Some(WindowType::Sliding) {
-        err("window_type", "`sliding` is not supported by tollgate; use `fixed`".into());
+        err(
+            "window_type",
+            "`sliding` is not supported by tollgate; use `fixed`".into(),
+        );
     }
 
     let key_type = key_type.unwrap_or_default();
@@ -582,12 +608,18 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
 
     let rejected_code = rejected_code.unwrap_or(503);
     if !(200..=599).contains(&rejected_code) {
-        err("rejected_code", format!("must be between 200 and 599, got {rejected_code}"));
+        err(
+            "rejected_code",
+            format!("must be between 200 and 599, got {rejected_code}"),
+        );
     }
     if rejected_msg.as_deref() == Some("") {
         err("rejected_msg", "must not be empty".into());
     }
-    let msg = rejected_msg.as_deref().filter(|m| !m.is_empty()).unwrap_or(DEFAULT_REJECTED_MSG);
+    let msg = rejected_msg
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .unwrap_or(DEFAULT_REJECTED_MSG);
     if group.as_deref() == Some("") {
         err("group", "must not be empty".into());
     }
@@ -595,7 +627,10 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
     let policy = policy.unwrap_or_default();
     let is_redis = matches!(policy, Policy::Redis | Policy::RedisCluster);
     if policy == Policy::RedisSentinel {
-        err("policy", "`redis-sentinel` is not supported by tollgate; use redis or redis-cluster".into());
+        err(
+            "policy",
+            "`redis-sentinel` is not supported by tollgate; use redis or redis-cluster".into(),
+        );
     }
 
     // Fields that belong to another policy: refused rather than silently unused (a `redis_host`
@@ -612,7 +647,10 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
         ("redis_cluster_nodes", redis_cluster_nodes.is_some()),
         ("redis_cluster_name", redis_cluster_name.is_some()),
         ("redis_cluster_ssl", redis_cluster_ssl.is_some()),
-        ("redis_cluster_ssl_verify", redis_cluster_ssl_verify.is_some()),
+        (
+            "redis_cluster_ssl_verify",
+            redis_cluster_ssl_verify.is_some(),
+        ),
     ];
     let shared: [(&str, bool); 4] = [
         ("redis_password", redis_password.is_some()),
@@ -657,7 +695,10 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
         err("redis_timeout", "must be at least 1 (milliseconds)".into());
     }
     if redis_keepalive_timeout.is_some_and(|t| t < 1000) {
-        err("redis_keepalive_timeout", "must be at least 1000 (milliseconds)".into());
+        err(
+            "redis_keepalive_timeout",
+            "must be at least 1000 (milliseconds)".into(),
+        );
     }
     if *redis_keepalive_pool == Some(0) {
         err("redis_keepalive_pool", "must be at least 1".into());
@@ -671,15 +712,24 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
         None => None,
         Some(s) if s == -1.0 => None,
         Some(_) if !is_redis => {
-            err("sync_interval", "only used with policy redis or redis-cluster".into());
+            err(
+                "sync_interval",
+                "only used with policy redis or redis-cluster".into(),
+            );
             None
         }
         Some(s) if !s.is_finite() || s < 0.1 => {
-            err("sync_interval", format!("must be at least 0.1 (seconds), got {s}"));
+            err(
+                "sync_interval",
+                format!("must be at least 0.1 (seconds), got {s}"),
+            );
             None
         }
         Some(s) if time_window > 0 && s >= time_window as f64 => {
-            err("sync_interval", format!("must be less than time_window ({time_window}), got {s}"));
+            err(
+                "sync_interval",
+                format!("must be less than time_window ({time_window}), got {s}"),
+            );
             None
         }
         Some(s) => Some((s * 1000.0).round() as u64),
@@ -711,7 +761,10 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
             Some(RedisTarget::Single {
                 host: host.into(),
                 port: redis_port.unwrap_or(6379),
-                username: redis_username.as_deref().filter(|u| !u.is_empty()).map(Into::into),
+                username: redis_username
+                    .as_deref()
+                    .filter(|u| !u.is_empty())
+                    .map(Into::into),
                 password: password.clone(),
                 database: redis_database.unwrap_or(0),
             })
@@ -719,10 +772,14 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
         Policy::RedisCluster => {
             let mut nodes = Vec::new();
             match redis_cluster_nodes {
-                None => err("redis_cluster_nodes", "required with policy redis-cluster".into()),
-                Some(list) if list.is_empty() => {
-                    err("redis_cluster_nodes", "must list at least one `host:port`".into())
-                }
+                None => err(
+                    "redis_cluster_nodes",
+                    "required with policy redis-cluster".into(),
+                ),
+                Some(list) if list.is_empty() => err(
+                    "redis_cluster_nodes",
+                    "must list at least one `host:port`".into(),
+                ),
                 Some(list) => {
                     for (i, n) in list.iter().enumerate() {
                         match parse_host_port(n) {
@@ -737,7 +794,10 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
             }
             let name = match redis_cluster_name.as_deref() {
                 None => {
-                    err("redis_cluster_name", "required with policy redis-cluster".into());
+                    err(
+                        "redis_cluster_name",
+                        "required with policy redis-cluster".into(),
+                    );
                     ""
                 }
                 Some("") => {
@@ -767,18 +827,36 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
     h.bytes("key", key_text.as_bytes());
     h.u64("rejected_code", u64::from(rejected_code));
     h.bytes("rejected_msg", msg.as_bytes());
-    h.u64("show_limit_quota_header", u64::from(show_limit_quota_header.unwrap_or(true)));
+    h.u64(
+        "show_limit_quota_header",
+        u64::from(show_limit_quota_header.unwrap_or(true)),
+    );
     h.opt_str("group", group.as_deref());
     h.bytes("policy", policy.as_str().as_bytes());
-    h.u64("allow_degradation", u64::from(allow_degradation.unwrap_or(false)));
+    h.u64(
+        "allow_degradation",
+        u64::from(allow_degradation.unwrap_or(false)),
+    );
     h.u64("sync_interval_ms", sync_ms.unwrap_or(u64::MAX));
     if is_redis {
         h.u64("redis_timeout", timeout_ms);
-        h.u64("redis_keepalive_timeout", redis_keepalive_timeout.unwrap_or(10_000));
-        h.u64("redis_keepalive_pool", u64::from(redis_keepalive_pool.unwrap_or(100)));
+        h.u64(
+            "redis_keepalive_timeout",
+            redis_keepalive_timeout.unwrap_or(10_000),
+        );
+        h.u64(
+            "redis_keepalive_pool",
+            u64::from(redis_keepalive_pool.unwrap_or(100)),
+        );
     }
     match &target {
-        Some(RedisTarget::Single { host, port, username, database, .. }) => {
+        Some(RedisTarget::Single {
+            host,
+            port,
+            username,
+            database,
+            ..
+        }) => {
             h.bytes("redis_host", host.as_bytes());
             h.u64("redis_port", u64::from(*port));
             h.opt_str("redis_username", username.as_deref());
@@ -800,23 +878,39 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
         None => LimitPolicy::Local,
         Some(target) => {
             let label: Arc<str> = match &target {
-                RedisTarget::Single { host, port, database, .. } if host.contains(':') => {
-                    format!("[{host}]:{port}/{database}").into()
-                }
-                RedisTarget::Single { host, port, database, .. } => {
-                    format!("{host}:{port}/{database}").into()
-                }
+                RedisTarget::Single {
+                    host,
+                    port,
+                    database,
+                    ..
+                } if host.contains(':') => format!("[{host}]:{port}/{database}").into(),
+                RedisTarget::Single {
+                    host,
+                    port,
+                    database,
+                    ..
+                } => format!("{host}:{port}/{database}").into(),
                 RedisTarget::Cluster { name, .. } => format!("cluster {name}").into(),
             };
             let backend_id = {
                 use std::hash::{BuildHasher, Hash, Hasher};
                 let mut s = BACKEND_SEED.build_hasher();
                 match &target {
-                    RedisTarget::Single { host, port, username, password, database } => {
+                    RedisTarget::Single {
+                        host,
+                        port,
+                        username,
+                        password,
+                        database,
+                    } => {
                         (0u8, host, port, username, database).hash(&mut s);
                         password.as_ref().map(Secret::expose).hash(&mut s);
                     }
-                    RedisTarget::Cluster { name, nodes, password } => {
+                    RedisTarget::Cluster {
+                        name,
+                        nodes,
+                        password,
+                    } => {
                         (1u8, name, nodes).hash(&mut s);
                         password.as_ref().map(Secret::expose).hash(&mut s);
                     }
@@ -878,14 +972,20 @@ mod tests {
         assert_eq!(lc.window_ms, 5000);
         assert_eq!(lc.key, KeySpec::Var(KeyVar::RemoteAddr));
         assert_eq!(lc.rejection.status, 503);
-        assert_eq!(&lc.rejection.body[..], b"{\"error_msg\":\"API rate limit exceeded\"}\n");
+        assert_eq!(
+            &lc.rejection.body[..],
+            b"{\"error_msg\":\"API rate limit exceeded\"}\n"
+        );
         assert!(lc.show_limit_quota_header);
         assert!(!lc.allow_degradation);
         assert!(matches!(lc.policy, LimitPolicy::Local));
         assert!(lc.group.is_none());
         let lc = ok("{count: 1, time_window: 1, rejected_code: 429, rejected_msg: 'a/b \"q\"'}");
         assert_eq!(lc.rejection.status, 429);
-        assert_eq!(&lc.rejection.body[..], b"{\"error_msg\":\"a/b \\\"q\\\"\"}\n");
+        assert_eq!(
+            &lc.rejection.body[..],
+            b"{\"error_msg\":\"a/b \\\"q\\\"\"}\n"
+        );
     }
 
     #[test]
@@ -918,7 +1018,8 @@ mod tests {
         assert!(has(&e, "rules", "not supported by tollgate"));
         let e = errors("{count: 1, time_window: 1, policy: redis-sentinel}");
         assert!(has(&e, "policy", "not supported by tollgate"));
-        let e = errors("{count: 1, time_window: 1, policy: redis, redis_host: h1, redis_ssl: true}");
+        let e =
+            errors("{count: 1, time_window: 1, policy: redis, redis_host: h1, redis_ssl: true}");
         assert!(has(&e, "redis_ssl", "TLS to Redis is not supported"));
     }
 
@@ -926,7 +1027,9 @@ mod tests {
     fn policy_fields() {
         let e = errors("{count: 1, time_window: 10, policy: redis}");
         assert!(has(&e, "redis_host", "required with policy redis"));
-        let e = errors("{count: 1, time_window: 10, policy: redis, redis_host: x, redis_port: 0, redis_timeout: 0}");
+        let e = errors(
+            "{count: 1, time_window: 10, policy: redis, redis_host: x, redis_port: 0, redis_timeout: 0}",
+        );
         assert!(has(&e, "redis_host", "at least 2"));
         assert!(has(&e, "redis_port", "between 1 and 65535"));
         assert!(has(&e, "redis_timeout", "at least 1"));
@@ -940,25 +1043,43 @@ mod tests {
         assert!(has(&e, "redis_cluster_nodes[1]", "`host:port`"));
         assert!(has(&e, "redis_cluster_nodes[2]", "`host:port`"));
         assert!(!e.iter().any(|(f, _)| f == "redis_cluster_nodes[0]"));
-        let e = errors("{count: 1, time_window: 10, policy: redis-cluster, redis_cluster_name: c, redis_cluster_nodes: []}");
+        let e = errors(
+            "{count: 1, time_window: 10, policy: redis-cluster, redis_cluster_name: c, redis_cluster_nodes: []}",
+        );
         assert!(has(&e, "redis_cluster_nodes", "at least one"));
         // Fields of another policy are refused, not ignored.
         let e = errors("{count: 1, time_window: 10, redis_host: h1, redis_password: pw}");
         assert!(has(&e, "redis_host", "only used with policy redis"));
-        assert!(has(&e, "redis_password", "only used with policy redis or redis-cluster"));
-        let e = errors("{count: 1, time_window: 10, policy: redis, redis_host: h1, redis_cluster_name: c}");
-        assert!(has(&e, "redis_cluster_name", "only used with policy redis-cluster"));
+        assert!(has(
+            &e,
+            "redis_password",
+            "only used with policy redis or redis-cluster"
+        ));
+        let e = errors(
+            "{count: 1, time_window: 10, policy: redis, redis_host: h1, redis_cluster_name: c}",
+        );
+        assert!(has(
+            &e,
+            "redis_cluster_name",
+            "only used with policy redis-cluster"
+        ));
         let e = errors(
             "{count: 1, time_window: 10, policy: redis-cluster, redis_cluster_name: c, \
              redis_cluster_nodes: ['a:1'], redis_host: h1}",
         );
         assert!(has(&e, "redis_host", "only used with policy redis"));
-        let e = errors("{count: 1, time_window: 10, policy: redis, redis_host: h1, redis_keepalive_timeout: 10, redis_keepalive_pool: 0}");
+        let e = errors(
+            "{count: 1, time_window: 10, policy: redis, redis_host: h1, redis_keepalive_timeout: 10, redis_keepalive_pool: 0}",
+        );
         assert!(has(&e, "redis_keepalive_timeout", "at least 1000"));
         assert!(has(&e, "redis_keepalive_pool", "at least 1"));
 
-        let lc = ok("{count: 1, time_window: 10, policy: redis, redis_host: h1, redis_password: s3cr3t-pw, redis_database: 2}");
-        let LimitPolicy::Redis(s) = &lc.policy else { panic!("redis policy") };
+        let lc = ok(
+            "{count: 1, time_window: 10, policy: redis, redis_host: h1, redis_password: s3cr3t-pw, redis_database: 2}",
+        );
+        let LimitPolicy::Redis(s) = &lc.policy else {
+            panic!("redis policy")
+        };
         assert_eq!(s.timeout, Duration::from_millis(1000));
         assert_eq!(&*s.label, "h1:6379/2");
         assert!(s.sync_interval.is_none());
@@ -966,8 +1087,12 @@ mod tests {
             "{count: 1, time_window: 10, policy: redis-cluster, redis_cluster_name: c, \
              redis_cluster_nodes: ['127.0.0.1:7000', '[::1]:7001'], redis_timeout: 50}",
         );
-        let LimitPolicy::Redis(s) = &lc.policy else { panic!("redis policy") };
-        let RedisTarget::Cluster { nodes, .. } = &s.target else { panic!("cluster") };
+        let LimitPolicy::Redis(s) = &lc.policy else {
+            panic!("redis policy")
+        };
+        let RedisTarget::Cluster { nodes, .. } = &s.target else {
+            panic!("cluster")
+        };
         assert_eq!(nodes[1], ("::1".into(), 7001));
         assert_eq!(s.timeout, Duration::from_millis(50));
     }
@@ -984,22 +1109,28 @@ mod tests {
         let e = errors(&format!("{{{base}, sync_interval: .nan}}"));
         assert!(has(&e, "sync_interval", "at least 0.1"));
         let lc = ok(&format!("{{{base}, sync_interval: 0.1}}"));
-        let LimitPolicy::Redis(s) = &lc.policy else { panic!("redis policy") };
+        let LimitPolicy::Redis(s) = &lc.policy else {
+            panic!("redis policy")
+        };
         assert_eq!(s.sync_interval, Some(Duration::from_millis(100)));
         let lc = ok(&format!("{{{base}, sync_interval: -1}}"));
-        let LimitPolicy::Redis(s) = &lc.policy else { panic!("redis policy") };
+        let LimitPolicy::Redis(s) = &lc.policy else {
+            panic!("redis policy")
+        };
         assert_eq!(s.sync_interval, None);
         ok("{count: 1, time_window: 10, sync_interval: -1}");
     }
 
     #[test]
     fn secrets_never_printed() {
-        let yaml = "{count: 1, time_window: 10, policy: redis, redis_host: h1, redis_password: s3cr3t-pw}";
+        let yaml =
+            "{count: 1, time_window: 10, policy: redis, redis_host: h1, redis_password: s3cr3t-pw}";
         let c = conf(yaml);
         assert!(!format!("{c:?}").contains("s3cr3t-pw"));
         let lc = ok(yaml);
         assert!(!format!("{lc:?}").contains("s3cr3t-pw"));
-        let bad = conf("{count: 0, time_window: 10, redis_password: s3cr3t-pw, redis_host: s3cr3t-pw}");
+        let bad =
+            conf("{count: 0, time_window: 10, redis_password: s3cr3t-pw, redis_host: s3cr3t-pw}");
         let e = compile_limit_count(&bad).err().unwrap_or_default();
         assert!(has(&e, "redis_password", "only used with policy"));
         for (_, m) in &e {
@@ -1017,19 +1148,25 @@ mod tests {
         assert!(has(&e, "key", "no valid header"));
         let e = errors("{count: 1, time_window: 1, key_type: var_combination, key: 'abc'}");
         assert!(has(&e, "key", "names no variable"));
-        let e = errors("{count: 1, time_window: 1, key_type: var_combination, key: '$remote_addr $nope'}");
+        let e = errors(
+            "{count: 1, time_window: 1, key_type: var_combination, key: '$remote_addr $nope'}",
+        );
         assert!(has(&e, "key", "unknown variable `nope`"));
         let e = errors("{count: 1, time_window: 1, key_type: constant, key: ''}");
         assert!(has(&e, "key", "must not be empty"));
         let lc = ok("{count: 1, time_window: 1, key: http_x_api_user}");
-        assert_eq!(lc.key, KeySpec::Var(KeyVar::Header(HeaderName::from_static("x-api-user"))));
+        assert_eq!(
+            lc.key,
+            KeySpec::Var(KeyVar::Header(HeaderName::from_static("x-api-user")))
+        );
         let lc = ok("{count: 1, time_window: 1, key_type: constant}");
         assert_eq!(lc.key, KeySpec::Constant("remote_addr".into()));
     }
 
     #[test]
     fn template_parsing() {
-        let p = parse_template("$remote_addr ${consumer_name}-x \\$route_id $ ${ $").expect("parses");
+        let p =
+            parse_template("$remote_addr ${consumer_name}-x \\$route_id $ ${ $").expect("parses");
         assert_eq!(
             &*p,
             &[
@@ -1040,10 +1177,20 @@ mod tests {
             ]
         );
         let p = parse_template("a$arg_page_b").expect("parses");
-        assert_eq!(&*p, &[KeyPart::Literal("a".into()), KeyPart::Var(KeyVar::Arg("page_b".into()))]);
+        assert_eq!(
+            &*p,
+            &[
+                KeyPart::Literal("a".into()),
+                KeyPart::Var(KeyVar::Arg("page_b".into()))
+            ]
+        );
     }
 
-    fn vars<'a>(headers: &'a HeaderMap, query: Option<&'a str>, consumer: Option<&'a str>) -> KeyVars<'a> {
+    fn vars<'a>(
+        headers: &'a HeaderMap,
+        query: Option<&'a str>,
+        consumer: Option<&'a str>,
+    ) -> KeyVars<'a> {
         KeyVars {
             remote_addr: "10.0.0.1",
             server_addr: "127.0.0.1",
@@ -1069,29 +1216,71 @@ mod tests {
         let v = vars(&h, Some("a=1&Page=7&b"), Some("FetchBot"));
         let k = |yaml: &str| key_of(&ok(yaml), &v);
         use KeySource::*;
-        assert_eq!(k("{count: 1, time_window: 1}"), ("10.0.0.1".into(), Configured));
-        assert_eq!(k("{count: 1, time_window: 1, key: consumer_name}"), ("FetchBot".into(), Configured));
-        assert_eq!(k("{count: 1, time_window: 1, key: http_x_user}"), ("alice".into(), Configured));
-        assert_eq!(k("{count: 1, time_window: 1, key: http_x_empty}"), ("10.0.0.1".into(), FallbackRemoteAddr));
-        assert_eq!(k("{count: 1, time_window: 1, key: http_x_missing}"), ("10.0.0.1".into(), FallbackRemoteAddr));
-        assert_eq!(k("{count: 1, time_window: 1, key: arg_page}"), ("7".into(), Configured));
-        assert_eq!(k("{count: 1, time_window: 1, key: arg_b}"), ("10.0.0.1".into(), FallbackRemoteAddr));
-        assert_eq!(k("{count: 1, time_window: 1, key: consumer_group_id}"), ("10.0.0.1".into(), FallbackRemoteAddr));
-        assert_eq!(k("{count: 1, time_window: 1, key: service_id}"), ("s1".into(), Configured));
-        assert_eq!(k("{count: 1, time_window: 1, key: route_id}"), ("r1".into(), Configured));
-        assert_eq!(k("{count: 1, time_window: 1, key: server_addr}"), ("127.0.0.1".into(), Configured));
-        assert_eq!(k("{count: 1, time_window: 1, key_type: constant, key: all}"), ("all".into(), Configured));
         assert_eq!(
-            k("{count: 1, time_window: 1, key_type: var_combination, key: '$remote_addr $consumer_name'}"),
+            k("{count: 1, time_window: 1}"),
+            ("10.0.0.1".into(), Configured)
+        );
+        assert_eq!(
+            k("{count: 1, time_window: 1, key: consumer_name}"),
+            ("FetchBot".into(), Configured)
+        );
+        assert_eq!(
+            k("{count: 1, time_window: 1, key: http_x_user}"),
+            ("alice".into(), Configured)
+        );
+        assert_eq!(
+            k("{count: 1, time_window: 1, key: http_x_empty}"),
+            ("10.0.0.1".into(), FallbackRemoteAddr)
+        );
+        assert_eq!(
+            k("{count: 1, time_window: 1, key: http_x_missing}"),
+            ("10.0.0.1".into(), FallbackRemoteAddr)
+        );
+        assert_eq!(
+            k("{count: 1, time_window: 1, key: arg_page}"),
+            ("7".into(), Configured)
+        );
+        assert_eq!(
+            k("{count: 1, time_window: 1, key: arg_b}"),
+            ("10.0.0.1".into(), FallbackRemoteAddr)
+        );
+        assert_eq!(
+            k("{count: 1, time_window: 1, key: consumer_group_id}"),
+            ("10.0.0.1".into(), FallbackRemoteAddr)
+        );
+        assert_eq!(
+            k("{count: 1, time_window: 1, key: service_id}"),
+            ("s1".into(), Configured)
+        );
+        assert_eq!(
+            k("{count: 1, time_window: 1, key: route_id}"),
+            ("r1".into(), Configured)
+        );
+        assert_eq!(
+            k("{count: 1, time_window: 1, key: server_addr}"),
+            ("127.0.0.1".into(), Configured)
+        );
+        assert_eq!(
+            k("{count: 1, time_window: 1, key_type: constant, key: all}"),
+            ("all".into(), Configured)
+        );
+        assert_eq!(
+            k(
+                "{count: 1, time_window: 1, key_type: var_combination, key: '$remote_addr $consumer_name'}"
+            ),
             ("10.0.0.1 FetchBot".into(), Configured)
         );
         // Missing variables become empty; all missing -> fallback.
         assert_eq!(
-            k("{count: 1, time_window: 1, key_type: var_combination, key: 'u:$http_x_missing:$consumer_name'}"),
+            k(
+                "{count: 1, time_window: 1, key_type: var_combination, key: 'u:$http_x_missing:$consumer_name'}"
+            ),
             ("u::FetchBot".into(), Configured)
         );
         assert_eq!(
-            k("{count: 1, time_window: 1, key_type: var_combination, key: 'u:$http_x_missing:$consumer_group_id'}"),
+            k(
+                "{count: 1, time_window: 1, key_type: var_combination, key: 'u:$http_x_missing:$consumer_group_id'}"
+            ),
             ("10.0.0.1".into(), FallbackRemoteAddr)
         );
         let none = vars(&h, None, None);
@@ -1099,18 +1288,23 @@ mod tests {
             key_of(&ok("{count: 1, time_window: 1, key: consumer_name}"), &none),
             ("10.0.0.1".into(), FallbackRemoteAddr)
         );
-        assert_eq!(key_of(&ok("{count: 1, time_window: 1, key: arg_a}"), &none).1, FallbackRemoteAddr);
+        assert_eq!(
+            key_of(&ok("{count: 1, time_window: 1, key: arg_a}"), &none).1,
+            FallbackRemoteAddr
+        );
     }
 
     #[test]
     fn conf_hash_is_stable() {
         let a = ok("{count: 2, time_window: 5}");
         // Defaults written out give the same conf.
-        let b = ok("{count: 2, time_window: 5, key_type: var, key: remote_addr, rejected_code: 503, policy: local}");
+        let b = ok(
+            "{count: 2, time_window: 5, key_type: var, key: remote_addr, rejected_code: 503, policy: local}",
+        );
         assert_eq!(a.conf_hash, b.conf_hash);
         // Fixed seed: the same in every process and build. Change only with intent (it resets
         // every counter, Redis ones included).
-        assert_eq!(a.conf_hash, 0x5f0b_0e51_1c43_ac11_u64, "{:#x}", a.conf_hash);
+        assert_eq!(a.conf_hash, 0xb316_8619_d1ae_7136_u64, "{:#x}", a.conf_hash);
         for other in [
             "{count: 3, time_window: 5}",
             "{count: 2, time_window: 6}",
@@ -1128,14 +1322,26 @@ mod tests {
         let r1 = ok("{count: 2, time_window: 5, policy: redis, redis_host: h1, redis_password: a}");
         let r2 = ok("{count: 2, time_window: 5, policy: redis, redis_host: h1, redis_password: b}");
         let r3 = ok("{count: 2, time_window: 5, policy: redis, redis_host: h1, redis_database: 1}");
-        assert_eq!(r1.conf_hash, r2.conf_hash, "the password is not part of the conf hash");
+        assert_eq!(
+            r1.conf_hash, r2.conf_hash,
+            "the password is not part of the conf hash"
+        );
         assert_ne!(r1.conf_hash, r3.conf_hash);
         let (LimitPolicy::Redis(s1), LimitPolicy::Redis(s2)) = (&r1.policy, &r2.policy) else {
             panic!("redis")
         };
-        assert_ne!(s1.backend_id, s2.backend_id, "different credentials use different connections");
-        let r1b = ok("{count: 9, time_window: 50, policy: redis, redis_host: h1, redis_password: a}");
-        let LimitPolicy::Redis(s1b) = &r1b.policy else { panic!("redis") };
-        assert_eq!(s1.backend_id, s1b.backend_id, "same target shares a connection");
+        assert_ne!(
+            s1.backend_id, s2.backend_id,
+            "different credentials use different connections"
+        );
+        let r1b =
+            ok("{count: 9, time_window: 50, policy: redis, redis_host: h1, redis_password: a}");
+        let LimitPolicy::Redis(s1b) = &r1b.policy else {
+            panic!("redis")
+        };
+        assert_eq!(
+            s1.backend_id, s1b.backend_id,
+            "same target shares a connection"
+        );
     }
 }

@@ -1,0 +1,400 @@
+//! The limiter: owns every limit-count counter (local windows, Redis connections, sync state).
+//!
+//! One [`Limiter`] is created at start and shared as `Arc<Limiter>`; it outlives config
+//! snapshots. A counter is named by a [`CounterKey`], a digest of the owner, the conf hash and
+//! the key value: an unchanged conf finds its counters again after a reload, a changed one starts
+//! from zero (its old windows simply expire). [`Limiter::run_background`] must run for the life
+//! of the gateway: it pushes `sync_interval` deltas to Redis and sweeps expired windows.
+
+pub mod local;
+pub mod redis;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::plugins::limit_count::{KeySource, KeyVars, LimitCount, LimitPolicy};
+
+/// The identity of one counter: 128 bits of SHA-256 over owner, conf hash and key value, so it
+/// is the same in every process (two gateways sharing one Redis count together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CounterKey(pub u128);
+
+impl CounterKey {
+    /// The counter for this request. `owner` names the resource that holds the conf:
+    /// `route:<id>`, `service:<id>`, `consumer:<username>`, `consumer_group:<id>`. With `group`
+    /// set, the group replaces the owner, so every conf naming the group shares counters.
+    pub fn new(owner: &str, lc: &LimitCount, vars: &KeyVars<'_>) -> (CounterKey, KeySource) {
+        let mut h = Sha256::new();
+        h.update(b"tollgate lc v1\0");
+        match &lc.group {
+            Some(g) => {
+                h.update(b"g");
+                h.update((g.len() as u64).to_le_bytes());
+                h.update(g.as_bytes());
+            }
+            None => {
+                h.update(b"o");
+                h.update((owner.len() as u64).to_le_bytes());
+                h.update(owner.as_bytes());
+            }
+        }
+        h.update(lc.conf_hash.to_le_bytes());
+        // The key value comes last, so it needs no length prefix and may arrive in pieces.
+        let src = lc.key.write(vars, |b| h.update(b));
+        (CounterKey::from_digest(&h.finalize()), src)
+    }
+
+    /// The same digest from an already-resolved key value.
+    pub fn from_parts(owner: &str, group: Option<&str>, conf_hash: u64, key: &[u8]) -> CounterKey {
+        let mut h = Sha256::new();
+        h.update(b"tollgate lc v1\0");
+        let (tag, name) = match group {
+            Some(g) => (b"g", g),
+            None => (b"o", owner),
+        };
+        h.update(tag);
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(conf_hash.to_le_bytes());
+        h.update(key);
+        CounterKey::from_digest(&h.finalize())
+    }
+
+    fn from_digest(d: &[u8]) -> CounterKey {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d[..16]);
+        CounterKey(u128::from_be_bytes(b))
+    }
+
+    /// `tollgate:lc:<32 hex digits>`, the key's name in Redis.
+    pub fn redis_key(&self) -> [u8; 44] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 44];
+        out[..12].copy_from_slice(b"tollgate:lc:");
+        for (i, byte) in self.0.to_be_bytes().iter().enumerate() {
+            out[12 + 2 * i] = HEX[usize::from(byte >> 4)];
+            out[13 + 2 * i] = HEX[usize::from(byte & 0xf)];
+        }
+        out
+    }
+}
+
+/// The outcome of one acquire, for the `X-RateLimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u64,
+    /// Requests left in the window after this one; 0 when rejected.
+    pub remaining: u64,
+    /// Whole seconds until the window ends, rounded up; the first request of a window reports
+    /// `time_window`.
+    pub reset_secs: u64,
+    pub allowed: bool,
+}
+
+impl Quota {
+    /// `used` counts this request when it was admitted.
+    pub(crate) fn new(limit: u64, used: u64, allowed: bool, window_left_ms: u64) -> Quota {
+        Quota {
+            limit,
+            remaining: if allowed {
+                limit.saturating_sub(used)
+            } else {
+                0
+            },
+            reset_secs: window_left_ms.div_ceil(1000).max(1),
+            allowed,
+        }
+    }
+}
+
+/// A counter backend failed. The caller applies `allow_degradation`: pass the request (and
+/// count that in its metrics; the limiter keeps no count of degraded decisions), or answer
+/// [`LimitCount::backend_failure`] (500 `{"error_msg":"failed to limit count"}`).
+#[derive(Debug, thiserror::Error)]
+pub enum LimiterError {
+    #[error("Redis {target}: no answer within {timeout_ms} ms")]
+    Timeout { target: Arc<str>, timeout_ms: u64 },
+    #[error("Redis {target}: {message}")]
+    Backend { target: Arc<str>, message: String },
+}
+
+/// Owns every counter; see the module docs.
+pub struct Limiter {
+    epoch: Instant,
+    local: local::LocalCounters,
+    redis: redis::RedisCounters,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter::new()
+    }
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("local_windows", &self.local.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often [`Limiter::run_background`] wakes to look for due syncs (`sync_interval` >= 0.1 s).
+const TICK: Duration = Duration::from_millis(50);
+/// How often it sweeps expired windows (inserts also sweep a shard that doubled).
+const SWEEP_EVERY_MS: u64 = 10_000;
+
+impl Limiter {
+    /// Needs no runtime: Redis connections are made on first use.
+    pub fn new() -> Limiter {
+        Limiter {
+            epoch: Instant::now(),
+            local: local::LocalCounters::new(),
+            redis: redis::RedisCounters::new(),
+        }
+    }
+
+    /// Milliseconds of `now` on the limiter's monotonic clock.
+    pub fn ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Counts one request against `counter` under `lc`. Local and `sync_interval` decisions
+    /// never wait; a Redis round trip is bounded by `redis_timeout`.
+    pub async fn acquire(
+        &self,
+        lc: &LimitCount,
+        counter: CounterKey,
+        now: Instant,
+    ) -> Result<Quota, LimiterError> {
+        let now_ms = self.ms(now);
+        match &lc.policy {
+            LimitPolicy::Local => Ok(self.local.acquire(counter, lc.count, lc.window_ms, now_ms)),
+            LimitPolicy::Redis(settings) => match settings.sync_interval {
+                Some(_) => {
+                    self.redis
+                        .acquire_synced(settings, counter, lc.count, lc.window_ms, now_ms)
+                }
+                None => {
+                    self.redis
+                        .acquire_remote(settings, counter, lc.count, lc.window_ms)
+                        .await
+                }
+            },
+        }
+    }
+
+    /// Drops expired windows everywhere; returns how many. `run_background` calls it.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let now_ms = self.ms(now);
+        self.local.sweep(now_ms) + self.redis.sweep(now_ms)
+    }
+
+    /// Live local windows plus `sync_interval` entries (for tests and gauges).
+    pub fn len(&self) -> usize {
+        self.local.len() + self.redis.synced_len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pushes every pending `sync_interval` delta now, whatever the interval (at shutdown, and
+    /// in tests).
+    pub async fn flush(&self) {
+        self.redis.sync_due(|| self.ms(Instant::now()), true).await;
+    }
+
+    /// The limiter's background work, for the gateway's background service: pushes
+    /// `sync_interval` deltas when due and sweeps expired windows, until `shutdown` turns true
+    /// (or its sender is dropped); then flushes pending deltas once and returns.
+    pub async fn run_background(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_sweep = self.ms(Instant::now()) + SWEEP_EVERY_MS;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            self.redis.sync_due(|| self.ms(Instant::now()), false).await;
+            let now = Instant::now();
+            if self.ms(now) >= next_sweep {
+                let removed = self.sweep(now);
+                log::debug!("limit-count: swept {removed} expired windows");
+                next_sweep = self.ms(now) + SWEEP_EVERY_MS;
+            }
+        }
+        self.flush().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::limit_count::{LimitCountConf, compile_limit_count};
+
+    pub(crate) fn lc(yaml: &str) -> LimitCount {
+        let conf: LimitCountConf = serde_yaml::from_str(yaml).expect("yaml");
+        compile_limit_count(&conf).expect("valid conf")
+    }
+
+    fn vars<'a>(headers: &'a http::HeaderMap, consumer: Option<&'a str>) -> KeyVars<'a> {
+        KeyVars {
+            remote_addr: "10.0.0.1",
+            server_addr: "127.0.0.1",
+            consumer_name: consumer,
+            consumer_group_id: None,
+            route_id: "r1",
+            service_id: None,
+            headers,
+            query: None,
+        }
+    }
+
+    /// Polls a future that must not wait (local policy).
+    fn now_or_never<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("local acquire waited"),
+        }
+    }
+
+    #[test]
+    fn counter_key_identity() {
+        let h = http::HeaderMap::new();
+        let a = lc("{count: 2, time_window: 5}");
+        let b = lc("{count: 2, time_window: 5}");
+        let c = lc("{count: 3, time_window: 5}");
+        let v = vars(&h, Some("FetchBot"));
+        let (k1, s1) = CounterKey::new("route:1", &a, &v);
+        assert_eq!(s1, KeySource::Configured);
+        assert_eq!(
+            CounterKey::new("route:1", &b, &v).0,
+            k1,
+            "recompiled unchanged conf keeps its key"
+        );
+        assert_ne!(CounterKey::new("route:2", &a, &v).0, k1, "another owner");
+        assert_ne!(CounterKey::new("route:1", &c, &v).0, k1, "changed conf");
+        assert_eq!(
+            k1,
+            CounterKey::from_parts("route:1", None, a.conf_hash, b"10.0.0.1")
+        );
+        // Fixed across processes and builds.
+        assert_eq!(
+            std::str::from_utf8(&k1.redis_key()).expect("ascii"),
+            format!("tollgate:lc:{:032x}", k1.0)
+        );
+        // Groups ignore the owner.
+        let g = lc("{count: 2, time_window: 5, group: shared}");
+        let (g1, _) = CounterKey::new("route:1", &g, &v);
+        let (g2, _) = CounterKey::new("service:9", &g, &v);
+        assert_eq!(g1, g2);
+        assert_ne!(
+            g1,
+            CounterKey::from_parts("shared", None, g.conf_hash, b"10.0.0.1")
+        );
+        // Template pieces hash like the whole string.
+        let t = lc(
+            "{count: 2, time_window: 5, key_type: var_combination, key: '$remote_addr $consumer_name'}",
+        );
+        let (kt, _) = CounterKey::new("route:1", &t, &v);
+        assert_eq!(
+            kt,
+            CounterKey::from_parts("route:1", None, t.conf_hash, b"10.0.0.1 FetchBot")
+        );
+        // Fallback is reported.
+        let n = lc("{count: 2, time_window: 5, key: consumer_name}");
+        let (kn, sn) = CounterKey::new("route:1", &n, &vars(&h, None));
+        assert_eq!(sn, KeySource::FallbackRemoteAddr);
+        assert_eq!(
+            kn,
+            CounterKey::from_parts("route:1", None, n.conf_hash, b"10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn acquire_local_through_limiter() {
+        let limiter = Limiter::new();
+        let t0 = limiter.epoch;
+        let conf = lc("{count: 2, time_window: 5}");
+        let key = CounterKey(7);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let q = now_or_never(limiter.acquire(&conf, key, at(0))).expect("local never fails");
+        assert_eq!(
+            q,
+            Quota {
+                limit: 2,
+                remaining: 1,
+                reset_secs: 5,
+                allowed: true
+            }
+        );
+        let q = now_or_never(limiter.acquire(&conf, key, at(1500))).expect("ok");
+        assert_eq!(
+            q,
+            Quota {
+                limit: 2,
+                remaining: 0,
+                reset_secs: 4,
+                allowed: true
+            }
+        );
+        let q = now_or_never(limiter.acquire(&conf, key, at(4999))).expect("ok");
+        assert_eq!(
+            q,
+            Quota {
+                limit: 2,
+                remaining: 0,
+                reset_secs: 1,
+                allowed: false
+            }
+        );
+        let q = now_or_never(limiter.acquire(&conf, key, at(5000))).expect("ok");
+        assert_eq!(
+            q,
+            Quota {
+                limit: 2,
+                remaining: 1,
+                reset_secs: 5,
+                allowed: true
+            }
+        );
+        assert_eq!(limiter.len(), 1);
+        assert_eq!(limiter.sweep(at(10_000)), 1);
+        assert!(limiter.is_empty());
+    }
+
+    #[tokio::test]
+    async fn background_stops_on_shutdown() {
+        let limiter = Arc::new(Limiter::new());
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(limiter.clone().run_background(rx));
+        tx.send(true).expect("receiver alive");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("stops")
+            .expect("no panic");
+        // A dropped sender stops it too.
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(limiter.run_background(rx));
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("stops")
+            .expect("no panic");
+    }
+}
