@@ -173,6 +173,8 @@ impl Seen {
 
 /// A credential to index: where it was written and its plugins.
 struct CredSource<'a> {
+    /// Position of the `consumers` entry across files: duplicates are reported on the later one.
+    ord: usize,
     consumer: ConsumerId,
     owner: Arc<str>,
     place: Place,
@@ -219,10 +221,10 @@ pub fn compile(
     // Consumers first, credentials (id form) after, so order in the file does not matter.
     let mut list: Vec<Consumer> = Vec::new();
     let mut sources: Vec<CredSource> = Vec::new();
-    let mut id_form: Vec<(&Place, &ConsumerConf, &Id)> = Vec::new();
-    for (place, c) in consumers {
+    let mut id_form: Vec<(usize, &Place, &ConsumerConf, &Id)> = Vec::new();
+    for (ord, (place, c)) in consumers.iter().enumerate() {
         if let Some(id) = c.id.as_ref().filter(|id| id.0.contains("/credentials/")) {
-            id_form.push((place, c, id));
+            id_form.push((ord, place, c, id));
             continue;
         }
         let Some(username) = &c.username else {
@@ -295,6 +297,7 @@ pub fn compile(
         };
         if !c.plugins.auth_plugin_names().is_empty() {
             sources.push(CredSource {
+                ord,
                 consumer: id,
                 owner: owner.clone(),
                 place: place.clone(),
@@ -338,6 +341,7 @@ pub fn compile(
             }
             check_labels(errs, &cplace, &cr.labels);
             sources.push(CredSource {
+                ord,
                 consumer: id,
                 owner: owner.clone(),
                 place: cplace.clone(),
@@ -357,7 +361,7 @@ pub fn compile(
             plugins,
         });
     }
-    for (place, c, id) in id_form {
+    for (ord, place, c, id) in id_form {
         let Some((user, _)) = id.0.split_once("/credentials/") else {
             continue;
         };
@@ -403,6 +407,7 @@ pub fn compile(
             continue;
         };
         sources.push(CredSource {
+            ord,
             consumer,
             owner: list[consumer.idx()].username.clone(),
             place: place.clone(),
@@ -413,7 +418,8 @@ pub fn compile(
         });
     }
 
-    // Index every credential.
+    // Index every credential, in file order.
+    sources.sort_by_key(|s| s.ord);
     let mut seen = Seen::default();
     for s in &sources {
         let auth = s.plugins.auth_plugin_names();

@@ -138,6 +138,20 @@ impl Upstream {
                 errs.push((f.into(), "not supported by tollgate".into()));
             }
         }
+        if conf.retry_timeout.is_some() {
+            errs.push(("retry_timeout".into(), "not supported by tollgate (retries are bounded by `retries` and the timeouts)".into()));
+        }
+        if let Some(kp) = &conf.keepalive_pool {
+            if kp.size.is_some() || kp.requests.is_some() {
+                let f = if kp.size.is_some() { "keepalive_pool.size" } else { "keepalive_pool.requests" };
+                errs.push((f.into(), "not supported by tollgate (Pingora keeps one shared pool; only idle_timeout is per upstream)".into()));
+            }
+        }
+        for (i, n) in conf.nodes.0.iter().enumerate() {
+            if n.priority != 0 {
+                errs.push((format!("nodes[{i}].priority"), "not supported by tollgate (every node has priority 0)".into()));
+            }
+        }
         let timeouts = match &conf.timeout {
             Some(t) => Timeouts::from_conf(t).unwrap_or_else(|e| {
                 errs.push(("timeout".into(), e));

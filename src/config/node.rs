@@ -196,6 +196,9 @@ impl Node {
                 Ok(paths) => {
                     let mut found: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
                     found.sort();
+                    if found.is_empty() {
+                        log::warn!("{name}: resources[{i}]: `{pattern}` matches no file");
+                    }
                     for p in found {
                         let shown = p
                             .strip_prefix(&self.dir)

@@ -378,6 +378,19 @@ mod tests {
         assert!(limiter.is_empty());
     }
 
+    #[test]
+    fn futures_are_send() {
+        fn send<T: Send>(_: &T) {}
+        let limiter = Arc::new(Limiter::new());
+        let conf = lc("{count: 1, time_window: 1}");
+        let f = limiter.acquire(&conf, CounterKey(1), Instant::now());
+        send(&f);
+        drop(f);
+        let (_tx, rx) = watch::channel(false);
+        send(&limiter.clone().run_background(rx));
+        send(&limiter.flush());
+    }
+
     #[tokio::test]
     async fn background_stops_on_shutdown() {
         let limiter = Arc::new(Limiter::new());

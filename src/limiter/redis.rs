@@ -858,7 +858,7 @@ mod tests {
         );
         let (a, b) = (Limiter::new(), Limiter::new());
         let key = CounterKey(0x5151);
-        let mut admit = |l: &Limiter, n: usize| {
+        let admit = |l: &Limiter, n: usize| {
             let mut ok = 0;
             for _ in 0..n {
                 let mut f = std::pin::pin!(l.acquire(&conf, key, Instant::now()));
