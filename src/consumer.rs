@@ -61,6 +61,8 @@ pub struct Consumers {
     pub by_name: AHashMap<Arc<str>, ConsumerId>,
     pub creds: CredentialIndex,
     pub credential_count: usize,
+    /// Every header named by an attach-consumer-label on a consumer or group.
+    pub label_headers: Vec<http::HeaderName>,
 }
 
 impl Consumers {
@@ -212,6 +214,11 @@ pub fn compile(
             errs,
         );
         group_ids.insert(g.id.0.clone(), GroupId(groups_out.len() as u32));
+        out.label_headers.extend(
+            set.attach_labels
+                .iter()
+                .flat_map(|a| a.headers.iter().map(|(n, _)| n.clone())),
+        );
         group_plugins.push(set);
         groups_out.push(ConsumerGroup {
             id: g.id.0.as_str().into(),
@@ -276,6 +283,11 @@ pub fn compile(
             "plugins",
             &format!("consumer:{username}"),
             errs,
+        );
+        out.label_headers.extend(
+            own.attach_labels
+                .iter()
+                .flat_map(|a| a.headers.iter().map(|(n, _)| n.clone())),
         );
         let plugins = match group {
             Some(g) => own.over(&group_plugins[g.idx()]),

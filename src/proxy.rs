@@ -180,6 +180,25 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snap = self.store.load_full();
         let req = session.req_header();
+        let oversized =
+            if req.uri.path_and_query().map_or(0, |p| p.as_str().len()) > crate::reject::MAX_URI {
+                Some(Reject::uri_too_long())
+            } else if req
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                .sum::<usize>()
+                > crate::reject::MAX_HEADERS
+            {
+                Some(Reject::headers_too_large())
+            } else {
+                None
+            };
+        if let Some(r) = oversized {
+            ctx.snap = Some(snap);
+            write_reject(session, &r).await?;
+            return Ok(true);
+        }
         if self.max_body > 0 {
             let len = req
                 .headers
@@ -261,10 +280,12 @@ impl ProxyHttp for Gateway {
             );
         }
         let held = ctx.held_body.get_or_insert_with(BytesMut::new);
-        if let Some(b) = body.take() {
-            held.extend_from_slice(&b);
+        if let Some(b) = body.as_ref() {
+            held.extend_from_slice(b);
         }
         if !end {
+            // Empty, not None: None would tell Pingora the body ended.
+            *body = Some(Bytes::new());
             return Ok(());
         }
         let all = std::mem::take(held).freeze();

@@ -5,6 +5,11 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora_core::{Error, ErrorType};
 
+/// Longest request target accepted (nginx's default large buffer is 8 KiB).
+pub const MAX_URI: usize = 8192;
+/// Largest total of request header bytes accepted.
+pub const MAX_HEADERS: usize = 64 * 1024;
+
 /// A response tollgate answers instead of proxying.
 #[derive(Debug, Clone)]
 pub struct Reject {
@@ -46,6 +51,22 @@ impl Reject {
         Reject::new(
             400,
             Bytes::from_static(b"{\"error_msg\":\"400 Bad Request\"}\n"),
+        )
+    }
+
+    /// Request line over [`MAX_URI`] bytes.
+    pub fn uri_too_long() -> Reject {
+        Reject::new(
+            414,
+            Bytes::from_static(b"{\"error_msg\":\"414 Request-URI Too Large\"}\n"),
+        )
+    }
+
+    /// Request headers over [`MAX_HEADERS`] bytes in all.
+    pub fn headers_too_large() -> Reject {
+        Reject::new(
+            431,
+            Bytes::from_static(b"{\"error_msg\":\"431 Request Header Fields Too Large\"}\n"),
         )
     }
 

@@ -194,7 +194,7 @@ impl AuthPlugin {
             AuthPlugin::Key(_) => b"{\"message\":\"Invalid API key in request\"}\n",
             AuthPlugin::Basic(_) => b"{\"message\":\"Invalid user authorization\"}\n",
             AuthPlugin::Hmac(_) => b"{\"message\":\"client request can't be validated\"}\n",
-            AuthPlugin::Jwt(_) => b"{\"message\":\"Invalid user key in JWT token\"}\n",
+            AuthPlugin::Jwt(_) => b"{\"message\":\"failed to verify jwt\"}\n",
             AuthPlugin::Multi(_) => b"{\"message\":\"Authorization Failed\"}\n",
         };
         Failure::unauthorized(body, log)

@@ -321,17 +321,24 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
         })
         .collect();
 
-    // Routes.
-    let mut routes: Vec<Route> = Vec::new();
+    // Headers removed from every client request: identity headers and every header an
+    // attach-consumer-label names anywhere (consumers, groups, services, plugin configs, rules, routes).
     let mut strip: Vec<http::HeaderName> = crate::headers::IDENTITY.to_vec();
-    for c in consumers.list.iter() {
+    strip.extend(consumers.label_headers.iter().cloned());
+    let note = |p: &RoutePlugins, strip: &mut Vec<http::HeaderName>| {
         strip.extend(
-            c.plugins
+            p.set
                 .attach_labels
                 .iter()
                 .flat_map(|a| a.headers.iter().map(|(n, _)| n.clone())),
         );
-    }
+    };
+    note(&global_plugins, &mut strip);
+    services.values().for_each(|s| note(&s.plugins, &mut strip));
+    plugin_configs.values().for_each(|p| note(p, &mut strip));
+
+    // Routes.
+    let mut routes: Vec<Route> = Vec::new();
     let mut specs: Vec<RouteSpec> = Vec::new();
     for (n, (place, r)) in routes_t.items.iter().enumerate() {
         let id =
@@ -483,6 +490,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             }
         }
         let mut merged = compile_route_plugins(&r.plugins, place, &consumers, &mut errs);
+        note(&merged, &mut strip);
         if let Some(pc) = plugin_config {
             merged = merged.over(pc);
         }
@@ -504,15 +512,6 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
                 remote_addrs,
                 priority: r.priority,
             });
-        }
-        for (n, h) in merged
-            .set
-            .attach_labels
-            .iter()
-            .flat_map(|a| a.headers.iter())
-        {
-            let _ = h;
-            strip.push(n.clone());
         }
         routes.push(Route {
             id: id.into(),

@@ -710,7 +710,7 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
 
     let sync_ms = match *sync_interval {
         None => None,
-        Some(s) if s == -1.0 => None,
+        Some(-1.0) => None,
         Some(_) if !is_redis => {
             err(
                 "sync_interval",

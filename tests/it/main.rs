@@ -5,5 +5,7 @@
 
 mod support;
 
+mod auth;
 mod core;
 mod harness;
+mod restriction;

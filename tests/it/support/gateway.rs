@@ -21,9 +21,16 @@ pub struct GatewayBuilder {
     files: Vec<(String, String)>,
     resources: Option<Vec<String>>,
     tls: Option<(String, String)>,
+    env: Vec<(String, String)>,
 }
 
 impl GatewayBuilder {
+    /// Sets an environment variable for the gateway process (e.g. for `$env://VAR` secrets).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// YAML appended to the node file (keys other than `listen`, `status_listen`, `threads`,
     /// `resources`).
     pub fn node_extra(mut self, yaml: &str) -> Self {
@@ -82,7 +89,7 @@ impl GatewayBuilder {
             let mut node = node_yaml(&ports, &resources, tls.as_ref());
             node.push_str(&self.node_extra);
             write(&dir.path().join("tollgate.yaml"), &node);
-            let mut gw = Gateway::spawn(dir, ports);
+            let mut gw = Gateway::spawn(dir, ports, &self.env);
             match gw.wait_healthy() {
                 Ok(()) => return gw,
                 Err(log) if attempt < 3 && log.contains("in use") => dir = gw.into_dir(),
@@ -145,13 +152,14 @@ impl Gateway {
         Self::builder().start(resources_yaml)
     }
 
-    fn spawn(dir: TempDir, ports: Ports) -> Gateway {
+    fn spawn(dir: TempDir, ports: Ports, env: &[(String, String)]) -> Gateway {
         let log = fs::File::create(dir.path().join("stderr.log")).expect("log file");
         let out = log.try_clone().expect("log file");
         let child = Command::new(BIN)
             .arg("-c")
             .arg(dir.path().join("tollgate.yaml"))
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(log)
