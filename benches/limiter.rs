@@ -38,7 +38,9 @@ fn local(c: &mut Criterion) {
     g.bench_function("one_key", |b| {
         b.iter(|| ready(limiter.acquire(&lc, black_box(CounterKey(7)), Instant::now())))
     });
-    let keys: Vec<CounterKey> = (0..100_000u128).map(|i| CounterKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))).collect();
+    let keys: Vec<CounterKey> = (0..100_000u128)
+        .map(|i| CounterKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)))
+        .collect();
     let mut i = 0;
     g.bench_function("100k_keys", |b| {
         b.iter(|| {
@@ -57,7 +59,9 @@ fn local(c: &mut Criterion) {
         headers: &headers,
         query: None,
     };
-    let tpl = conf("{count: 1000000000000, time_window: 3600, key_type: var_combination, key: '$remote_addr $consumer_name'}");
+    let tpl = conf(
+        "{count: 1000000000000, time_window: 3600, key_type: var_combination, key: '$remote_addr $consumer_name'}",
+    );
     g.bench_function("counter_key_plus_acquire", |b| {
         b.iter(|| {
             let (key, _) = CounterKey::new("consumer:FetchBot", &tpl, black_box(&vars));
@@ -85,7 +89,10 @@ fn contended(c: &mut Criterion) {
                             let start = Instant::now();
                             for i in 0..iters {
                                 let key = if distinct {
-                                    CounterKey((u128::from(i % 10_000) << 1 | t).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                                    CounterKey(
+                                        (u128::from(i % 10_000) << 1 | t)
+                                            .wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                                    )
                                 } else {
                                     CounterKey(7)
                                 };
@@ -115,9 +122,22 @@ impl Drop for RedisServer {
 }
 
 fn start_redis() -> Option<RedisServer> {
-    let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -140,11 +160,18 @@ fn redis(c: &mut Criterion) {
         eprintln!("redis-server not available: skipping the redis benchmarks");
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let limiter = Arc::new(Limiter::new());
     let mut g = c.benchmark_group("redis_32_in_flight");
     g.throughput(Throughput::Elements(1));
-    for (name, extra) in [("per_request", ""), ("sync_interval_0.1s", ", sync_interval: 0.1")] {
+    for (name, extra) in [
+        ("per_request", ""),
+        ("sync_interval_0.1s", ", sync_interval: 0.1"),
+    ] {
         let lc = Arc::new(conf(&format!(
             "{{count: 1000000000000, time_window: 3600, policy: redis, redis_host: 127.0.0.1, redis_port: {}{extra}}}",
             server.1
@@ -164,7 +191,10 @@ fn redis(c: &mut Criterion) {
                                 let mut i = t;
                                 while i < iters {
                                     let key = CounterKey(u128::from(i % 10_000));
-                                    limiter.acquire(&lc, key, Instant::now()).await.expect("redis answers");
+                                    limiter
+                                        .acquire(&lc, key, Instant::now())
+                                        .await
+                                        .expect("redis answers");
                                     i += 32;
                                 }
                             })

@@ -142,7 +142,14 @@ fn check_labels(
 /// Where each unique credential key was first seen, to name both places of a duplicate.
 #[derive(Default)]
 struct Seen {
-    by_key: AHashMap<(&'static str, Vec<u8>), (Place, String, Arc<str>)>,
+    by_key: AHashMap<(&'static str, Vec<u8>), FirstSeen>,
+}
+
+/// The first place a credential key appeared: place, field path, consumer.
+struct FirstSeen {
+    place: Place,
+    field: String,
+    owner: Arc<str>,
 }
 
 impl Seen {
@@ -153,22 +160,24 @@ impl Seen {
         plugin: &'static str,
         what: &str,
         key: Vec<u8>,
-        place: &Place,
+        s: &CredSource,
         field: &str,
-        owner: &Arc<str>,
     ) -> bool {
-        if let Some((p, f, o)) = self.by_key.get(&(plugin, key.clone())) {
+        if let Some(first) = self.by_key.get(&(plugin, key.clone())) {
+            let at = first.place.named_from(&s.place.file, &first.field);
             errs.push(
-                place,
+                &s.place,
                 field,
-                format!("same {what} as {} ({o})", p.named_from(&place.file, f)),
+                format!("same {what} as {at} ({})", first.owner),
             );
             return false;
         }
-        self.by_key.insert(
-            (plugin, key),
-            (place.clone(), field.to_string(), owner.clone()),
-        );
+        let first = FirstSeen {
+            place: s.place.clone(),
+            field: field.to_string(),
+            owner: s.owner.clone(),
+        };
+        self.by_key.insert((plugin, key), first);
         true
     }
 }
@@ -198,7 +207,7 @@ pub fn compile(
     let mut group_plugins: Vec<PluginSet> = Vec::new();
     let mut groups_out = Vec::new();
     for (place, g) in groups {
-        if g.plugins.auth_plugin_names().first().is_some() {
+        if !g.plugins.auth_plugin_names().is_empty() {
             errs.push(
                 place,
                 "plugins",
@@ -515,9 +524,8 @@ fn index_credential(idx: &mut CredentialIndex, seen: &mut Seen, s: &CredSource, 
                     "key-auth",
                     "key",
                     digest.to_vec(),
-                    &s.place,
+                    s,
                     &format!("{field}.{which}"),
-                    &s.owner,
                 ) {
                     idx.key_auth.insert(digest, cred);
                     added = true;
@@ -535,9 +543,8 @@ fn index_credential(idx: &mut CredentialIndex, seen: &mut Seen, s: &CredSource, 
                     "basic-auth",
                     "username",
                     user.as_bytes().to_vec(),
-                    &s.place,
+                    s,
                     &format!("{field}.username"),
-                    &s.owner,
                 ) {
                     idx.basic_auth.insert(user.into(), (cred, check));
                     added = true;
@@ -555,9 +562,8 @@ fn index_credential(idx: &mut CredentialIndex, seen: &mut Seen, s: &CredSource, 
                     "hmac-auth",
                     "key_id",
                     key_id.as_bytes().to_vec(),
-                    &s.place,
+                    s,
                     &format!("{field}.key_id"),
-                    &s.owner,
                 ) {
                     idx.hmac_auth.insert(key_id.into(), (cred, secret));
                     added = true;
@@ -575,9 +581,8 @@ fn index_credential(idx: &mut CredentialIndex, seen: &mut Seen, s: &CredSource, 
                     "jwt-auth",
                     "key",
                     key.as_bytes().to_vec(),
-                    &s.place,
+                    s,
                     &format!("{field}.key"),
-                    &s.owner,
                 ) {
                     idx.jwt_auth.insert(key.into(), (cred, jk));
                     added = true;

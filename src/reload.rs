@@ -125,10 +125,10 @@ impl Reloader {
         if st.watcher.is_none() {
             let tx = self.tx.clone();
             match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if let Ok(ev) = res {
-                    if !ev.kind.is_access() {
-                        let _ = tx.send(Trigger::FileChange);
-                    }
+                if let Ok(ev) = res
+                    && !ev.kind.is_access()
+                {
+                    let _ = tx.send(Trigger::FileChange);
                 }
             }) {
                 Ok(w) => st.watcher = Some(w),

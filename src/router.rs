@@ -113,10 +113,10 @@ impl PathTable {
             return Some(r);
         }
         for &len in self.prefix_lens.iter() {
-            if len <= path.len() {
-                if let Some(r) = self.prefix.get(&path[..len]).and_then(|c| pick(c)) {
-                    return Some(r);
-                }
+            if len <= path.len()
+                && let Some(r) = self.prefix.get(&path[..len]).and_then(|c| pick(c))
+            {
+                return Some(r);
             }
         }
         None
@@ -196,10 +196,11 @@ impl Router {
                 return Some(r);
             }
             for (suffix, table) in self.wildcard_hosts.iter() {
-                if host.len() > suffix.len() && host.ends_with(&**suffix) {
-                    if let Some(r) = table.find(path, method, remote) {
-                        return Some(r);
-                    }
+                if host.len() > suffix.len()
+                    && host.ends_with(&**suffix)
+                    && let Some(r) = table.find(path, method, remote)
+                {
+                    return Some(r);
                 }
             }
         }

@@ -139,17 +139,28 @@ impl Upstream {
             }
         }
         if conf.retry_timeout.is_some() {
-            errs.push(("retry_timeout".into(), "not supported by tollgate (retries are bounded by `retries` and the timeouts)".into()));
+            errs.push((
+                "retry_timeout".into(),
+                "not supported by tollgate (retries are bounded by `retries` and the timeouts)"
+                    .into(),
+            ));
         }
-        if let Some(kp) = &conf.keepalive_pool {
-            if kp.size.is_some() || kp.requests.is_some() {
-                let f = if kp.size.is_some() { "keepalive_pool.size" } else { "keepalive_pool.requests" };
-                errs.push((f.into(), "not supported by tollgate (Pingora keeps one shared pool; only idle_timeout is per upstream)".into()));
-            }
+        if let Some(kp) = &conf.keepalive_pool
+            && (kp.size.is_some() || kp.requests.is_some())
+        {
+            let f = if kp.size.is_some() {
+                "keepalive_pool.size"
+            } else {
+                "keepalive_pool.requests"
+            };
+            errs.push((f.into(), "not supported by tollgate (Pingora keeps one shared pool; only idle_timeout is per upstream)".into()));
         }
         for (i, n) in conf.nodes.0.iter().enumerate() {
             if n.priority != 0 {
-                errs.push((format!("nodes[{i}].priority"), "not supported by tollgate (every node has priority 0)".into()));
+                errs.push((
+                    format!("nodes[{i}].priority"),
+                    "not supported by tollgate (every node has priority 0)".into(),
+                ));
             }
         }
         let timeouts = match &conf.timeout {
@@ -237,10 +248,10 @@ impl Upstream {
             };
             let mut peer = HttpPeer::new(addr, tls, n.host.clone());
             timeouts.apply(&mut peer);
-            if let Some(kp) = &conf.keepalive_pool {
-                if let Some(idle) = kp.idle_timeout {
-                    peer.options.idle_timeout = Some(Duration::from_secs_f64(idle.max(0.0)));
-                }
+            if let Some(kp) = &conf.keepalive_pool
+                && let Some(idle) = kp.idle_timeout
+            {
+                peer.options.idle_timeout = Some(Duration::from_secs_f64(idle.max(0.0)));
             }
             nodes.push((
                 Node {

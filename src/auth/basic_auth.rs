@@ -26,10 +26,9 @@ use arc_swap::ArcSwapOption;
 use base64::Engine;
 use http::header::AUTHORIZATION;
 
-use super::{AuthCommon, AuthRequest, Failure, Hide, challenge};
+use super::{AuthCommon, AuthRequest, Failure, Hide, Verdict, challenge};
 use crate::consumer::{Consumers, secret_value};
 use crate::secret::sha256;
-use crate::snapshot::CredentialId;
 
 /// How a basic-auth password is checked.
 #[derive(Debug)]
@@ -139,9 +138,6 @@ pub fn parse(value: &[u8]) -> Result<(String, String), &'static str> {
         .ok_or("Split authorization err: invalid decoded data")?;
     Ok((u.trim().to_string(), p.trim().to_string()))
 }
-
-type Verdict =
-    Result<(CredentialId, Vec<Hide>, Option<super::hmac_auth::BodyCheck>), (Failure, Vec<Hide>)>;
 
 impl BasicAuth {
     pub async fn verify(&self, consumers: &Consumers, ar: &AuthRequest<'_>) -> Verdict {

@@ -38,14 +38,12 @@ pub struct HmacAuthCredentialConf {
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use bytes::Bytes;
 use hmac::{KeyInit, Mac};
 use http::header::AUTHORIZATION;
 
-use super::{AuthCommon, AuthRequest, Failure, Hide, challenge};
+use super::{AuthCommon, AuthRequest, Failure, Hide, Verdict, challenge};
 use crate::consumer::{Consumers, secret_value};
 use crate::secret::Secret;
-use crate::snapshot::CredentialId;
 
 /// Compiled hmac-auth on a route.
 #[derive(Debug)]
@@ -259,8 +257,6 @@ const MISSING: &[u8] =
 const PREFIX: &[u8] = b"{\"message\":\"client request can't be validated: Authorization header does not start with 'Signature'\"}\n";
 const GENERIC: &[u8] = b"{\"message\":\"client request can't be validated\"}\n";
 
-type Verdict = Result<(CredentialId, Vec<Hide>, Option<BodyCheck>), (Failure, Vec<Hide>)>;
-
 impl HmacAuth {
     pub fn verify(&self, consumers: &Consumers, ar: &AuthRequest<'_>) -> Verdict {
         let hide = || vec![Hide::Header(AUTHORIZATION)];
@@ -349,10 +345,9 @@ impl HmacAuth {
                 .headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                && len > self.max_req_body_size
             {
-                if len > self.max_req_body_size {
-                    return Err((too_large(len, self.max_req_body_size), hide()));
-                }
+                return Err((too_large(len, self.max_req_body_size), hide()));
             }
             Some(BodyCheck {
                 sha512,
@@ -372,7 +367,7 @@ pub fn too_large(len: u64, max: u64) -> Failure {
     let msg = format!("request size {len} is greater than the maximum size {max} allowed");
     Failure {
         status: 413,
-        body: Bytes::from(crate::reject::Reject::json_body("message", &msg)),
+        body: crate::reject::Reject::json_body("message", &msg),
         log: msg.into(),
     }
 }

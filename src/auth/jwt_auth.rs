@@ -61,9 +61,10 @@ use base64::Engine;
 use http::HeaderName;
 use jsonwebtoken::{Algorithm, DecodingKey};
 
-use super::{AuthCommon, AuthRequest, Failure, Hide, QueryArg, challenge, cookie, query_arg};
+use super::{
+    AuthCommon, AuthRequest, Failure, Hide, QueryArg, Verdict, challenge, cookie, query_arg,
+};
 use crate::consumer::{Consumers, secret_value};
-use crate::snapshot::CredentialId;
 
 /// A credential's verification key, built once at compile time.
 pub struct JwtKey {
@@ -222,9 +223,6 @@ const NO_KEY: &[u8] = b"{\"message\":\"missing user key in JWT token\"}\n";
 const BAD_KEY: &[u8] = b"{\"message\":\"Invalid user key in JWT token\"}\n";
 const VERIFY: &[u8] = b"{\"message\":\"failed to verify jwt\"}\n";
 
-type Verdict =
-    Result<(CredentialId, Vec<Hide>, Option<super::hmac_auth::BodyCheck>), (Failure, Vec<Hide>)>;
-
 impl JwtAuth {
     /// Header (`Bearer ` cut), else query argument, else cookie: the first present is the token.
     fn token<'a>(&self, ar: &'a AuthRequest<'_>) -> Option<(std::borrow::Cow<'a, str>, Hide)> {
@@ -330,19 +328,17 @@ impl JwtAuth {
                     .ok_or_else(|| format!("claim {name} is not a number")),
             }
         };
-        if check_exp {
-            if let Some(exp) = num("exp", need_exp)? {
-                if exp <= now - grace {
-                    return Err(format!("'exp' claim expired at {exp}"));
-                }
-            }
+        if check_exp
+            && let Some(exp) = num("exp", need_exp)?
+            && exp <= now - grace
+        {
+            return Err(format!("'exp' claim expired at {exp}"));
         }
-        if check_nbf {
-            if let Some(nbf) = num("nbf", need_nbf)? {
-                if nbf >= now + grace {
-                    return Err(format!("'nbf' claim not valid until {nbf}"));
-                }
-            }
+        if check_nbf
+            && let Some(nbf) = num("nbf", need_nbf)?
+            && nbf >= now + grace
+        {
+            return Err(format!("'nbf' claim not valid until {nbf}"));
         }
         Ok(())
     }

@@ -25,10 +25,11 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
-use super::{AuthCommon, AuthRequest, Failure, Hide, QueryArg, challenge, header_str, query_arg};
+use super::{
+    AuthCommon, AuthRequest, Failure, Hide, QueryArg, Verdict, challenge, header_str, query_arg,
+};
 use crate::consumer::{Consumers, secret_value};
 use crate::secret::{parse_key_hash, sha256};
-use crate::snapshot::CredentialId;
 
 /// Compiled key-auth on a route.
 #[derive(Debug)]
@@ -96,9 +97,6 @@ pub fn compile_credential(
 
 const MISSING: &[u8] = b"{\"message\":\"Missing API key in request\"}\n";
 const INVALID: &[u8] = b"{\"message\":\"Invalid API key in request\"}\n";
-
-type Verdict =
-    Result<(CredentialId, Vec<Hide>, Option<super::hmac_auth::BodyCheck>), (Failure, Vec<Hide>)>;
 
 impl KeyAuth {
     /// Header first (present, even empty, means it is the key), then the query argument.

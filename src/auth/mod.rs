@@ -147,6 +147,10 @@ pub struct AuthResult {
     pub body_check: Option<hmac_auth::BodyCheck>,
 }
 
+/// A scheme's verdict: the credential found and what to hide, or the failure and what to hide.
+pub type Verdict =
+    Result<(CredentialId, Vec<Hide>, Option<hmac_auth::BodyCheck>), (Failure, Vec<Hide>)>;
+
 /// Failure of an auth step, with the plugin that failed (for metrics).
 pub struct AuthReject {
     pub plugin: &'static str,
@@ -176,8 +180,7 @@ async fn verify_one(p: &AuthPlugin, consumers: &Consumers, ar: &AuthRequest<'_>)
     }
 }
 
-fn unreachable_multi()
--> Result<(CredentialId, Vec<Hide>, Option<hmac_auth::BodyCheck>), (Failure, Vec<Hide>)> {
+fn unreachable_multi() -> Verdict {
     Err((
         Failure::unauthorized(
             b"{\"message\":\"Authorization Failed\"}\n",
@@ -381,10 +384,10 @@ pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     for h in req.headers.get_all(http::header::COOKIE) {
         let Ok(s) = h.to_str() else { continue };
         for pair in s.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=') {
-                if k == name {
-                    return Some(v);
-                }
+            if let Some((k, v)) = pair.trim().split_once('=')
+                && k == name
+            {
+                return Some(v);
             }
         }
     }

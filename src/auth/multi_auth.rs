@@ -33,10 +33,13 @@ pub struct AuthPluginEntryConf {
 use super::AuthPlugin;
 use crate::snapshot::ConsumerId;
 
+/// Resolves an `anonymous_consumer` name to a consumer.
+pub type AnonymousLookup<'a> = &'a dyn Fn(&Option<String>) -> Result<Option<ConsumerId>, String>;
+
 /// Compiles `auth_plugins`; `anonymous` resolves an `anonymous_consumer` name.
 pub fn compile(
     conf: &MultiAuthConf,
-    anonymous: &dyn Fn(&Option<String>) -> Result<Option<ConsumerId>, String>,
+    anonymous: AnonymousLookup<'_>,
 ) -> Result<AuthPlugin, (String, String)> {
     if conf.auth_plugins.len() < 2 {
         return Err((

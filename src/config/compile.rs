@@ -281,7 +281,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             continue;
         };
         unsupported(&mut errs, place, &[("script", s.script.is_some())]);
-        if let Some(Some(hosts)) = s.hosts.as_ref().map(|h| Some(h)) {
+        if let Some(Some(hosts)) = s.hosts.as_ref().map(Some) {
             check_hosts(&mut errs, place, "hosts", hosts);
         }
         if let Some(up) = resolve_upstream(
@@ -484,10 +484,10 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
                 "no upstream: set upstream, upstream_id, or a service_id whose service has one",
             );
         }
-        if hosts.is_empty() {
-            if let Some((_, s)) = &service {
-                hosts = s.conf.hosts.clone().unwrap_or_default();
-            }
+        if hosts.is_empty()
+            && let Some((_, s)) = &service
+        {
+            hosts = s.conf.hosts.clone().unwrap_or_default();
         }
         let mut merged = compile_route_plugins(&r.plugins, place, &consumers, &mut errs);
         note(&merged, &mut strip);

@@ -132,14 +132,14 @@ impl Node {
                 ));
             }
         }
-        if let Some(s) = &conf.status_listen {
-            if s.parse::<std::net::SocketAddr>().is_err() {
-                errs.push(ConfigError::new(
-                    &name,
-                    "status_listen",
-                    format!("`{s}` is not an ip:port address"),
-                ));
-            }
+        if let Some(s) = &conf.status_listen
+            && s.parse::<std::net::SocketAddr>().is_err()
+        {
+            errs.push(ConfigError::new(
+                &name,
+                "status_listen",
+                format!("`{s}` is not an ip:port address"),
+            ));
         }
         if conf.threads == 0 {
             errs.push(ConfigError::new(&name, "threads", "must be at least 1"));

@@ -46,7 +46,6 @@ pub struct AllowedByMethodsConf {
 }
 
 use ahash::{AHashMap, AHashSet};
-use bytes::Bytes;
 
 use crate::reject::Reject;
 use crate::router::method_mask;
@@ -153,10 +152,10 @@ pub fn compile(
         rejected: Reject::new(code, Reject::json_body("message", &msg)),
         no_value: Reject::new(
             401,
-            Bytes::from(Reject::json_body(
+            Reject::json_body(
                 "message",
                 &format!("The request is rejected, please check the {t} for this request"),
-            )),
+            ),
         ),
     })
 }
@@ -177,12 +176,12 @@ impl Restriction {
             whitelisted = self.whitelist.contains(v);
             blocked = !whitelisted;
         }
-        if !self.methods.is_empty() && !whitelisted {
-            if let Some(mask) = self.methods.get(v) {
-                if mask & method == 0 {
-                    blocked = true;
-                }
-            }
+        if !self.methods.is_empty()
+            && !whitelisted
+            && let Some(mask) = self.methods.get(v)
+            && mask & method == 0
+        {
+            blocked = true;
         }
         if blocked { Err(&self.rejected) } else { Ok(()) }
     }

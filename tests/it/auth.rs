@@ -1219,9 +1219,9 @@ fn hmac_auth_verifies_signatures_and_rejects_bad_ones() {
         ch,
     );
     // A signature that is not base64.
-    let auth = format!(
+    let auth =
         r#"Signature keyId="hal-key",algorithm="hmac-sha256",headers="date",signature="!!!""#
-    );
+            .to_string();
     assert_reject(
         &get(&gw, "/hmac", &[("Date", &date), ("Authorization", &auth)]),
         401,
