@@ -24,6 +24,10 @@ pub struct Entry<'a> {
     pub consumer: &'a str,
     pub credential: &'a str,
     pub upstream_addr: &'a str,
+    /// `HTTP/1.1`, `HTTP/2.0`: for the combined format.
+    pub protocol: &'a str,
+    pub referer: &'a str,
+    pub user_agent: &'a str,
 }
 
 pub struct AccessLog {
@@ -96,25 +100,44 @@ fn json_line(e: &Entry<'_>) -> String {
     s
 }
 
-/// Apache combined format; the user field carries the consumer.
+/// nginx's `combined` format; the remote user is the consumer. The request shows the path
+/// without its query (which may carry a credential).
 fn combined_line(e: &Entry<'_>) -> String {
-    let t = httpdate::fmt_http_date(e.time);
-    let user = if e.consumer.is_empty() {
-        "-"
-    } else {
-        e.consumer
+    let t = humantime::format_rfc3339_seconds(e.time).to_string();
+    // 2026-11-23T16:08:56Z -> 23/Nov/2026:16:08:56 +0000
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = t
+        .get(5..7)
+        .and_then(|m| m.parse::<usize>().ok())
+        .and_then(|m| months.get(m.wrapping_sub(1)))
+        .unwrap_or(&"Jan");
+    let local = format!(
+        "{}/{}/{}:{} +0000",
+        t.get(8..10).unwrap_or("01"),
+        month,
+        t.get(0..4).unwrap_or("1970"),
+        t.get(11..19).unwrap_or("00:00:00")
+    );
+    let dash = |v: &str| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.replace('"', "\\\"")
+        }
     };
     format!(
-        "{} - {} [{}] \"{} {}\" {} {} \"-\" \"-\" {:.3} route={} consumer={}\n",
+        "{} - {} [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"\n",
         e.remote_addr,
-        user,
-        t,
+        dash(e.consumer),
+        local,
         e.method,
         e.path,
+        e.protocol,
         e.status,
         e.bytes_sent,
-        e.request_time,
-        e.route,
-        user
+        dash(e.referer),
+        dash(e.user_agent)
     )
 }

@@ -195,6 +195,9 @@ impl Metrics {
         let _ = r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
         let mut m = Metrics {
             registry: r,
             consumer_label,

@@ -444,11 +444,20 @@ impl ProxyHttp for Gateway {
             + 16;
         rm.ingress
             .inc_by((head_len + session.body_bytes_read()) as u64);
-        rm.egress.inc_by(session.body_bytes_sent() as u64);
+        let resp_head: usize = session.response_written().map_or(0, |r| {
+            r.headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                .sum::<usize>()
+                + 17
+        });
+        rm.egress
+            .inc_by((resp_head + session.body_bytes_sent()) as u64);
         if let Some(log) = &self.access_log {
             let remote = session
                 .client_addr()
-                .map(|a| a.to_string())
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string())
                 .unwrap_or_default();
             let upstream_addr = ctx.upstream_addr.map(|a| a.to_string()).unwrap_or_default();
             let (route, service, credential) = match (&ctx.snap, ctx.route) {
@@ -478,6 +487,21 @@ impl ProxyHttp for Gateway {
                 consumer: consumer.map_or("", |c| c.1),
                 credential,
                 upstream_addr: &upstream_addr,
+                protocol: match req.version {
+                    http::Version::HTTP_2 => "HTTP/2.0",
+                    http::Version::HTTP_10 => "HTTP/1.0",
+                    _ => "HTTP/1.1",
+                },
+                referer: req
+                    .headers
+                    .get(http::header::REFERER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+                user_agent: req
+                    .headers
+                    .get(http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
             });
         }
     }

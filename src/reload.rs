@@ -124,9 +124,27 @@ impl Reloader {
         };
         if st.watcher.is_none() {
             let tx = self.tx.clone();
+            // Only the resource files (or files their globs match) trigger a reload: other files
+            // in the same folders, such as a busy log, must not.
+            let patterns: Vec<glob::Pattern> = self
+                .node
+                .conf
+                .resources
+                .iter()
+                .filter_map(|r| {
+                    glob::Pattern::new(
+                        &self.node.resolve(std::path::Path::new(r)).to_string_lossy(),
+                    )
+                    .ok()
+                })
+                .collect();
             match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
                 if let Ok(ev) = res
                     && !ev.kind.is_access()
+                    && ev
+                        .paths
+                        .iter()
+                        .any(|p| patterns.iter().any(|pat| pat.matches_path(p)))
                 {
                     let _ = tx.send(Trigger::FileChange);
                 }
@@ -211,8 +229,10 @@ impl BackgroundService for Reloader {
                 t = rx.recv() => match t { Some(t) => t, None => return },
             };
             let mut trigger = trigger;
-            // Debounce: an editor's save is several events; wait until they stop for 200 ms.
-            loop {
+            // Debounce: an editor's save is several events; wait until they stop for 200 ms,
+            // but never more than 1 s in all.
+            let started = tokio::time::Instant::now();
+            while started.elapsed() < Duration::from_secs(1) {
                 match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
                     Ok(Some(t)) => {
                         if t == Trigger::Signal {

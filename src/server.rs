@@ -86,7 +86,16 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
     );
 
     let access_log = match &n.access_log {
-        Some(conf) => Some(AccessLog::start(conf)?),
+        Some(conf) => {
+            let mut conf = conf.clone();
+            if conf.path != "stderr" {
+                conf.path = node
+                    .resolve(std::path::Path::new(&conf.path))
+                    .display()
+                    .to_string();
+            }
+            Some(AccessLog::start(&conf)?)
+        }
         None => None,
     };
     let gateway = Gateway {

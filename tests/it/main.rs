@@ -8,4 +8,5 @@ mod support;
 mod auth;
 mod core;
 mod harness;
+mod observability;
 mod restriction;
