@@ -10,6 +10,7 @@ use hmac::{KeyInit, Mac};
 use pingora_http::RequestHeader;
 use tollgate::config::compile::compile;
 use tollgate::config::raw::ResourcesConf;
+use tollgate::limiter::Limiter;
 use tollgate::pipeline::{self, RequestInfo};
 use tollgate::snapshot::Snapshot;
 
@@ -51,16 +52,18 @@ fn request(path: &str, headers: &[(&str, String)]) -> RequestHeader {
     r
 }
 
-fn run(snap: &Snapshot, req: &RequestHeader) -> bool {
+fn run(snap: &Snapshot, req: &RequestHeader, limiter: &Limiter) -> bool {
     let info = RequestInfo {
         remote: Some([127, 0, 0, 1].into()),
+        local: Some([127, 0, 0, 1].into()),
         now: SystemTime::now(),
     };
-    futures::executor::block_on(pipeline::run(snap, req, &info)).is_ok()
+    futures::executor::block_on(pipeline::run(snap, req, &info, limiter)).is_ok()
 }
 
 fn benches(c: &mut Criterion) {
     let snap = snapshot(CONSUMERS);
+    let limiter = Limiter::new();
     let n = CONSUMERS / 2;
     let open = request("/open/a/b", &[]);
     let key = request("/key/x", &[("apikey", format!("key-{n}"))]);
@@ -108,9 +111,9 @@ fn benches(c: &mut Criterion) {
         ("hmac_auth", &hmac),
         ("jwt_auth", &jwt),
     ] {
-        assert!(run(&snap, req), "{name} must pass");
+        assert!(run(&snap, req, &limiter), "{name} must pass");
         c.bench_function(&format!("pipeline/{name}/{CONSUMERS}_consumers"), |b| {
-            b.iter(|| black_box(run(&snap, black_box(req))))
+            b.iter(|| black_box(run(&snap, black_box(req), &limiter)))
         });
     }
     let text = resources(1_000);

@@ -7,7 +7,16 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use http::{HeaderName, HeaderValue};
+use log::warn;
 use pingora_http::RequestHeader;
+
+use crate::headers::{X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET};
+use crate::limiter::{CounterKey, Limiter, Quota};
+use crate::plugins::limit_count::{KeySource, KeyVars, LimitCount};
 
 use crate::auth::hmac_auth::BodyCheck;
 use crate::auth::{self, AuthRequest, Hide, Identity};
@@ -32,6 +41,10 @@ pub struct Decision {
     pub body_check: Option<BodyCheck>,
     /// The attach-consumer-label conf in force (consumer's over the route's).
     pub attach: Option<Arc<AttachConsumerLabel>>,
+    /// limit-count's quota, when its headers are to be shown.
+    pub quota: Option<Quota>,
+    /// limit-count's backend failed and `allow_degradation` let the request through.
+    pub degraded: bool,
 }
 
 /// Why a request was answered by the gateway, for metrics.
@@ -57,6 +70,8 @@ pub struct Rejection {
 /// The request facts the pipeline reads besides the header.
 pub struct RequestInfo {
     pub remote: Option<IpAddr>,
+    /// The gateway's own address the request came in on.
+    pub local: Option<IpAddr>,
     pub now: SystemTime,
 }
 
@@ -65,6 +80,7 @@ pub async fn run(
     snap: &Snapshot,
     req: &RequestHeader,
     info: &RequestInfo,
+    limiter: &Limiter,
 ) -> Result<Decision, Rejection> {
     let reject = |reject: Reject, kind, route, identity| Rejection {
         reject,
@@ -132,6 +148,62 @@ pub async fn run(
     let attach = consumer
         .and_then(|c| c.plugins.attach_labels.clone())
         .or_else(|| route.plugins.attach_labels.clone());
+    // limit-count: the consumer's (or its group's) conf over the route's.
+    let mut quota = None;
+    let mut degraded = false;
+    let limit = consumer
+        .and_then(|c| c.plugins.limit_count.as_ref())
+        .or(route.plugins.limit_count.as_ref());
+    if let Some(ol) = limit {
+        let (mut remote_buf, mut local_buf) = ([0u8; 46], [0u8; 46]);
+        let vars = KeyVars {
+            remote_addr: ip_str(info.remote, &mut remote_buf),
+            server_addr: ip_str(info.local, &mut local_buf),
+            consumer_name: consumer.map(|c| &*c.username),
+            consumer_group_id: consumer.and_then(|c| snap.consumers.group_id(c)),
+            route_id: &route.id,
+            service_id: route.service.as_deref(),
+            headers: &req.headers,
+            query: req.uri.query(),
+        };
+        let (key, source) = CounterKey::new(&ol.owner, &ol.conf, &vars);
+        if source == KeySource::FallbackRemoteAddr
+            && !route.key_fallback_warned.swap(true, Ordering::Relaxed)
+        {
+            warn!(
+                "route {}: limit-count key is empty for a request, using the client IP instead",
+                route.id
+            );
+        }
+        let lc = &ol.conf;
+        match limiter.acquire(lc, key, Instant::now()).await {
+            Ok(q) if q.allowed => quota = Some(q).filter(|_| lc.show_limit_quota_header),
+            Ok(q) => {
+                let mut r = lc.rejection.clone();
+                if lc.show_limit_quota_header {
+                    r.headers.extend(quota_headers(&q));
+                }
+                return Err(reject(r, RejectKind::RateLimited, Some(route_id), identity));
+            }
+            Err(e) if lc.allow_degradation => {
+                warn!(
+                    "route {}: limit-count: {e}; allow_degradation lets the request through",
+                    route.id
+                );
+                degraded = true;
+            }
+            Err(e) => {
+                warn!("route {}: limit-count: {e}", route.id);
+                return Err(reject(
+                    LimitCount::backend_failure(),
+                    RejectKind::LimiterDown,
+                    Some(route_id),
+                    identity,
+                ));
+            }
+        }
+    }
+
     let new_path = if *upstream != *raw {
         Some(upstream.into_owned().into_boxed_slice())
     } else {
@@ -145,5 +217,28 @@ pub async fn run(
         hide: auth.hide,
         body_check: auth.body_check,
         attach,
+        quota,
+        degraded,
     })
+}
+
+/// `X-RateLimit-Limit`, `-Remaining`, `-Reset` for a quota.
+pub fn quota_headers(q: &Quota) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (X_RATELIMIT_LIMIT, HeaderValue::from(q.limit)),
+        (X_RATELIMIT_REMAINING, HeaderValue::from(q.remaining)),
+        (X_RATELIMIT_RESET, HeaderValue::from(q.reset_secs)),
+    ]
+}
+
+/// Writes an IP into `buf` without allocating; "" when unknown.
+fn ip_str(ip: Option<IpAddr>, buf: &mut [u8; 46]) -> &str {
+    use std::io::Write;
+    let Some(ip) = ip else { return "" };
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    if write!(cur, "{ip}").is_err() {
+        return "";
+    }
+    let n = cur.position() as usize;
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
 }

@@ -17,6 +17,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::access_log::{AccessLog, Entry};
 use crate::auth::{self, Hide, Identity};
 use crate::headers;
+use crate::limiter::Limiter;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::{self, Decision, RejectKind, RequestInfo};
 use crate::reject::Reject;
@@ -31,6 +32,8 @@ pub struct Gateway {
     pub access_log: Option<AccessLog>,
     /// Node file `client_max_body_size`; 0 = no limit.
     pub max_body: u64,
+    /// Every limit-count counter; outlives snapshots.
+    pub limiter: Arc<Limiter>,
 }
 
 /// Per-request state: the snapshot (held to the end) and what the pipeline decided.
@@ -215,12 +218,19 @@ impl ProxyHttp for Gateway {
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
+            local: session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
             now: SystemTime::now(),
         };
-        let outcome = pipeline::run(&snap, req, &info).await;
+        let outcome = pipeline::run(&snap, req, &info, &self.limiter).await;
         ctx.snap = Some(snap);
         match outcome {
             Ok(d) => {
+                if d.degraded {
+                    self.metrics.limit_degraded.inc();
+                }
                 ctx.route = Some(d.route);
                 ctx.identity = d.identity;
                 if d.body_check.is_some() {
@@ -358,6 +368,20 @@ impl ProxyHttp for Gateway {
             HostMode::Rewrite(h) => req.insert_header(http::header::HOST, h.clone())?,
         }
         forwarded_headers(session, req)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(q) = ctx.decision.as_ref().and_then(|d| d.quota.as_ref()) {
+            for (name, value) in pipeline::quota_headers(q) {
+                resp.insert_header(name, value)?;
+            }
+        }
+        Ok(())
     }
 
     fn fail_to_connect(

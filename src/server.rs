@@ -6,15 +6,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use log::info;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::server::ShutdownWatch;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use pingora_core::services::background::background_service;
+use pingora_core::services::background::{BackgroundService, background_service};
 use pingora_core::services::listening::Service;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::access_log::AccessLog;
 use crate::config::Loaded;
 use crate::config::node::{ListenConf, Node};
+use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::{ConfigStore, Reloader, ReloaderService, Trigger};
@@ -38,6 +40,16 @@ impl ShutdownSignalWatch for Signals {
             _ = term.recv() => ShutdownSignal::GracefulTerminate,
             _ = int.recv() => ShutdownSignal::GracefulTerminate,
         }
+    }
+}
+
+/// Runs the limiter's sweeping and `sync_interval` pushes until shutdown.
+struct LimiterService(Arc<Limiter>);
+
+#[async_trait]
+impl BackgroundService for LimiterService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.clone().run_background(shutdown).await
     }
 }
 
@@ -85,6 +97,11 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
         &files,
     );
 
+    let limiter = Arc::new(Limiter::new());
+    server.add_service(background_service(
+        "limiter",
+        LimiterService(limiter.clone()),
+    ));
     let access_log = match &n.access_log {
         Some(conf) => {
             let mut conf = conf.clone();
@@ -103,6 +120,7 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
         metrics: metrics.clone(),
         access_log,
         max_body: n.client_max_body_size,
+        limiter: limiter.clone(),
     };
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,

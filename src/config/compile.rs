@@ -44,7 +44,11 @@ impl Place {
 
 /// Collected errors of one compile.
 #[derive(Default)]
-pub struct Errs(pub Vec<ConfigError>);
+pub struct Errs(
+    pub Vec<ConfigError>,
+    /// limit-count `group` names seen so far: conf hash and where, so confs sharing a group must match.
+    pub BTreeMap<Arc<str>, (u64, String)>,
+);
 
 impl Errs {
     pub fn push(&mut self, place: &Place, field: &str, msg: impl Into<String>) {
@@ -291,7 +295,13 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             &s.upstream_id,
             &mut errs,
         ) {
-            let plugins = compile_route_plugins(&s.plugins, place, &consumers, &mut errs);
+            let plugins = compile_route_plugins(
+                &s.plugins,
+                place,
+                &format!("service:{}", id.0),
+                &consumers,
+                &mut errs,
+            );
             services.insert(
                 id.0.clone(),
                 Svc {
@@ -307,7 +317,11 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
     let mut global_plugins = RoutePlugins::default();
     for (place, g) in &globals_t.items {
         global_plugins = global_plugins.over(&compile_route_plugins(
-            &g.plugins, place, &consumers, &mut errs,
+            &g.plugins,
+            place,
+            &format!("global_rule:{}", g.id.0),
+            &consumers,
+            &mut errs,
         ));
     }
     let plugin_configs: BTreeMap<&str, RoutePlugins> = pcs_t
@@ -316,7 +330,13 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
         .map(|(place, pc)| {
             (
                 pc.id.0.as_str(),
-                compile_route_plugins(&pc.plugins, place, &consumers, &mut errs),
+                compile_route_plugins(
+                    &pc.plugins,
+                    place,
+                    &format!("plugin_config:{}", pc.id.0),
+                    &consumers,
+                    &mut errs,
+                ),
             )
         })
         .collect();
@@ -489,7 +509,13 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
         {
             hosts = s.conf.hosts.clone().unwrap_or_default();
         }
-        let mut merged = compile_route_plugins(&r.plugins, place, &consumers, &mut errs);
+        let mut merged = compile_route_plugins(
+            &r.plugins,
+            place,
+            &format!("route:{id}"),
+            &consumers,
+            &mut errs,
+        );
         note(&merged, &mut strip);
         if let Some(pc) = plugin_config {
             merged = merged.over(pc);
@@ -520,6 +546,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             timeouts,
             auth: merged.auth_chain(),
             plugins: merged.set,
+            key_fallback_warned: Default::default(),
         });
     }
 

@@ -24,7 +24,7 @@ use crate::auth::key_auth::{KeyAuthConf, KeyAuthCredentialConf};
 use crate::auth::multi_auth::MultiAuthConf;
 use attach_consumer_label::{AttachConsumerLabel, AttachConsumerLabelConf};
 use consumer_restriction::{ConsumerRestrictionConf, Restriction, Side};
-use limit_count::LimitCountConf;
+use limit_count::{LimitCount, LimitCountConf};
 
 /// Reads a plugin slot so that YAML null gives the default conf, not "absent".
 pub(crate) fn null_is_default<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -134,6 +134,15 @@ impl ConsumerPluginsConf {
 pub struct PluginSet {
     pub restriction: Option<Arc<Restriction>>,
     pub attach_labels: Option<Arc<AttachConsumerLabel>>,
+    pub limit_count: Option<Arc<OwnedLimit>>,
+}
+
+/// A limit-count conf and the resource that holds it (`route:<id>`, `service:<id>`,
+/// `consumer:<name>`, ...): the counter belongs to that owner.
+#[derive(Debug)]
+pub struct OwnedLimit {
+    pub owner: Arc<str>,
+    pub conf: LimitCount,
 }
 
 impl PluginSet {
@@ -148,6 +157,10 @@ impl PluginSet {
                 .attach_labels
                 .clone()
                 .or_else(|| lower.attach_labels.clone()),
+            limit_count: self
+                .limit_count
+                .clone()
+                .or_else(|| lower.limit_count.clone()),
         }
     }
 }
@@ -193,6 +206,7 @@ impl RoutePlugins {
 pub fn compile_route_plugins(
     conf: &RoutePluginsConf,
     place: &Place,
+    owner: &str,
     consumers: &Consumers,
     errs: &mut Errs,
 ) -> RoutePlugins {
@@ -244,6 +258,9 @@ pub fn compile_route_plugins(
             Err((f, m)) => errs.push(place, &join("plugins.attach-consumer-label", &f), m),
         }
     }
+    if let Some(l) = &conf.limit_count {
+        out.set.limit_count = compile_limit(l, place, "plugins.limit-count", owner, errs);
+    }
     out
 }
 
@@ -253,7 +270,7 @@ pub fn compile_consumer_plugins(
     conf: &ConsumerPluginsConf,
     place: &Place,
     base: &str,
-    _owner: &str,
+    owner: &str,
     errs: &mut Errs,
 ) -> PluginSet {
     let mut out = PluginSet::default();
@@ -273,7 +290,51 @@ pub fn compile_consumer_plugins(
             ),
         }
     }
+    if let Some(l) = &conf.limit_count {
+        out.limit_count = compile_limit(l, place, &format!("{base}.limit-count"), owner, errs);
+    }
     out
+}
+
+/// Compiles a limit-count conf for `owner`; confs naming one `group` must be identical.
+fn compile_limit(
+    conf: &LimitCountConf,
+    place: &Place,
+    field: &str,
+    owner: &str,
+    errs: &mut Errs,
+) -> Option<Arc<OwnedLimit>> {
+    match limit_count::compile_limit_count(conf) {
+        Ok(lc) => {
+            if let Some(g) = &lc.group {
+                let here = format!("{}: {}", place.file, place.at(field));
+                match errs.1.get(g) {
+                    Some((hash, first)) if *hash != lc.conf_hash => {
+                        errs.push(
+                            place,
+                            &format!("{field}.group"),
+                            format!("group `{g}` conf mismatched with {first}"),
+                        );
+                        return None;
+                    }
+                    Some(_) => {}
+                    None => {
+                        errs.1.insert(g.clone(), (lc.conf_hash, here));
+                    }
+                }
+            }
+            Some(Arc::new(OwnedLimit {
+                owner: owner.into(),
+                conf: lc,
+            }))
+        }
+        Err(list) => {
+            for (f, m) in list {
+                errs.push(place, &join(field, &f), m);
+            }
+            None
+        }
+    }
 }
 
 fn join(base: &str, field: &str) -> String {
