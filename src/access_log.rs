@@ -34,6 +34,8 @@ pub struct AccessLog {
     tx: SyncSender<String>,
     format: LogFormat,
     dropped: AtomicU64,
+    /// Lines queued and not yet written.
+    queued: std::sync::Arc<AtomicU64>,
 }
 
 impl AccessLog {
@@ -50,11 +52,14 @@ impl AccessLog {
             Box::new(std::io::LineWriter::new(f))
         };
         let (tx, rx) = sync_channel::<String>(8192);
+        let queued = std::sync::Arc::new(AtomicU64::new(0));
+        let written = queued.clone();
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
                 for line in rx {
                     let _ = out.write_all(line.as_bytes());
+                    written.fetch_sub(1, Ordering::Relaxed);
                 }
             })
             .map_err(|e| format!("cannot start the access log thread: {e}"))?;
@@ -62,6 +67,7 @@ impl AccessLog {
             tx,
             format: conf.format,
             dropped: AtomicU64::new(0),
+            queued,
         })
     }
 
@@ -70,12 +76,21 @@ impl AccessLog {
             LogFormat::Json => json_line(e),
             LogFormat::Combined => combined_line(e),
         };
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(line) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line) {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 log::warn!("access log is behind: {n} lines dropped so far");
             }
         }
+    }
+}
+
+impl AccessLog {
+    /// True once every queued line is written.
+    pub fn is_flushed(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) == 0
     }
 }
 

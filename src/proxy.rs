@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -29,7 +30,9 @@ use crate::upstream::HostMode;
 pub struct Gateway {
     pub store: Arc<ConfigStore>,
     pub metrics: Arc<Metrics>,
-    pub access_log: Option<AccessLog>,
+    pub access_log: Option<Arc<AccessLog>>,
+    /// Requests in progress, so a graceful shutdown can end as soon as they are done.
+    pub inflight: Arc<AtomicUsize>,
     /// Node file `client_max_body_size`; 0 = no limit.
     pub max_body: u64,
     /// Every limit-count counter; outlives snapshots.
@@ -54,6 +57,23 @@ pub struct Ctx {
     body_seen: u64,
     /// An answer decided while the body streamed, written by `fail_to_proxy`.
     pending: Option<Reject>,
+    _inflight: InFlight,
+}
+
+/// Counts a request as in flight until its context is dropped (after `logging`).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(n: &Arc<AtomicUsize>) -> InFlight {
+        n.fetch_add(1, Ordering::Relaxed);
+        InFlight(n.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Sets the identity headers and attach-consumer-label headers (client copies are already gone).
@@ -177,6 +197,7 @@ impl ProxyHttp for Gateway {
             held_body: None,
             body_seen: 0,
             pending: None,
+            _inflight: InFlight::new(&self.inflight),
         }
     }
 

@@ -2,6 +2,8 @@
 //! the status listener, the reloader, and our signal handling.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use log::info;
@@ -43,6 +45,40 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
+/// Ends a graceful shutdown as soon as in-flight requests are done (and the grace period has
+/// passed), instead of always waiting for the whole bound.
+struct Drain {
+    inflight: Arc<AtomicUsize>,
+    grace: Duration,
+    access_log: Option<Arc<AccessLog>>,
+    limiter: Arc<Limiter>,
+}
+
+#[async_trait]
+impl BackgroundService for Drain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        let started = tokio::time::Instant::now();
+        tokio::time::sleep(self.grace).await;
+        while self.inflight.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.limiter.flush().await;
+        let flushed = started.elapsed() + Duration::from_secs(1);
+        while self.access_log.as_ref().is_some_and(|l| !l.is_flushed())
+            && started.elapsed() < flushed
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        info!("Graceful shutdown: no request in flight, exiting.");
+        std::process::exit(0);
+    }
+}
+
 /// Runs the limiter's sweeping and `sync_interval` pushes until shutdown.
 struct LimiterService(Arc<Limiter>);
 
@@ -56,6 +92,8 @@ impl BackgroundService for LimiterService {
 /// Runs the gateway until a shutdown signal. Errors are startup errors (bad TLS files...).
 pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
     let n = &node.conf;
+    let grace = n.grace_period_seconds.unwrap_or(0);
+    let drain = n.graceful_shutdown_timeout_seconds.unwrap_or(10);
     let conf = ServerConf {
         threads: n.threads,
         pid_file: n
@@ -66,8 +104,10 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
             .upgrade_sock
             .clone()
             .unwrap_or_else(|| "/tmp/tollgate_upgrade.sock".into()),
-        grace_period_seconds: Some(n.grace_period_seconds.unwrap_or(0)),
-        graceful_shutdown_timeout_seconds: Some(n.graceful_shutdown_timeout_seconds.unwrap_or(10)),
+        // Pingora keeps serving in-flight requests during its grace period and drops them after:
+        // give it the whole bound; `Drain` exits earlier, as soon as they are done.
+        grace_period_seconds: Some(grace + drain),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(
@@ -111,16 +151,27 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
                     .display()
                     .to_string();
             }
-            Some(AccessLog::start(&conf)?)
+            Some(Arc::new(AccessLog::start(&conf)?))
         }
         None => None,
     };
+    let inflight = Arc::new(AtomicUsize::new(0));
+    server.add_service(background_service(
+        "drain",
+        Drain {
+            inflight: inflight.clone(),
+            grace: Duration::from_secs(grace),
+            access_log: access_log.clone(),
+            limiter: limiter.clone(),
+        },
+    ));
     let gateway = Gateway {
         store: store.clone(),
         metrics: metrics.clone(),
         access_log,
         max_body: n.client_max_body_size,
         limiter: limiter.clone(),
+        inflight: inflight.clone(),
     };
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,

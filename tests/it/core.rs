@@ -792,3 +792,88 @@ fn systemd_unit_verifies() {
         "systemd-analyze verify:\n{text}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Signals and limits
+
+/// SIGTERM and SIGINT are both graceful: an in-flight request finishes, then the process exits 0.
+#[test]
+fn sigterm_and_sigint_finish_in_flight_requests_and_exit_zero() {
+    for sig in ["TERM", "INT"] {
+        let up = Upstream::start("slow");
+        let mut gw = Gateway::start(&format!(
+            "routes:\n  - {{id: r, uri: /slow, upstream: {}}}\n#END\n",
+            up.yaml()
+        ));
+        let port = gw.port();
+        let inflight = std::thread::spawn(move || {
+            http(port, "GET", "/slow", &[("x-echo-delay-ms", "1500")], b"")
+        });
+        wait_until(
+            Duration::from_secs(10),
+            "the upstream got the request",
+            || up.hits() == 1,
+        );
+        gw.signal(sig);
+        let resp = inflight.join().unwrap();
+        assert_eq!(
+            resp.status, 200,
+            "SIG{sig}: the in-flight request completes"
+        );
+        let status = gw
+            .wait_exit(Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("SIG{sig}: the gateway did not exit"));
+        assert_eq!(status.code(), Some(0), "SIG{sig}: exit code");
+    }
+}
+
+/// `client_max_body_size` answers 413 with a JSON body, by Content-Length and while streaming.
+#[test]
+fn client_max_body_size_gives_413() {
+    let up = Upstream::start("body");
+    let gw = Gateway::builder()
+        .node_extra("client_max_body_size: 10\n")
+        .start(&format!(
+            "routes:\n  - {{id: r, uri: /up, upstream: {}}}\n#END\n",
+            up.yaml()
+        ));
+    let small = http(gw.port(), "POST", "/up", &[], b"0123456789");
+    assert_eq!(small.status, 200);
+    let big = http(gw.port(), "POST", "/up", &[], b"0123456789A");
+    assert_eq!(big.status, 413);
+    assert_eq!(big.header("content-type"), Some("application/json"));
+    assert_eq!(
+        big.text(),
+        "{\"error_msg\":\"413 Request Entity Too Large\"}\n"
+    );
+    let chunked = http(
+        gw.port(),
+        "POST",
+        "/up",
+        &[("transfer-encoding", "chunked")],
+        b"b\r\n0123456789A\r\n0\r\n\r\n",
+    );
+    assert_eq!(chunked.status, 413, "a chunked body over the limit");
+}
+
+/// Oversized request targets and headers get 414 and 431 with JSON bodies.
+#[test]
+fn oversized_uri_and_headers_get_414_and_431() {
+    let up = Upstream::start("any");
+    let gw = Gateway::start(&format!(
+        "routes:\n  - {{id: r, uri: /*, upstream: {}}}\n#END\n",
+        up.yaml()
+    ));
+    let long = format!("/{}", "a".repeat(9000));
+    let r = http(gw.port(), "GET", &long, &[], b"");
+    assert_eq!(r.status, 414);
+    assert_eq!(r.text(), "{\"error_msg\":\"414 Request-URI Too Large\"}\n");
+    let big = "b".repeat(70 * 1024);
+    let r = http(gw.port(), "GET", "/x", &[("x-big", &big)], b"");
+    assert_eq!(r.status, 431);
+    assert_eq!(
+        r.text(),
+        "{\"error_msg\":\"431 Request Header Fields Too Large\"}\n"
+    );
+    assert_eq!(up.hits(), 0, "neither reached the upstream");
+}
