@@ -8,5 +8,6 @@ mod support;
 mod auth;
 mod core;
 mod harness;
+mod limit_count;
 mod observability;
 mod restriction;
