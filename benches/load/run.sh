@@ -24,6 +24,7 @@ BUILD=${BUILD:-1}
 RESULTS=${RESULTS-benches/RESULTS.md}
 TOLLGATE_BIN=${TOLLGATE_BIN:-target/release/tollgate}
 ECHO_BIN=${ECHO_BIN:-target/release/examples/echo}
+BARE_BIN=${BARE_BIN:-target/release/examples/bare_proxy}
 KEY=bench-key
 
 log() { echo "bench: $*" >&2; }
@@ -48,7 +49,7 @@ fi
 command -v nginx >/dev/null || NGINX=0
 
 if [ "$BUILD" = 1 ]; then
-    cargo build --release --bin tollgate --example echo
+    cargo build --release --bin tollgate --example echo --example bare_proxy
 fi
 for bin in "$TOLLGATE_BIN" "$ECHO_BIN"; do
     [ -x "$bin" ] || { log "$bin not found (build with: cargo build --release --bin tollgate --example echo)"; exit 1; }
@@ -109,6 +110,11 @@ pid_file: $tmp/tollgate.pid
 upgrade_sock: $tmp/tollgate_upgrade.sock
 graceful_shutdown_timeout_seconds: 1
 EOF
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >"$tmp/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
 cat >"$tmp/resources.yaml" <<EOF
 upstreams:
   - id: echo
@@ -129,6 +135,18 @@ routes:
     plugins:
       key-auth: {}
       limit-count: {count: 1000000000, time_window: 3600, key: consumer_name}
+  - id: redis
+    uri: /redis/*
+    upstream_id: echo
+    plugins:
+      key-auth: {}
+      limit-count: {count: 1000000000, time_window: 3600, key: consumer_name, policy: redis, redis_host: 127.0.0.1, redis_port: $redis_port}
+  - id: synced
+    uri: /synced/*
+    upstream_id: echo
+    plugins:
+      key-auth: {}
+      limit-count: {count: 1000000000, time_window: 3600, key: consumer_name, policy: redis, redis_host: 127.0.0.1, redis_port: $redis_port, sync_interval: 0.5}
 consumers:
   - username: bench
     plugins:
@@ -170,14 +188,22 @@ EOF
     wait_for "http://127.0.0.1:$nginx_port/" "$!" "nginx" "$tmp/nginx/error.log"
 fi
 
+bare_port=$(free_port)
+"$BARE_BIN" "127.0.0.1:$bare_port" "127.0.0.1:$echo_port" "$GATEWAY_THREADS" 2>"$tmp/bare.log" &
+pids+=($!)
+wait_for "http://127.0.0.1:$bare_port/" "$!" "bare Pingora" "$tmp/bare.log"
+
 # --- runs --------------------------------------------------------------------------------------
 # name|url|header (header may be empty)
 targets=("echo upstream, direct|http://127.0.0.1:$echo_port/bench|")
 [ "$NGINX" = 1 ] && targets+=("nginx $(nginx -v 2>&1 | sed 's|.*/||') → echo|http://127.0.0.1:$nginx_port/bench|")
 targets+=(
+    "bare Pingora (examples/bare_proxy.rs) → echo|http://127.0.0.1:$bare_port/bench|"
     "tollgate → echo, plain route|http://127.0.0.1:$gw_port/plain/bench|"
     "tollgate → echo, key-auth|http://127.0.0.1:$gw_port/auth/bench|apikey: $KEY"
     "tollgate → echo, key-auth + limit-count|http://127.0.0.1:$gw_port/limited/bench|apikey: $KEY"
+    "tollgate → echo, key-auth + limit-count in Redis, per request|http://127.0.0.1:$gw_port/redis/bench|apikey: $KEY"
+    "tollgate → echo, key-auth + limit-count in Redis, sync_interval 0.5 s|http://127.0.0.1:$gw_port/synced/bench|apikey: $KEY"
 )
 
 table="| target | requests/s | p50 | p99 | errors |
