@@ -24,7 +24,8 @@ pub struct Consumer {
     pub username_header: HeaderValue,
     pub group: Option<GroupId>,
     pub custom_id: Option<HeaderValue>,
-    pub labels: AHashMap<Box<str>, HeaderValue>,
+    /// Labels as header values; a consumer has few, so a slice is smaller than a map.
+    pub labels: Box<[(Box<str>, HeaderValue)]>,
     /// Consumer over group, per plugin.
     pub plugins: PluginSet,
 }
@@ -63,6 +64,16 @@ pub struct Consumers {
     pub credential_count: usize,
     /// Every header named by an attach-consumer-label on a consumer or group.
     pub label_headers: Vec<http::HeaderName>,
+}
+
+impl Consumer {
+    /// The value of label `name`.
+    pub fn label(&self, name: &str) -> Option<&HeaderValue> {
+        self.labels
+            .iter()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| v)
+    }
 }
 
 impl Consumers {
@@ -311,8 +322,11 @@ pub fn compile(
                     .ok()
                     .map(|hv| (k.as_str().into(), hv))
             })
-            .collect::<AHashMap<Box<str>, HeaderValue>>();
-        let custom_id = labels.get("custom_id").cloned();
+            .collect::<Box<[(Box<str>, HeaderValue)]>>();
+        let custom_id = labels
+            .iter()
+            .find(|(k, _)| &**k == "custom_id")
+            .map(|(_, v)| v.clone());
         let Ok(username_header) = HeaderValue::from_str(username) else {
             continue;
         };

@@ -51,6 +51,7 @@ fn run(cli: &Cli) -> ExitCode {
     let Some((node, loaded)) = load(cli) else {
         return ExitCode::FAILURE;
     };
+    tollgate::reload::release_free_memory();
     match tollgate::server::run(node, loaded, cli.upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -94,7 +94,7 @@ fn set_identity(snap: &Snapshot, d: &Decision, req: &mut RequestHeader) -> Resul
         req.insert_header(headers::X_CONSUMER_CUSTOM_ID, custom.clone())?;
     }
     for (name, label) in d.attach.iter().flat_map(|a| a.headers.iter()) {
-        if let Some(v) = consumer.labels.get(label) {
+        if let Some(v) = consumer.label(label) {
             req.insert_header(name.clone(), v.clone())?;
         }
     }
