@@ -89,6 +89,12 @@ impl BackgroundService for LimiterService {
     }
 }
 
+fn node_path(node: &Node, p: Option<&str>, default: &str) -> String {
+    node.resolve(std::path::Path::new(p.unwrap_or(default)))
+        .display()
+        .to_string()
+}
+
 /// Runs the gateway until a shutdown signal. Errors are startup errors (bad TLS files...).
 pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
     let n = &node.conf;
@@ -98,14 +104,13 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
         threads: n.threads,
         // Measured: one runtime per thread is ~10% faster here than work stealing.
         work_stealing: false,
-        pid_file: n
-            .pid_file
-            .clone()
-            .unwrap_or_else(|| "/tmp/tollgate.pid".into()),
-        upgrade_sock: n
-            .upgrade_sock
-            .clone()
-            .unwrap_or_else(|| "/tmp/tollgate_upgrade.sock".into()),
+        // Relative paths are relative to the node file's folder, as every path of ours.
+        pid_file: node_path(&node, n.pid_file.as_deref(), "/tmp/tollgate.pid"),
+        upgrade_sock: node_path(
+            &node,
+            n.upgrade_sock.as_deref(),
+            "/tmp/tollgate_upgrade.sock",
+        ),
         // Pingora keeps serving in-flight requests during its grace period and drops them after:
         // give it the whole bound; `Drain` exits earlier, as soon as they are done.
         grace_period_seconds: Some(grace + drain),

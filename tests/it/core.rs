@@ -877,3 +877,53 @@ fn oversized_uri_and_headers_get_414_and_431() {
     );
     assert_eq!(up.hits(), 0, "neither reached the upstream");
 }
+
+/// SIGQUIT hands the listeners to a new process started with `--upgrade`: requests keep being
+/// answered, by the new process once the old one has exited (0).
+#[test]
+fn sigquit_hands_listeners_to_an_upgraded_process() {
+    let up = Upstream::start("u");
+    let mut gw = Gateway::builder()
+        .node_extra("upgrade_sock: upgrade.sock\n")
+        .start(&format!(
+            "routes:\n  - {{id: r, uri: /x, upstream: {}}}\n#END\n",
+            up.yaml()
+        ));
+    let node = gw.dir().join("tollgate.yaml");
+    let log = fs::File::create(gw.dir().join("new.log")).unwrap();
+    // `upgrade.sock` is relative to the node file's folder, whatever the working directory.
+    let mut new = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("-c")
+        .arg(&node)
+        .arg("--upgrade")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let new = Kill(&mut new);
+    let new_log = gw.dir().join("new.log");
+    wait_until(
+        Duration::from_secs(20),
+        "the new process waits for sockets",
+        || fs::read_to_string(&new_log).is_ok_and(|l| l.contains("socket transfer")),
+    );
+    gw.signal("QUIT");
+    let status = gw
+        .wait_exit(Duration::from_secs(30))
+        .expect("the old process exits after handing over");
+    assert_eq!(status.code(), Some(0));
+    let r = http(gw.port(), "GET", "/x", &[], b"");
+    assert_eq!(r.status, 200, "the new process serves the same port");
+    assert!(
+        fs::read_to_string(&new_log)
+            .unwrap()
+            .contains("Loaded config")
+    );
+    drop(new);
+}
