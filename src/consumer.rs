@@ -113,6 +113,11 @@ impl Consumers {
 
 /// Resolves `$env://VAR` secrets at load time.
 pub fn secret_value(v: &str) -> Result<String, String> {
+    if v.starts_with("$secret://") {
+        return Err(
+            "`$secret://` references are not supported by tollgate (use `$env://VAR`)".into(),
+        );
+    }
     match v.strip_prefix("$env://") {
         Some(var) => {
             std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))
@@ -453,8 +458,25 @@ pub fn compile(
         });
     }
 
-    // Index every credential, in file order.
+    // Index every credential, in file order; a credential id may be defined once.
     sources.sort_by_key(|s| s.ord);
+    let mut ids: AHashMap<&str, &Place> = AHashMap::new();
+    for s in &sources {
+        if let Some(id) = s.id.as_deref() {
+            if let Some(first) = ids.get(id) {
+                errs.push(
+                    &s.place,
+                    "id",
+                    format!(
+                        "same id `{id}` as {}",
+                        first.named_from(&s.place.file, "id")
+                    ),
+                );
+            } else {
+                ids.insert(id, &s.place);
+            }
+        }
+    }
     let mut seen = Seen::default();
     for s in &sources {
         let auth = s.plugins.auth_plugin_names();
@@ -491,7 +513,8 @@ pub fn compile(
 
 fn parse_expiry(errs: &mut Errs, place: &Place, v: &Option<String>) -> Option<SystemTime> {
     let v = v.as_ref()?;
-    let t = if v.ends_with(['Z', 'z']) {
+    let v = &v.to_ascii_uppercase();
+    let t = if v.ends_with('Z') {
         humantime::parse_rfc3339(v).ok()
     } else {
         parse_rfc3339_offset(v)
@@ -515,7 +538,11 @@ fn parse_rfc3339_offset(v: &str) -> Option<SystemTime> {
         (&v[..i], -1i64, &v[i + 1..])
     };
     let (h, m) = off.split_once(':')?;
-    let secs = h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60;
+    let (h, m) = (h.parse::<i64>().ok()?, m.parse::<i64>().ok()?);
+    if !(0..=23).contains(&h) || !(0..=59).contains(&m) {
+        return None;
+    }
+    let secs = h * 3600 + m * 60;
     let t = humantime::parse_rfc3339_weak(base).ok()?;
     let d = std::time::Duration::from_secs(secs.unsigned_abs());
     if sign > 0 {

@@ -367,6 +367,8 @@ impl ProxyHttp for Gateway {
         for name in snap.strip.iter() {
             req.remove_header(name);
         }
+        // APISIX 3.18 clears `Forwarded`; X-Forwarded-* below carry our view.
+        req.remove_header(&http::header::FORWARDED);
         set_identity(&snap, d, req)?;
         hide_credentials(&d.hide, session.req_header(), req)?;
         if let Some(p) = &d.new_path {
@@ -441,7 +443,10 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
-        let (r, kind) = Reject::from_pingora(e);
+        let (mut r, kind) = Reject::from_pingora(e);
+        if let Some(q) = ctx.decision.as_ref().and_then(|d| d.quota.as_ref()) {
+            r.headers.extend(pipeline::quota_headers(q));
+        }
         if e.esource() == &ErrorSource::Upstream {
             self.metrics
                 .upstream_error(ctx.route_metrics(&self.metrics), kind);

@@ -186,14 +186,16 @@ impl Reloader {
             .lock()
             .map(|s| s.end_marked.clone())
             .unwrap_or_default();
-        let report =
-            match tokio::task::spawn_blocking(move || config::load(&node, &end_marked)).await {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!("Reload task failed: {e}");
-                    return;
-                }
-            };
+        let report = match tokio::task::spawn_blocking(move || config::load(&node, &end_marked))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("Reload refused, the previous config keeps serving: the load failed ({e})");
+                self.metrics.reload_failure();
+                return;
+            }
+        };
         match report.result {
             Ok(mut loaded) => {
                 loaded.snapshot.route_metrics = self.metrics.for_routes(&loaded.snapshot);

@@ -89,6 +89,28 @@ impl BackgroundService for LimiterService {
     }
 }
 
+/// Pingora opens listeners in its service threads and panics there when one cannot be opened
+/// (address in use, unreadable certificate) while the rest of the process lives on. Exit instead,
+/// so a gateway that cannot serve never looks healthy.
+fn exit_when_a_listener_fails() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("");
+        if msg.contains("Failed to build listeners")
+            || msg.contains("Failed to load provided certificates")
+        {
+            eprintln!("tollgate: a listener could not be opened; exiting");
+            std::process::exit(1);
+        }
+    }));
+}
+
 fn node_path(node: &Node, p: Option<&str>, default: &str) -> String {
     node.resolve(std::path::Path::new(p.unwrap_or(default)))
         .display()
@@ -117,6 +139,7 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
         graceful_shutdown_timeout_seconds: Some(1),
         ..Default::default()
     };
+    exit_when_a_listener_fails();
     let mut server = Server::new_with_opt_and_conf(
         Opt {
             upgrade,

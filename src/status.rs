@@ -27,16 +27,23 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> 
 #[async_trait]
 impl ServeHttp for StatusApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = session.req_header().uri.path();
+        let req = session.req_header();
+        let path = if matches!(req.method, http::Method::GET | http::Method::HEAD) {
+            req.uri.path()
+        } else {
+            ""
+        };
         match path {
             "/healthz" => {
                 let snap = self.store.load_full();
-                let body = serde_json::json!({
-                    "status": "ok",
-                    "config_version": &*snap.version,
-                    "last_reload": humantime::format_rfc3339_seconds(snap.loaded_at).to_string(),
-                });
-                respond(200, "application/json", format!("{body}\n").into_bytes())
+                // Keys in the CONTRACT's order.
+                let body = format!(
+                    "{{\"status\":\"ok\",\"config_version\":{},\"last_reload\":\"{}\"}}
+",
+                    serde_json::Value::from(&*snap.version),
+                    humantime::format_rfc3339_seconds(snap.loaded_at)
+                );
+                respond(200, "application/json", body.into_bytes())
             }
             "/metrics" => respond(
                 200,

@@ -223,7 +223,21 @@ async fn run_plugin(
                     out.body_check = body;
                     return Ok(());
                 }
-                Outcome::Failed(f, _) => {
+                Outcome::Failed(f, hide) => {
+                    // An inner plugin with an anonymous consumer succeeds with it, as in APISIX.
+                    if let Some(c) = inner.common().filter(|_| f.status == 401)
+                        && let Some(anon) = c.anonymous
+                    {
+                        out.identity = Some(Identity {
+                            consumer: anon,
+                            credential: None,
+                            anonymous: true,
+                        });
+                        if c.hide_credentials {
+                            out.hide.extend(hide);
+                        }
+                        return Ok(());
+                    }
                     info!(
                         "{} failed to authenticate the request, code: {}. error: {}",
                         inner.name(),

@@ -85,7 +85,7 @@ impl<'a, T> Table<'a, T> {
                 if let Some(id) = id(item, n) {
                     if let Some(&prev) = by_id.get(&id) {
                         let prev: &Place = &items[prev].0;
-                        let what = if kind == "consumers" {
+                        let what = if kind == "consumers" && !id.contains("/credentials/") {
                             "username"
                         } else {
                             "id"
@@ -396,7 +396,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
                 errs.push(place, &field, "must start with `/`");
             } else if p.len() > 4096 {
                 errs.push(place, &field, "longer than 4096 characters");
-            } else if p[..p.len() - 1].contains('*') {
+            } else if p.strip_suffix('*').unwrap_or(p).contains('*') {
                 errs.push(
                     place,
                     &field,
@@ -497,7 +497,12 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             (Some(None), Some((_, s))) => s.upstream,
             _ => None,
         };
-        if upstream.is_none() && errs.0.len() == before {
+        // A broken upstream or service was reported where it is defined, not again here.
+        let service_broken = r
+            .service_id
+            .as_ref()
+            .is_some_and(|sid| !services.contains_key(&sid.0));
+        if upstream.is_none() && own_upstream == Some(None) && !service_broken {
             errs.push(
                 place,
                 "upstream",

@@ -28,29 +28,33 @@ impl ConfigError {
     /// pointing out fields tollgate does not know as "not supported by tollgate".
     pub fn from_yaml(file: &str, err: &serde_yaml::Error) -> Self {
         let text = err.to_string();
-        let (path, message) = match text.split_once(": ") {
-            Some((p, m)) if !p.contains(' ') && !p.contains('`') => (p.to_string(), m.to_string()),
-            _ => (String::new(), text),
-        };
-        let message = match message.strip_prefix("unknown field `") {
-            Some(rest) => match rest.split_once('`') {
-                Some((field, tail)) => {
-                    let path = if path.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{path}.")
-                    };
-                    return Self::new(
-                        file,
-                        format!("{path}{field}"),
-                        format!("unknown field `{field}`: not supported by tollgate{tail}"),
-                    );
-                }
-                None => message,
-            },
-            None => message,
-        };
-        Self::new(file, path, message)
+        match text.split_once(": ") {
+            Some((p, m)) if !p.contains(' ') && !p.contains('`') => Self::from_parts(file, p, m),
+            _ => Self::from_parts(file, "", &text),
+        }
+    }
+
+    /// A deserialisation error at `path`; an unknown field is named in the path and flagged as
+    /// "not supported by tollgate".
+    pub fn from_parts(file: &str, path: &str, message: &str) -> Self {
+        if let Some((field, tail)) = message
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split_once('`'))
+        {
+            let path = if path.is_empty() || path == "." {
+                field.to_string()
+            } else if path.rsplit('.').next() == Some(field) {
+                path.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            return Self::new(
+                file,
+                path,
+                format!("unknown field `{field}`: not supported by tollgate{tail}"),
+            );
+        }
+        Self::new(file, if path == "." { "" } else { path }, message)
     }
 }
 

@@ -44,12 +44,58 @@ fn is_blank_yaml(text: &str) -> bool {
     })
 }
 
+/// The errors of every list item of a file whose typed parse failed, each item read on its own,
+/// so one bad item does not hide the others (serde stops at the first error of a document).
+fn item_errors(name: &str, text: &str) -> Vec<ConfigError> {
+    fn check<T: serde::de::DeserializeOwned>(
+        v: &serde_yaml::Value,
+    ) -> Result<(), (String, String)> {
+        serde_path_to_error::deserialize::<_, T>(v.clone())
+            .map(|_| ())
+            .map_err(|e| (e.path().to_string(), e.inner().to_string()))
+    }
+    let Ok(serde_yaml::Value::Mapping(top)) = serde_yaml::from_str::<serde_yaml::Value>(text)
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in &top {
+        let (Some(key), serde_yaml::Value::Sequence(items)) = (k.as_str(), v) else {
+            continue;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let r = match key {
+                "routes" => check::<raw::RouteConf>(item),
+                "services" => check::<raw::ServiceConf>(item),
+                "upstreams" => check::<raw::UpstreamConf>(item),
+                "consumers" => check::<raw::ConsumerConf>(item),
+                "consumer_groups" => check::<raw::ConsumerGroupConf>(item),
+                "plugin_configs" => check::<raw::PluginConfigConf>(item),
+                "global_rules" => check::<raw::GlobalRuleConf>(item),
+                _ => continue,
+            };
+            if let Err((path, msg)) = r {
+                let path = if path == "." {
+                    format!("{key}[{i}]")
+                } else {
+                    format!("{key}[{i}].{path}")
+                };
+                out.push(ConfigError::from_parts(name, &path, &msg));
+            }
+        }
+    }
+    out
+}
+
 /// Reads, parses and compiles every resource file of `node`. `end_marked` holds the files that
 /// ended with `#END` at the last good load; such a file without it now is refused as truncated.
 pub fn load(node: &Node, end_marked: &AHashSet<PathBuf>) -> LoadReport {
     let mut warnings = Vec::new();
     let files = match node.resource_files() {
-        Ok(f) => f,
+        Ok((f, w)) => {
+            warnings.extend(w);
+            f
+        }
         Err(e) => {
             return LoadReport {
                 warnings,
@@ -92,7 +138,15 @@ pub fn load(node: &Node, end_marked: &AHashSet<PathBuf>) -> LoadReport {
         }
         match serde_yaml::from_str::<raw::ResourcesConf>(&text) {
             Ok(conf) => parsed.push((name.clone(), conf)),
-            Err(e) => errors.push(ConfigError::from_yaml(name, &e)),
+            Err(e) => {
+                let first = ConfigError::from_yaml(name, &e);
+                let rest: Vec<ConfigError> = item_errors(name, &text)
+                    .into_iter()
+                    .filter(|x| x.path != first.path)
+                    .collect();
+                errors.push(first);
+                errors.extend(rest);
+            }
         }
     }
     if !errors.is_empty() {

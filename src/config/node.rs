@@ -8,11 +8,34 @@ use serde::Deserialize;
 use super::error::ConfigError;
 
 /// A proxy listener: `"127.0.0.1:9080"` or `{addr, tls: {cert, key}}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum ListenConf {
     Plain(String),
     Full(ListenFullConf),
+}
+
+/// By hand rather than `untagged`, so an error inside the map keeps its field path.
+impl<'de> Deserialize<'de> for ListenConf {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ListenConf;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"ip:port\" or {addr, tls: {cert, key}}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ListenConf, E> {
+                Ok(ListenConf::Plain(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ListenConf, A::Error> {
+                ListenFullConf::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ListenConf::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +118,9 @@ fn default_threads() -> usize {
     2
 }
 
+/// Resource files to load (shown name, path) and warnings about globs that match nothing.
+pub type ResourceFiles = (Vec<(String, PathBuf)>, Vec<String>);
+
 /// A node file read and checked, with paths made absolute against its folder.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -119,11 +145,42 @@ impl Node {
                 "at least one listener is required",
             ));
         }
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for (i, l) in conf.listen.iter().enumerate() {
             let addr = match l {
                 ListenConf::Plain(a) => a,
                 ListenConf::Full(f) => &f.addr,
             };
+            if let ListenConf::Full(ListenFullConf { tls: Some(tls), .. }) = l {
+                let files = [
+                    ("cert", &tls.cert, "CERTIFICATE-----"),
+                    ("key", &tls.key, "PRIVATE KEY-----"),
+                ];
+                for (field, file, marker) in files {
+                    let full = if file.is_absolute() {
+                        file.clone()
+                    } else {
+                        dir.join(file)
+                    };
+                    match std::fs::read_to_string(&full) {
+                        Ok(t) if t.contains(marker) => {}
+                        Ok(_) => errs.push(ConfigError::new(
+                            &name,
+                            format!("listen[{i}].tls.{field}"),
+                            format!(
+                                "{} holds no PEM {}",
+                                full.display(),
+                                marker.trim_end_matches('-')
+                            ),
+                        )),
+                        Err(e) => errs.push(ConfigError::new(
+                            &name,
+                            format!("listen[{i}].tls.{field}"),
+                            format!("cannot read {}: {e}", full.display()),
+                        )),
+                    }
+                }
+            }
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 errs.push(ConfigError::new(
                     &name,
@@ -177,8 +234,10 @@ impl Node {
     }
 
     /// Expands `resources` (files or globs) into the files to load, in order, deduplicated.
-    /// Each comes with the name errors show: the path as written, or the glob match.
-    pub fn resource_files(&self) -> Result<Vec<(String, PathBuf)>, Vec<ConfigError>> {
+    /// Each comes with the name errors show: the path as written, or the glob match; warnings
+    /// name globs that match nothing.
+    pub fn resource_files(&self) -> Result<ResourceFiles, Vec<ConfigError>> {
+        let mut warnings = Vec::new();
         let name = self.file.display().to_string();
         let mut out: Vec<(String, PathBuf)> = Vec::new();
         let mut errs = Vec::new();
@@ -197,7 +256,9 @@ impl Node {
                     let mut found: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
                     found.sort();
                     if found.is_empty() {
-                        log::warn!("{name}: resources[{i}]: `{pattern}` matches no file");
+                        warnings.push(format!(
+                            "{name}: resources[{i}]: warning: `{pattern}` matches no file"
+                        ));
                     }
                     for p in found {
                         let shown = p
@@ -217,6 +278,10 @@ impl Node {
                 )),
             }
         }
-        if errs.is_empty() { Ok(out) } else { Err(errs) }
+        if errs.is_empty() {
+            Ok((out, warnings))
+        } else {
+            Err(errs)
+        }
     }
 }

@@ -136,8 +136,11 @@ pub fn compile(
         ));
     }
     let code = conf.rejected_code.unwrap_or(403);
-    if !(200..=599).contains(&code) {
-        return Err(("rejected_code".into(), "must be between 200 and 599".into()));
+    if !(200..=999).contains(&code) {
+        return Err((
+            "rejected_code".into(),
+            "must be an HTTP status of at least 200".into(),
+        ));
     }
     let t = conf.kind.as_str();
     let msg = conf

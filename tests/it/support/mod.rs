@@ -38,8 +38,22 @@ pub fn wait_until(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool
 
 /// A loopback port that was free a moment ago (bound to port 0, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    // Below the kernel's ephemeral range (32768+), so no client socket or `127.0.0.1:0` server
+    // can take the port before the gateway binds it; and never the same port twice in this
+    // test process, so two gateways starting at once cannot pick the same one.
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let base = std::process::id() % 12_000;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < 12_000, "no free port left in 20000..32000");
+        let port = 20_000 + ((base + n * 7) % 12_000) as u16;
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
 }
