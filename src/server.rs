@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use log::info;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -224,6 +225,12 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
                 }
             },
         }
+    }
+    // Plain listeners also speak HTTP/2 with prior knowledge (h2c).
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
     }
     server.add_service(proxy);
 

@@ -927,3 +927,31 @@ fn sigquit_hands_listeners_to_an_upgraded_process() {
     );
     drop(new);
 }
+
+/// Plain listeners also speak HTTP/2 with prior knowledge (h2c), checked with curl.
+#[test]
+fn plain_listener_speaks_h2c() {
+    let up = Upstream::start("h2c");
+    let gw = Gateway::start(&format!(
+        "routes:\n  - {{id: r, uri: /x, upstream: {}}}\n#END\n",
+        up.yaml()
+    ));
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .arg(gw.url("/x"))
+        .output()
+        .expect("curl is installed by scripts/setup.sh");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
+    assert_eq!(
+        http(gw.port(), "GET", "/x", &[], b"").status,
+        200,
+        "HTTP/1.1 still works"
+    );
+}
