@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::support::{Gateway, Resp, Upstream, http, tollgate_check};
+use crate::support::{assert_line, check_fails};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -136,25 +137,6 @@ fn hex(bytes: &[u8]) -> String {
 /// A YAML double-quoted scalar (JSON string syntax is valid YAML).
 fn q(s: &str) -> String {
     serde_json::to_string(s).unwrap()
-}
-
-/// Runs `check`, expects exit 1 and returns the stderr lines.
-fn check_fails(files: &[(&str, &str)]) -> Vec<String> {
-    let (code, out, err) = tollgate_check(files);
-    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
-    err.lines().map(str::to_owned).collect()
-}
-
-/// Asserts some line starts with `prefix` and contains every one of `parts`.
-fn assert_line(lines: &[String], prefix: &str, parts: &[&str]) {
-    let found = lines
-        .iter()
-        .any(|l| l.starts_with(prefix) && parts.iter().all(|p| l.contains(p)));
-    assert!(
-        found,
-        "no line `{prefix}...` with {parts:?} in:\n{}",
-        lines.join("\n")
-    );
 }
 
 // --- hmac-auth request signing (the APISIX 3.11+ scheme)

@@ -14,6 +14,7 @@ use crate::support::{
     Client, Gateway, Resp, Upstream, free_port, http, make_test_cert, run_tollgate, tls_connect,
     tollgate_check, try_http, wait_until,
 };
+use crate::support::{assert_line, check_fails};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -374,25 +375,6 @@ fn check_accepts_a_good_file() {
     assert!(
         err.contains("#END"),
         "a warning about the missing #END: {err}"
-    );
-}
-
-/// Runs `check`, expects exit 1 and returns the stderr lines.
-fn check_fails(files: &[(&str, &str)]) -> Vec<String> {
-    let (code, out, err) = tollgate_check(files);
-    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
-    err.lines().map(str::to_owned).collect()
-}
-
-/// Asserts some line starts with `prefix` and contains every one of `parts`.
-fn assert_line(lines: &[String], prefix: &str, parts: &[&str]) {
-    let found = lines
-        .iter()
-        .any(|l| l.starts_with(prefix) && parts.iter().all(|p| l.contains(p)));
-    assert!(
-        found,
-        "no line `{prefix}...` with {parts:?} in:\n{}",
-        lines.join("\n")
     );
 }
 

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::support::{
     Gateway, Redis, RedisCluster, Resp, Upstream, http, tollgate_check, wait_until,
 };
+use crate::support::{assert_line, check_fails};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -134,25 +135,6 @@ fn assert_limited(resp: &Resp, code: u16, msg: &str, limit: Option<u64>, window:
 /// The default rejection: 503 `{"error_msg":"API rate limit exceeded"}`.
 fn assert_503(resp: &Resp, limit: u64, window: u64) {
     assert_limited(resp, 503, "API rate limit exceeded", Some(limit), window);
-}
-
-/// Runs `check`, expects exit 1 and returns the stderr lines.
-fn check_fails(files: &[(&str, &str)]) -> Vec<String> {
-    let (code, out, err) = tollgate_check(files);
-    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
-    err.lines().map(str::to_owned).collect()
-}
-
-/// Asserts some line starts with `prefix` and contains every one of `parts`.
-fn assert_line(lines: &[String], prefix: &str, parts: &[&str]) {
-    let found = lines
-        .iter()
-        .any(|l| l.starts_with(prefix) && parts.iter().all(|p| l.contains(p)));
-    assert!(
-        found,
-        "no line `{prefix}...` with {parts:?} in:\n{}",
-        lines.join("\n")
-    );
 }
 
 /// The value of an unlabelled sample in `/metrics` on the status port.

@@ -57,3 +57,22 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// Runs `check`, expects exit 1 and returns the stderr lines.
+pub fn check_fails(files: &[(&str, &str)]) -> Vec<String> {
+    let (code, out, err) = tollgate_check(files);
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    err.lines().map(str::to_owned).collect()
+}
+
+/// Asserts some line starts with `prefix` and contains every one of `parts`.
+pub fn assert_line(lines: &[String], prefix: &str, parts: &[&str]) {
+    let found = lines
+        .iter()
+        .any(|l| l.starts_with(prefix) && parts.iter().all(|p| l.contains(p)));
+    assert!(
+        found,
+        "no line `{prefix}...` with {parts:?} in:\n{}",
+        lines.join("\n")
+    );
+}
