@@ -23,7 +23,6 @@ pub struct Consumer {
     pub username: Arc<str>,
     pub username_header: HeaderValue,
     pub group: Option<GroupId>,
-    pub custom_id: Option<HeaderValue>,
     /// Labels as header values; a consumer has few, so a slice is smaller than a map.
     pub labels: Box<[(Box<str>, HeaderValue)]>,
     /// Consumer over group, per plugin.
@@ -328,10 +327,6 @@ pub fn compile(
                     .map(|hv| (k.as_str().into(), hv))
             })
             .collect::<Box<[(Box<str>, HeaderValue)]>>();
-        let custom_id = labels
-            .iter()
-            .find(|(k, _)| &**k == "custom_id")
-            .map(|(_, v)| v.clone());
         let Ok(username_header) = HeaderValue::from_str(username) else {
             continue;
         };
@@ -396,7 +391,6 @@ pub fn compile(
             username: owner,
             username_header,
             group,
-            custom_id,
             labels,
             plugins,
         });
@@ -506,6 +500,12 @@ pub fn compile(
         .iter()
         .map(|s| s.plugins.auth_plugin_names().len())
         .sum();
+    // Built by pushing; trim the growth slack, it is paid per consumer for the snapshot's life.
+    out.creds.entries.shrink_to_fit();
+    out.creds.key_auth.shrink_to_fit();
+    out.creds.basic_auth.shrink_to_fit();
+    out.creds.hmac_auth.shrink_to_fit();
+    out.creds.jwt_auth.shrink_to_fit();
     out.list = list.into_boxed_slice();
     out.groups = groups_out.into_boxed_slice();
     out

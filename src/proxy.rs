@@ -90,7 +90,7 @@ fn set_identity(snap: &Snapshot, d: &Decision, req: &mut RequestHeader) -> Resul
     {
         req.insert_header(headers::X_CREDENTIAL_IDENTIFIER, cid)?;
     }
-    if let Some(custom) = consumer.custom_id.as_ref().filter(|_| !id.anonymous) {
+    if let Some(custom) = consumer.label("custom_id").filter(|_| !id.anonymous) {
         req.insert_header(headers::X_CONSUMER_CUSTOM_ID, custom.clone())?;
     }
     for (name, label) in d.attach.iter().flat_map(|a| a.headers.iter()) {

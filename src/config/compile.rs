@@ -558,6 +558,9 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
     if !errs.0.is_empty() {
         return Err(errs.0);
     }
+    // Names were needed to resolve references; requests look consumers up by id.
+    let mut consumers = consumers;
+    consumers.by_name = Default::default();
     let counts = Counts {
         routes: routes_t.items.len(),
         services: services_t.items.len(),
