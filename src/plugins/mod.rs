@@ -56,7 +56,7 @@ pub struct RoutePluginsConf {
     )]
     pub consumer_restriction: Option<ConsumerRestrictionConf>,
     #[serde(rename = "limit-count", default, deserialize_with = "null_is_default")]
-    pub limit_count: Option<LimitCountConf>,
+    pub limit_count: Option<Box<LimitCountConf>>,
     #[serde(
         rename = "attach-consumer-label",
         default,
@@ -85,7 +85,7 @@ pub struct ConsumerPluginsConf {
     )]
     pub consumer_restriction: Option<ConsumerRestrictionConf>,
     #[serde(rename = "limit-count", default, deserialize_with = "null_is_default")]
-    pub limit_count: Option<LimitCountConf>,
+    pub limit_count: Option<Box<LimitCountConf>>,
     #[serde(
         rename = "attach-consumer-label",
         default,
