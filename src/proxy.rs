@@ -473,7 +473,6 @@ impl ProxyHttp for Gateway {
             (Some(s), Some(i)) => Some((i.consumer, &*s.consumers.get(i.consumer).username)),
             _ => None,
         };
-        self.metrics.request(rm, consumer, status);
         rm.request.observe(total.as_secs_f64());
         if let Some(u) = upstream {
             rm.upstream.observe(u.as_secs_f64());
@@ -503,6 +502,8 @@ impl ProxyHttp for Gateway {
         });
         rm.egress
             .inc_by((resp_head + session.body_bytes_sent()) as u64);
+        // Counted last, so a scrape that sees this request sees its durations and bytes too.
+        self.metrics.request(rm, consumer, status);
         if let Some(log) = &self.access_log {
             let remote = session
                 .client_addr()
