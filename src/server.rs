@@ -112,6 +112,28 @@ fn exit_when_a_listener_fails() {
     }));
 }
 
+/// Where to connect to reach each proxy listener (a wildcard address through loopback).
+fn probe_addresses(node: &Node) -> Vec<std::net::SocketAddr> {
+    node.conf
+        .listen
+        .iter()
+        .filter_map(|l| match l {
+            ListenConf::Plain(a) => a.parse::<std::net::SocketAddr>().ok(),
+            ListenConf::Full(f) => f.addr.parse().ok(),
+        })
+        .map(|mut a| {
+            if a.ip().is_unspecified() {
+                a.set_ip(if a.is_ipv4() {
+                    [127, 0, 0, 1].into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            a
+        })
+        .collect()
+}
+
 fn node_path(node: &Node, p: Option<&str>, default: &str) -> String {
     node.resolve(std::path::Path::new(p.unwrap_or(default)))
         .display()
@@ -240,6 +262,8 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
             StatusApp {
                 store: store.clone(),
                 metrics: metrics.clone(),
+                listeners: probe_addresses(&node),
+                ready: Default::default(),
             },
         );
         status.add_tcp(addr);

@@ -13,6 +13,31 @@ use crate::reload::ConfigStore;
 pub struct StatusApp {
     pub store: Arc<ConfigStore>,
     pub metrics: Arc<Metrics>,
+    /// The proxy listeners, as addresses to connect to: `/healthz` answers 503 until each
+    /// accepts a connection (Pingora opens them in their own threads, maybe after this one).
+    pub listeners: Vec<std::net::SocketAddr>,
+    pub ready: std::sync::atomic::AtomicBool,
+}
+
+impl StatusApp {
+    /// True once every proxy listener has accepted a connection.
+    async fn listening(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.ready.load(Ordering::Relaxed) {
+            return true;
+        }
+        for addr in &self.listeners {
+            let probe = tokio::time::timeout(
+                std::time::Duration::from_millis(500),
+                tokio::net::TcpStream::connect(addr),
+            );
+            if !matches!(probe.await, Ok(Ok(_))) {
+                return false;
+            }
+        }
+        self.ready.store(true, Ordering::Relaxed);
+        true
+    }
 }
 
 fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -34,6 +59,11 @@ impl ServeHttp for StatusApp {
             ""
         };
         match path {
+            "/healthz" if !self.listening().await => respond(
+                503,
+                "application/json",
+                b"{\"status\":\"starting\"}\n".to_vec(),
+            ),
             "/healthz" => {
                 let snap = self.store.load_full();
                 // Keys in the CONTRACT's order.
