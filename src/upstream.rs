@@ -88,7 +88,6 @@ pub struct Upstream {
     balancer: Balancer,
     pub host_mode: HostMode,
     pub retries: u32,
-    pub timeouts: Timeouts,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -290,7 +289,6 @@ impl Upstream {
             balancer,
             host_mode,
             retries,
-            timeouts,
         })
     }
 

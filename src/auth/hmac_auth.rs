@@ -35,7 +35,7 @@ pub struct HmacAuthCredentialConf {
     pub secret_key: Option<String>,
 }
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine;
 use hmac::{KeyInit, Mac};
@@ -375,11 +375,6 @@ pub fn too_large(len: u64, max: u64) -> Failure {
 /// The 401 a body that does not match its digest gets.
 pub fn digest_mismatch() -> Failure {
     Failure::unauthorized(GENERIC, "Invalid digest")
-}
-
-/// Now as an HTTP date, for clients and tests.
-pub fn http_date(t: SystemTime) -> String {
-    httpdate::fmt_http_date(t)
 }
 
 #[cfg(test)]

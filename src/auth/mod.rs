@@ -105,16 +105,6 @@ pub enum AuthPlugin {
 }
 
 impl AuthPlugin {
-    pub fn priority(&self) -> u32 {
-        match self {
-            AuthPlugin::Multi(_) => 2600,
-            AuthPlugin::Hmac(_) => 2530,
-            AuthPlugin::Basic(_) => 2520,
-            AuthPlugin::Jwt(_) => 2510,
-            AuthPlugin::Key(_) => 2500,
-        }
-    }
-
     pub fn common(&self) -> Option<&AuthCommon> {
         match self {
             AuthPlugin::Multi(_) => None,

@@ -70,19 +70,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Collects errors for one file while compiling, so every problem is reported at once.
-#[derive(Debug, Default)]
-pub struct Errors(pub Vec<ConfigError>);
-
-impl Errors {
-    pub fn push(&mut self, file: &str, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError::new(file, path, message));
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
