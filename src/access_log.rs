@@ -156,3 +156,36 @@ fn combined_line(e: &Entry<'_>) -> String {
         dash(e.user_agent)
     )
 }
+
+/// A `Referer` as the access log shows it: without userinfo, query or fragment, which may hold
+/// credentials (`?apikey=...`, `https://user:pass@host/`).
+pub fn redact_referer(referer: &str) -> std::borrow::Cow<'_, str> {
+    let cut = referer.find(['?', '#']).unwrap_or(referer.len());
+    let base = &referer[..cut];
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    match base[authority_start..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}{}",
+            &base[..authority_start],
+            &base[authority_start + at + 1..]
+        )
+        .into(),
+        None => base.into(),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_referer;
+
+    #[test]
+    fn referer_loses_query_fragment_and_userinfo() {
+        assert_eq!(redact_referer("https://a.b/p?apikey=k#x"), "https://a.b/p");
+        assert_eq!(redact_referer("https://u:pw@a.b/p/q"), "https://a.b/p/q");
+        assert_eq!(redact_referer("/rel/path?x"), "/rel/path");
+        assert_eq!(redact_referer(""), "");
+    }
+}

@@ -10,6 +10,7 @@ pub mod config;
 pub mod consumer;
 pub mod headers;
 pub mod limiter;
+pub mod log_limit;
 pub mod metrics;
 pub mod path;
 pub mod pipeline;

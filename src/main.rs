@@ -9,12 +9,39 @@ use tollgate::config::{self, Node};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_logger();
     match cli.command {
         Some(Command::Check) => check(&cli),
         Some(Command::HashSecret { kind }) => hash_secret(kind),
         None => run(&cli),
     }
+}
+
+/// Third-party modules whose debug output dumps request headers, credentials included.
+const HEADER_DUMPERS: [&str; 4] = ["pingora_proxy", "pingora_core", "pingora_http", "h2"];
+
+/// `RUST_LOG` (default `info`), with [`HEADER_DUMPERS`] held at `info` when a global debug or
+/// trace level would reach them: no level shows a secret unless `RUST_LOG` names such a module
+/// explicitly (the README documents that risk).
+fn log_spec(rust_log: Option<&str>) -> String {
+    let spec = rust_log.unwrap_or("info").to_owned();
+    let global_verbose = spec.split(',').any(|d| {
+        let d = d.trim().to_ascii_lowercase();
+        d == "debug" || d == "trace"
+    });
+    let mut out = spec.clone();
+    for m in HEADER_DUMPERS
+        .iter()
+        .filter(|m| global_verbose && !spec.contains(*m))
+    {
+        out.push_str(&format!(",{m}=info"));
+    }
+    out
+}
+
+fn init_logger() {
+    let spec = log_spec(std::env::var("RUST_LOG").ok().as_deref());
+    env_logger::Builder::new().parse_filters(&spec).init();
 }
 
 /// Loads node and resource files; prints warnings, then errors; `None` on any error.
@@ -84,5 +111,21 @@ fn hash_secret(kind: SecretKind) -> ExitCode {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_spec;
+
+    #[test]
+    fn debug_never_reaches_header_dumpers_unless_named() {
+        assert_eq!(log_spec(None), "info");
+        assert_eq!(log_spec(Some("warn")), "warn");
+        let s = log_spec(Some("debug"));
+        assert!(s.contains(",pingora_proxy=info") && s.contains(",pingora_core=info"));
+        let s = log_spec(Some("debug,pingora_proxy=debug"));
+        assert!(!s.contains("pingora_proxy=info") && s.contains("pingora_core=info"));
+        assert_eq!(log_spec(Some("tollgate=debug")), "tollgate=debug");
     }
 }

@@ -1,7 +1,7 @@
-//! Request path normalisation (CONTRACT "Requests"): percent-encoded unreserved characters are
-//! decoded, duplicate slashes merged, dot segments removed. Routes match the fully decoded form,
-//! except `%2F`, which stays those three characters; upstream gets the normalised form with every
-//! other escape kept as sent.
+//! Request path normalisation (CONTRACT "Requests"). Every escape is decoded once (`%2F` too, as
+//! nginx does for `$uri`), duplicate slashes are merged and dot segments removed, in that order.
+//! Routes match that decoded path; the upstream receives the same path re-encoded, so the gateway
+//! and the upstream always agree on which resource a request names.
 
 use std::borrow::Cow;
 
@@ -12,7 +12,7 @@ pub enum BadPath {
     Nul,
 }
 
-/// A normalised path: the bytes routes match against, and the path sent upstream.
+/// A normalised path: the decoded bytes routes match against, and the path sent upstream.
 #[derive(Debug, PartialEq, Eq)]
 pub struct NormalPath<'a> {
     pub matching: Cow<'a, [u8]>,
@@ -28,8 +28,11 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+/// Bytes written `%XX` in the upstream path: controls, space, `#`, `%`, `?`, DEL and non-ASCII
+/// (the set nginx escapes when it re-encodes a URI), and `<`, `>`, `` ` ``, which an HTTP
+/// request target cannot carry raw.
+fn must_escape(b: u8) -> bool {
+    b <= b' ' || matches!(b, b'#' | b'%' | b'?' | b'<' | b'>' | b'`' | 0x7f) || b >= 0x80
 }
 
 /// Normalises `path` (no query). Allocates only when the path needs a change.
@@ -37,74 +40,62 @@ pub fn normalize(path: &[u8]) -> Result<NormalPath<'_>, BadPath> {
     if path.contains(&0) {
         return Err(BadPath::Nul);
     }
-    let has_escape = path.contains(&b'%');
-    let needs_work = has_escape
+    let needs_work = path.first() != Some(&b'/')
         || path.windows(2).any(|w| w == b"//" || w == b"/.")
-        || path.first() != Some(&b'/');
+        || path.iter().any(|&b| b != b'%' && must_escape(b))
+        || path.contains(&b'%');
     if !needs_work {
         return Ok(NormalPath {
             matching: Cow::Borrowed(path),
             upstream: Cow::Borrowed(path),
         });
     }
-    // 1. Decode unreserved escapes; validate every escape.
-    let mut step = Vec::with_capacity(path.len() + 1);
+    // 1. Decode every escape once; a malformed one or a NUL is refused.
+    let mut decoded = Vec::with_capacity(path.len() + 1);
     if path.first() != Some(&b'/') {
-        step.push(b'/');
+        decoded.push(b'/');
     }
     let mut i = 0;
     while i < path.len() {
         let b = path[i];
         if b == b'%' {
-            let (h, l) = match (
+            let (Some(h), Some(l)) = (
                 path.get(i + 1).and_then(|&c| hex(c)),
                 path.get(i + 2).and_then(|&c| hex(c)),
-            ) {
-                (Some(h), Some(l)) => (h, l),
-                _ => return Err(BadPath::Escape),
+            ) else {
+                return Err(BadPath::Escape);
             };
             let v = h * 16 + l;
             if v == 0 {
                 return Err(BadPath::Nul);
             }
-            if is_unreserved(v) {
-                step.push(v);
-            } else {
-                step.extend_from_slice(&path[i..i + 3]);
-            }
+            decoded.push(v);
             i += 3;
         } else {
-            step.push(b);
+            decoded.push(b);
             i += 1;
         }
     }
     // 2. Merge slashes, 3. remove dot segments.
-    let upstream = remove_dot_segments(&merge_slashes(&step));
-    // Matching form: decode the remaining escapes except %2F.
-    let matching = if upstream.contains(&b'%') {
-        let mut m = Vec::with_capacity(upstream.len());
-        let mut i = 0;
-        while i < upstream.len() {
-            if upstream[i] == b'%' && i + 2 < upstream.len() {
-                let v = hex(upstream[i + 1]).unwrap_or(0) * 16 + hex(upstream[i + 2]).unwrap_or(0);
-                if v == b'/' {
-                    m.extend_from_slice(b"%2F");
-                } else {
-                    m.push(v);
-                }
-                i += 3;
+    let matching = remove_dot_segments(&merge_slashes(&decoded));
+    // The upstream form: the same path, re-encoded.
+    let upstream = if matching.iter().any(|&b| must_escape(b)) {
+        let mut out = Vec::with_capacity(matching.len() + 16);
+        for &b in &matching {
+            if must_escape(b) {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
             } else {
-                m.push(upstream[i]);
-                i += 1;
+                out.push(b);
             }
         }
-        Cow::Owned(m)
+        Cow::Owned(out)
     } else {
-        Cow::Owned(upstream.clone())
+        Cow::Owned(matching.clone())
     };
     Ok(NormalPath {
-        matching,
-        upstream: Cow::Owned(upstream),
+        matching: Cow::Owned(matching),
+        upstream,
     })
 }
 
@@ -122,8 +113,9 @@ fn merge_slashes(p: &[u8]) -> Vec<u8> {
 /// RFC 3986 section 5.2.4 on an absolute path.
 fn remove_dot_segments(p: &[u8]) -> Vec<u8> {
     let mut segs: Vec<&[u8]> = Vec::new();
-    let parts: Vec<&[u8]> = p[1..].split(|&b| b == b'/').collect();
-    let last = parts.len() - 1;
+    let rest = p.get(1..).unwrap_or_default();
+    let parts: Vec<&[u8]> = rest.split(|&b| b == b'/').collect();
+    let last = parts.len().saturating_sub(1);
     let mut trailing_slash = false;
     for (i, seg) in parts.iter().enumerate() {
         match *seg {
@@ -165,6 +157,7 @@ mod tests {
     fn plain_path_is_borrowed() {
         let r = normalize(b"/api/v1/users").unwrap();
         assert!(matches!(r.matching, Cow::Borrowed(_)));
+        assert!(matches!(r.upstream, Cow::Borrowed(_)));
     }
 
     #[test]
@@ -179,12 +172,57 @@ mod tests {
     }
 
     #[test]
+    fn encoded_slash_cannot_walk_around_a_route() {
+        for p in [
+            "/public/..%2Fprivate/x",
+            "/public/%2e%2e%2fprivate/x",
+            "/public%2F..%2Fprivate/x",
+            "/public/..%2f..%2fprivate/x",
+        ] {
+            assert_eq!(n(p), ("/private/x".into(), "/private/x".into()), "{p}");
+        }
+    }
+
+    #[test]
     fn escapes() {
         assert_eq!(n("/a%20b"), ("/a b".into(), "/a%20b".into()));
-        assert_eq!(n("/a%2Fb"), ("/a%2Fb".into(), "/a%2Fb".into()));
+        assert_eq!(n("/a%2Fb"), ("/a/b".into(), "/a/b".into()));
         assert_eq!(n("/%7Euser"), ("/~user".into(), "/~user".into()));
+        assert_eq!(n("/caf%c3%a9").1, "/caf%C3%A9");
+        assert_eq!(n("/a%3Fb%23c").1, "/a%3Fb%23c");
+        assert_eq!(n("/a%253Fb"), ("/a%3Fb".into(), "/a%253Fb".into()));
         assert_eq!(normalize(b"/a%zz"), Err(BadPath::Escape));
         assert_eq!(normalize(b"/a%2"), Err(BadPath::Escape));
         assert_eq!(normalize(b"/a%00"), Err(BadPath::Nul));
+        assert_eq!(normalize(b"/a\0"), Err(BadPath::Nul));
+    }
+
+    #[test]
+    fn every_upstream_path_is_a_valid_uri() {
+        for b in 1u8..=255 {
+            let p = [
+                b'/',
+                b'%',
+                b"0123456789ABCDEF"[usize::from(b >> 4)],
+                b"0123456789ABCDEF"[usize::from(b & 15)],
+            ];
+            let r = normalize(&p).unwrap();
+            let s = std::str::from_utf8(&r.upstream).unwrap();
+            assert!(
+                http::uri::PathAndQuery::try_from(s).is_ok(),
+                "byte {b:#x}: {s}"
+            );
+            assert!(
+                http::uri::PathAndQuery::try_from(s).unwrap().path() == s,
+                "byte {b:#x}: {s}"
+            );
+        }
+    }
+
+    #[test]
+    fn raw_non_ascii_is_escaped_upstream() {
+        let r = normalize("/café".as_bytes()).unwrap();
+        assert_eq!(&*r.upstream, b"/caf%C3%A9");
+        assert_eq!(&*r.matching, "/café".as_bytes());
     }
 }

@@ -32,7 +32,7 @@ use crate::snapshot::{RouteId, Snapshot, UpstreamId};
 pub struct Decision {
     pub route: RouteId,
     pub upstream: UpstreamId,
-    /// The normalised path when it differs from the one the client sent.
+    /// The normalised, re-encoded path when it differs from the target the client sent.
     pub new_path: Option<Box<[u8]>>,
     pub identity: Option<Identity>,
     /// Credential sources to remove (`hide_credentials`).
@@ -88,7 +88,15 @@ pub async fn run(
         route,
         identity,
     };
-    let raw = req.uri.path().as_bytes();
+    // The path as the client wrote it: raw bytes for an origin-form target (non-UTF-8 kept),
+    // the path component of an absolute-form one.
+    let target = req.raw_path();
+    let origin_form = target.first() == Some(&b'/');
+    let raw = if origin_form {
+        target.split(|&b| b == b'?').next().unwrap_or_default()
+    } else {
+        req.uri.path().as_bytes()
+    };
     let NormalPath { matching, upstream } = path::normalize(raw)
         .map_err(|_| reject(Reject::bad_request(), RejectKind::BadRequest, None, None))?;
     let host = req
@@ -186,14 +194,15 @@ pub async fn run(
                 return Err(reject(r, RejectKind::RateLimited, Some(route_id), identity));
             }
             Err(e) if lc.allow_degradation => {
-                warn!(
+                crate::limited_log!(
+                    log::Level::Warn,
                     "route {}: limit-count: {e}; allow_degradation lets the request through",
                     route.id
                 );
                 degraded = true;
             }
             Err(e) => {
-                warn!("route {}: limit-count: {e}", route.id);
+                crate::limited_log!(log::Level::Warn, "route {}: limit-count: {e}", route.id);
                 return Err(reject(
                     LimitCount::backend_failure(),
                     RejectKind::LimiterDown,
@@ -204,7 +213,7 @@ pub async fn run(
         }
     }
 
-    let new_path = if *upstream != *raw {
+    let new_path = if !origin_form || *upstream != *raw {
         Some(upstream.into_owned().into_boxed_slice())
     } else {
         None

@@ -13,6 +13,8 @@ use log::debug;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::subrequest::pipe::{InputBody, InputBodyType, pipe_subrequest};
+use pingora_proxy::subrequest::{BodyMode, Ctx as SubrequestCtx};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::{AccessLog, Entry};
@@ -52,9 +54,10 @@ pub struct Ctx {
     tries: u32,
     start: Instant,
     upstream_start: Option<Instant>,
-    /// Body held back until its hmac-auth digest matches.
-    held_body: Option<BytesMut>,
     body_seen: u64,
+    /// The request went upstream through a subrequest carrying its checked body; that
+    /// subrequest logs and counts it.
+    delegated: bool,
     /// An answer decided while the body streamed, written by `fail_to_proxy`.
     pending: Option<Reject>,
     _inflight: InFlight,
@@ -179,6 +182,107 @@ fn too_large() -> Reject {
     )
 }
 
+/// What a main request hands to the subrequest that proxies its checked body.
+struct Handoff {
+    snap: Arc<Snapshot>,
+    decision: Decision,
+    start: Instant,
+}
+
+impl Gateway {
+    /// hmac-auth `validate_request_body`: the whole body (bounded by `max_req_body_size` and
+    /// `client_max_body_size`) is read and its digest checked before any upstream connection is
+    /// opened. A match is proxied by a subrequest that carries the body, so bodies of any size
+    /// reach the upstream whole; a mismatch never reaches it.
+    async fn proxy_checked_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        mut d: Decision,
+    ) -> Result<bool> {
+        let Some(check) = d.body_check.take() else {
+            ctx.decision = Some(d);
+            return Ok(false);
+        };
+        if session
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        {
+            session.write_continue_response().await?;
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            body.extend_from_slice(&chunk);
+            let len = body.len() as u64;
+            let refused = if len > check.max {
+                let f = auth::hmac_auth::too_large(len, check.max);
+                Some(Reject::new(f.status, f.body))
+            } else if self.max_body > 0 && len > self.max_body {
+                Some(too_large())
+            } else {
+                None
+            };
+            if let Some(r) = refused {
+                ctx.decision = Some(d);
+                write_reject(session, &r).await?;
+                session.set_keepalive(None);
+                return Ok(true);
+            }
+        }
+        if !check.matches(&body) {
+            let f = auth::hmac_auth::digest_mismatch();
+            let r = Reject::new(f.status, f.body)
+                .with_header(headers::WWW_AUTHENTICATE, check.challenge.clone());
+            self.metrics
+                .auth_failure(ctx.route_metrics(&self.metrics), "hmac-auth");
+            ctx.identity = None;
+            write_reject(session, &r).await?;
+            return Ok(true);
+        }
+        let Some(spawner) = session.subrequest_spawner.take() else {
+            return Error::e_explain(ErrorType::InternalError, "no subrequest spawner");
+        };
+        let snap = ctx.snap()?.clone();
+        let handoff: Option<Handoff> = Some(Handoff {
+            snap,
+            decision: d,
+            start: ctx.start,
+        });
+        let sub_ctx = SubrequestCtx::builder()
+            .user_ctx(Box::new(handoff))
+            .body_mode(BodyMode::ExpectBody)
+            .build();
+        let (sub, handle) = spawner.create_subrequest(&session.downstream_session, sub_ctx);
+        let input = if body.is_empty() {
+            InputBody::NoBody
+        } else {
+            InputBody::Bytes(vec![body.freeze()])
+        };
+        ctx.delegated = true;
+        match pipe_subrequest(
+            session,
+            sub,
+            handle,
+            |t| Ok(Some(t)),
+            InputBodyType::Preset(input),
+        )
+        .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.state.header_received => {
+                // The response head went out: cut the connection rather than splice an error in.
+                Err(e.error)
+            }
+            Err(e) => {
+                ctx.delegated = false;
+                Err(e.error)
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
@@ -194,14 +298,38 @@ impl ProxyHttp for Gateway {
             tries: 0,
             start: Instant::now(),
             upstream_start: None,
-            held_body: None,
             body_seen: 0,
+            delegated: false,
             pending: None,
             _inflight: InFlight::new(&self.inflight),
         }
     }
 
+    fn allow_spawning_subrequest(&self, session: &Session, _ctx: &Ctx) -> bool {
+        // Only a main request may hand its checked body to a subrequest (hmac-auth).
+        session.subrequest_ctx.is_none()
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(h) = session
+            .subrequest_ctx
+            .as_mut()
+            .and_then(|c| c.user_ctx_mut())
+            .and_then(|u| u.downcast_mut::<Option<Handoff>>())
+            .and_then(Option::take)
+        {
+            // A subrequest made by `proxy_checked_body`: everything is decided already, and
+            // the body is here (a `100 Continue` was answered by the main request).
+            session
+                .req_header_mut()
+                .remove_header(&http::header::EXPECT);
+            ctx.start = h.start;
+            ctx.route = Some(h.decision.route);
+            ctx.identity = h.decision.identity;
+            ctx.snap = Some(h.snap);
+            ctx.decision = Some(h.decision);
+            return Ok(false);
+        }
         let snap = self.store.load_full();
         let req = session.req_header();
         let oversized =
@@ -255,7 +383,7 @@ impl ProxyHttp for Gateway {
                 ctx.route = Some(d.route);
                 ctx.identity = d.identity;
                 if d.body_check.is_some() {
-                    ctx.held_body = Some(BytesMut::new());
+                    return self.proxy_checked_body(session, ctx, d).await;
                 }
                 ctx.decision = Some(d);
                 Ok(false)
@@ -287,7 +415,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        end: bool,
+        _end: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
         let len = body.as_ref().map_or(0, |b| b.len() as u64);
@@ -299,38 +427,7 @@ impl ProxyHttp for Gateway {
                 "request body over client_max_body_size",
             );
         }
-        let Some(check) = ctx.decision.as_ref().and_then(|d| d.body_check.as_ref()) else {
-            return Ok(());
-        };
-        if ctx.body_seen > check.max {
-            let f = auth::hmac_auth::too_large(ctx.body_seen, check.max);
-            ctx.pending = Some(Reject::new(f.status, f.body));
-            return Error::e_explain(
-                ErrorType::HTTPStatus(413),
-                "request body over max_req_body_size",
-            );
-        }
-        let held = ctx.held_body.get_or_insert_with(BytesMut::new);
-        if let Some(b) = body.as_ref() {
-            held.extend_from_slice(b);
-        }
-        if !end {
-            // Empty, not None: None would tell Pingora the body ended.
-            *body = Some(Bytes::new());
-            return Ok(());
-        }
-        let all = std::mem::take(held).freeze();
-        if check.matches(&all) {
-            *body = Some(all);
-            Ok(())
-        } else {
-            let f = auth::hmac_auth::digest_mismatch();
-            ctx.pending = Some(
-                Reject::new(f.status, f.body)
-                    .with_header(headers::WWW_AUTHENTICATE, check.challenge.clone()),
-            );
-            Error::e_explain(ErrorType::HTTPStatus(401), "hmac-auth: Invalid digest")
-        }
+        Ok(())
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -364,9 +461,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let snap = ctx.snap()?.clone();
         let d = ctx.decision()?;
-        for name in snap.strip.iter() {
-            req.remove_header(name);
-        }
+        headers::remove_all_spellings(req, &snap.strip);
         // APISIX 3.18 clears `Forwarded`; X-Forwarded-* below carry our view.
         req.remove_header(&http::header::FORWARDED);
         set_identity(&snap, d, req)?;
@@ -377,9 +472,7 @@ impl ProxyHttp for Gateway {
                 uri.push(b'?');
                 uri.extend_from_slice(q.as_bytes());
             }
-            let uri = http::Uri::try_from(uri)
-                .map_err(|e| Error::because(ErrorType::InternalError, "bad path", e))?;
-            req.set_uri(uri);
+            req.set_raw_path(&uri)?;
         }
         match &snap.upstream(d.upstream).host_mode {
             HostMode::Pass => {}
@@ -458,6 +551,19 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, _e: &Error) -> bool {
+        // A client can cause one proxy error per request: one line per second at most.
+        static LIMIT: crate::log_limit::LogLimit = crate::log_limit::LogLimit::new();
+        match LIMIT.permit() {
+            Some(0) => false,
+            Some(n) => {
+                log::warn!("{n} proxy error lines suppressed in the last second");
+                false
+            }
+            None => true,
+        }
+    }
+
     fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
         // Never the query: it may carry an API key or a JWT.
         let req = session.req_header();
@@ -465,6 +571,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.delegated {
+            return;
+        }
         let total = ctx.start.elapsed();
         let upstream = ctx.upstream_start.map(|t| t.elapsed());
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
@@ -543,11 +652,12 @@ impl ProxyHttp for Gateway {
                     http::Version::HTTP_10 => "HTTP/1.0",
                     _ => "HTTP/1.1",
                 },
-                referer: req
-                    .headers
-                    .get(http::header::REFERER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or(""),
+                referer: &crate::access_log::redact_referer(
+                    req.headers
+                        .get(http::header::REFERER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or(""),
+                ),
                 user_agent: req
                     .headers
                     .get(http::header::USER_AGENT)

@@ -66,7 +66,7 @@ pub struct Reloader {
 }
 
 struct ReloadState {
-    end_marked: AHashSet<PathBuf>,
+    memory: config::Memory,
     watched: AHashSet<PathBuf>,
     watcher: Option<notify::RecommendedWatcher>,
 }
@@ -77,7 +77,7 @@ impl Reloader {
         node: Node,
         store: Arc<ConfigStore>,
         metrics: Arc<Metrics>,
-        end_marked: AHashSet<PathBuf>,
+        memory: config::Memory,
         files: &[PathBuf],
     ) -> Arc<Reloader> {
         let (tx, rx) = unbounded_channel();
@@ -88,7 +88,7 @@ impl Reloader {
             tx,
             rx: Mutex::new(Some(rx)),
             state: Mutex::new(ReloadState {
-                end_marked,
+                memory,
                 watched: AHashSet::new(),
                 watcher: None,
             }),
@@ -181,14 +181,12 @@ impl Reloader {
     /// Loads the files again and swaps the snapshot if they changed and are valid.
     pub async fn reload(&self, trigger: Trigger) {
         let node = self.node.clone();
-        let end_marked = self
+        let memory = self
             .state
             .lock()
-            .map(|s| s.end_marked.clone())
+            .map(|s| s.memory.clone())
             .unwrap_or_default();
-        let report = match tokio::task::spawn_blocking(move || config::load(&node, &end_marked))
-            .await
-        {
+        let report = match tokio::task::spawn_blocking(move || config::load(&node, &memory)).await {
             Ok(r) => r,
             Err(e) => {
                 warn!("Reload refused, the previous config keeps serving: the load failed ({e})");
@@ -210,7 +208,7 @@ impl Reloader {
                 info!("Reloaded config {}: {}.", s.version, s.counts);
                 self.metrics.reload_success(s);
                 if let Ok(mut st) = self.state.lock() {
-                    st.end_marked = loaded.end_marked.clone();
+                    st.memory = loaded.memory.clone();
                 }
                 self.watch(&loaded.files);
                 self.store.store(loaded.snapshot);
@@ -218,8 +216,9 @@ impl Reloader {
             }
             Err(errors) => {
                 warn!(
-                    "Reload refused, the previous config keeps serving ({} errors):",
-                    errors.len()
+                    "Reload refused, the previous config keeps serving ({} error{}):",
+                    errors.len(),
+                    if errors.len() == 1 { "" } else { "s" }
                 );
                 for e in &errors {
                     warn!("  {e}");

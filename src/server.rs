@@ -174,7 +174,7 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
 
     let Loaded {
         mut snapshot,
-        end_marked,
+        memory,
         files,
     } = first;
     let metrics = Arc::new(Metrics::new(n.metrics.consumer_label));
@@ -182,13 +182,7 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
     metrics.loaded(&snapshot);
     info!("Loaded config {}: {}.", snapshot.version, snapshot.counts);
     let store = Arc::new(ConfigStore::new(snapshot));
-    let reloader = Reloader::new(
-        node.clone(),
-        store.clone(),
-        metrics.clone(),
-        end_marked,
-        &files,
-    );
+    let reloader = Reloader::new(node.clone(), store.clone(), metrics.clone(), memory, &files);
 
     let limiter = Arc::new(Limiter::new());
     server.add_service(background_service(

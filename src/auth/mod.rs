@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use log::{debug, info};
+use log::debug;
 use pingora_http::RequestHeader;
 
 use crate::consumer::Consumers;
@@ -228,7 +228,8 @@ async fn run_plugin(
                         }
                         return Ok(());
                     }
-                    info!(
+                    crate::limited_log!(
+                        log::Level::Info,
                         "{} failed to authenticate the request, code: {}. error: {}",
                         inner.name(),
                         f.status,
@@ -278,7 +279,7 @@ async fn run_plugin(
                 Ok(())
             }
             _ => {
-                info!("{}: {}", common.name, f.log);
+                crate::limited_log!(log::Level::Info, "{}: {}", common.name, f.log);
                 Err(AuthReject {
                     plugin: common.name,
                     reject: common.reject(&f),

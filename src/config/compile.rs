@@ -569,6 +569,8 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
         credentials: consumers.credential_count,
         consumer_groups: consumers.groups.len(),
     };
+    let mut strip: Vec<http::HeaderName> =
+        strip.iter().map(crate::headers::dash_spelling).collect();
     strip.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     strip.dedup();
     Ok(Snapshot {

@@ -2,6 +2,7 @@
 //! become a snapshot; `tollgate check`, start and every reload go through [`load`].
 
 pub mod compile;
+pub mod env_subst;
 pub mod error;
 pub mod node;
 pub mod raw;
@@ -17,11 +18,19 @@ pub use node::Node;
 
 use crate::snapshot::Snapshot;
 
+/// What a good load leaves for the next one, so a deploy that lost files is refused.
+#[derive(Debug, Clone, Default)]
+pub struct Memory {
+    /// Files that ended with `#END`: they must end with it at the next load too.
+    pub end_marked: AHashSet<PathBuf>,
+    /// Glob patterns that matched files: they must match some at the next load too.
+    pub matched_globs: AHashSet<String>,
+}
+
 /// A good load.
 pub struct Loaded {
     pub snapshot: Snapshot,
-    /// Files that ended with `#END` this time: they must end with it at the next load too.
-    pub end_marked: AHashSet<PathBuf>,
+    pub memory: Memory,
     /// The files read, for the watcher.
     pub files: Vec<PathBuf>,
 }
@@ -44,57 +53,166 @@ fn is_blank_yaml(text: &str) -> bool {
     })
 }
 
-/// The errors of every list item of a file whose typed parse failed, each item read on its own,
-/// so one bad item does not hide the others (serde stops at the first error of a document).
-fn item_errors(name: &str, text: &str) -> Vec<ConfigError> {
-    fn check<T: serde::de::DeserializeOwned>(
-        v: &serde_yaml::Value,
-    ) -> Result<(), (String, String)> {
-        serde_path_to_error::deserialize::<_, T>(v.clone())
-            .map(|_| ())
-            .map_err(|e| (e.path().to_string(), e.inner().to_string()))
-    }
-    let Ok(serde_yaml::Value::Mapping(top)) = serde_yaml::from_str::<serde_yaml::Value>(text)
-    else {
-        return Vec::new();
+/// A serde error at `path` inside `prefix` (`routes[2]`) as a `ConfigError`.
+fn typed_error<E: std::fmt::Display>(
+    file: &str,
+    prefix: &str,
+    e: &serde_path_to_error::Error<E>,
+) -> ConfigError {
+    let inner = e.path().to_string();
+    let path = match (prefix.is_empty(), inner == ".") {
+        (true, _) => inner,
+        (false, true) => prefix.to_owned(),
+        (false, false) => format!("{prefix}.{inner}"),
     };
-    let mut out = Vec::new();
-    for (k, v) in &top {
-        let (Some(key), serde_yaml::Value::Sequence(items)) = (k.as_str(), v) else {
-            continue;
-        };
-        for (i, item) in items.iter().enumerate() {
-            let r = match key {
-                "routes" => check::<raw::RouteConf>(item),
-                "services" => check::<raw::ServiceConf>(item),
-                "upstreams" => check::<raw::UpstreamConf>(item),
-                "consumers" => check::<raw::ConsumerConf>(item),
-                "consumer_groups" => check::<raw::ConsumerGroupConf>(item),
-                "plugin_configs" => check::<raw::PluginConfigConf>(item),
-                "global_rules" => check::<raw::GlobalRuleConf>(item),
-                _ => continue,
-            };
-            if let Err((path, msg)) = r {
-                let path = if path == "." {
-                    format!("{key}[{i}]")
-                } else {
-                    format!("{key}[{i}].{path}")
+    ConfigError::from_parts(file, &path, &e.inner().to_string())
+}
+
+/// Every string in `v` that holds an unset `${{VAR}}` marker, as `(path, VAR)`.
+fn unset_vars(v: &serde_yaml::Value, path: &str, out: &mut Vec<(String, String)>) {
+    use serde_yaml::Value;
+    match v {
+        Value::String(s) => {
+            if let Some(name) = env_subst::unset_name(s) {
+                out.push((path.to_owned(), name.to_owned()));
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                unset_vars(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Mapping(m) => {
+            for (k, item) in m {
+                let key = match k {
+                    Value::String(s) => s.clone(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned(),
                 };
-                out.push(ConfigError::from_parts(name, &path, &msg));
+                if let Some(name) = env_subst::unset_name(&key) {
+                    out.push((path.to_owned(), name.to_owned()));
+                }
+                let p = if path.is_empty() {
+                    key
+                } else {
+                    format!("{path}.{key}")
+                };
+                unset_vars(item, &p, out);
+            }
+        }
+        Value::Tagged(t) => unset_vars(&t.value, path, out),
+        _ => {}
+    }
+}
+
+/// Parses one resource file's text: `${{VAR}}` substituted, YAML merge keys applied, top-level
+/// `x-` keys (anchor holders) dropped, then every list item deserialised on its own from the
+/// YAML tree, so scalars keep their YAML types (`header: 123` is not a string) and one bad item
+/// does not hide the errors of the others.
+pub fn parse_resources(name: &str, text: &str) -> Result<raw::ResourcesConf, Vec<ConfigError>> {
+    use serde::de::DeserializeOwned;
+    use serde_yaml::Value;
+    let text = env_subst::substitute(text, |k| std::env::var(k).ok())
+        .map_err(|m| vec![ConfigError::new(name, "", m)])?;
+    let mut top: Value =
+        serde_yaml::from_str(&text).map_err(|e| vec![ConfigError::from_yaml(name, &e)])?;
+    top.apply_merge()
+        .map_err(|e| vec![ConfigError::new(name, "", format!("YAML merge key: {e}"))])?;
+    let map = match &mut top {
+        Value::Mapping(m) => m,
+        Value::Null => return Ok(raw::ResourcesConf::default()),
+        _ => {
+            return Err(vec![ConfigError::new(
+                name,
+                "",
+                "expected a mapping of resource lists (routes, consumers, ...)",
+            )]);
+        }
+    };
+    map.retain(|k, _| !k.as_str().is_some_and(|k| k.starts_with("x-")));
+    let mut unset = Vec::new();
+    unset_vars(&top, "", &mut unset);
+    if !unset.is_empty() {
+        return Err(unset
+            .into_iter()
+            .map(|(path, var)| {
+                ConfigError::new(
+                    name,
+                    path,
+                    format!("environment variable {var} is not set and `${{{{{var}}}}}` has no default (write `${{{{{var}:=default}}}}`)"),
+                )
+            })
+            .collect());
+    }
+    let Value::Mapping(map) = &mut top else {
+        return Ok(raw::ResourcesConf::default());
+    };
+    let mut errors = Vec::new();
+    fn items<T: DeserializeOwned>(
+        name: &str,
+        key: &str,
+        map: &mut serde_yaml::Mapping,
+        errors: &mut Vec<ConfigError>,
+    ) -> Vec<T> {
+        match map.remove(key) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Sequence(seq)) => seq
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, v)| match serde_path_to_error::deserialize::<_, T>(v) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        errors.push(typed_error(name, &format!("{key}[{i}]"), &e));
+                        None
+                    }
+                })
+                .collect(),
+            Some(_) => {
+                errors.push(ConfigError::new(name, key, "expected a list"));
+                Vec::new()
             }
         }
     }
-    out
+    let routes = items(name, "routes", map, &mut errors);
+    let services = items(name, "services", map, &mut errors);
+    let upstreams = items(name, "upstreams", map, &mut errors);
+    let consumers = items(name, "consumers", map, &mut errors);
+    let consumer_groups = items(name, "consumer_groups", map, &mut errors);
+    let plugin_configs = items(name, "plugin_configs", map, &mut errors);
+    let global_rules = items(name, "global_rules", map, &mut errors);
+    let rest = serde_path_to_error::deserialize::<_, raw::ResourcesConf>(top);
+    let mut conf = match rest {
+        Ok(c) => c,
+        Err(e) => {
+            errors.push(typed_error(name, "", &e));
+            return Err(errors);
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    conf.routes = routes;
+    conf.services = services;
+    conf.upstreams = upstreams;
+    conf.consumers = consumers;
+    conf.consumer_groups = consumer_groups;
+    conf.plugin_configs = plugin_configs;
+    conf.global_rules = global_rules;
+    Ok(conf)
 }
 
-/// Reads, parses and compiles every resource file of `node`. `end_marked` holds the files that
-/// ended with `#END` at the last good load; such a file without it now is refused as truncated.
-pub fn load(node: &Node, end_marked: &AHashSet<PathBuf>) -> LoadReport {
+/// Reads, parses and compiles every resource file of `node`. `prev` is what the last good load
+/// saw: a file that ended with `#END` then and does not now is refused as truncated, and a glob
+/// that matched files then and matches none now is refused as a lost deploy.
+pub fn load(node: &Node, prev: &Memory) -> LoadReport {
     let mut warnings = Vec::new();
-    let files = match node.resource_files() {
-        Ok((f, w)) => {
+    let end_marked = &prev.end_marked;
+    let (files, matched_globs) = match node.resource_files() {
+        Ok((f, w, m)) => {
             warnings.extend(w);
-            f
+            (f, m)
         }
         Err(e) => {
             return LoadReport {
@@ -104,6 +222,16 @@ pub fn load(node: &Node, end_marked: &AHashSet<PathBuf>) -> LoadReport {
         }
     };
     let mut errors = Vec::new();
+    let node_name = node.file.display().to_string();
+    for (i, pattern) in node.conf.resources.iter().enumerate() {
+        if prev.matched_globs.contains(pattern) && !matched_globs.contains(pattern) {
+            errors.push(ConfigError::new(
+                &node_name,
+                format!("resources[{i}]"),
+                format!("`{pattern}` matched files at the last good load and matches none now: refused (was every file moved away?)"),
+            ));
+        }
+    }
     let mut parsed = Vec::new();
     let mut hasher = Sha256::new();
     let mut marked = AHashSet::new();
@@ -115,6 +243,14 @@ pub fn load(node: &Node, end_marked: &AHashSet<PathBuf>) -> LoadReport {
                 continue;
             }
         };
+        if text.is_empty() {
+            errors.push(ConfigError::new(
+                name,
+                "",
+                "the file is empty (0 bytes): refused as truncated (write files atomically, by rename)",
+            ));
+            continue;
+        }
         hasher.update(name.as_bytes());
         hasher.update([0]);
         hasher.update(text.as_bytes());
@@ -136,17 +272,9 @@ pub fn load(node: &Node, end_marked: &AHashSet<PathBuf>) -> LoadReport {
             parsed.push((name.clone(), raw::ResourcesConf::default()));
             continue;
         }
-        match serde_yaml::from_str::<raw::ResourcesConf>(&text) {
+        match parse_resources(name, &text) {
             Ok(conf) => parsed.push((name.clone(), conf)),
-            Err(e) => {
-                let first = ConfigError::from_yaml(name, &e);
-                let rest: Vec<ConfigError> = item_errors(name, &text)
-                    .into_iter()
-                    .filter(|x| x.path != first.path)
-                    .collect();
-                errors.push(first);
-                errors.extend(rest);
-            }
+            Err(e) => errors.extend(e),
         }
     }
     if !errors.is_empty() {
@@ -166,7 +294,10 @@ pub fn load(node: &Node, end_marked: &AHashSet<PathBuf>) -> LoadReport {
         snapshot.loaded_at = SystemTime::now();
         Loaded {
             snapshot,
-            end_marked: marked,
+            memory: Memory {
+                end_marked: marked,
+                matched_globs: matched_globs.into_iter().collect(),
+            },
             files: files.into_iter().map(|(_, p)| p).collect(),
         }
     });

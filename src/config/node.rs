@@ -119,7 +119,8 @@ fn default_threads() -> usize {
 }
 
 /// Resource files to load (shown name, path) and warnings about globs that match nothing.
-pub type ResourceFiles = (Vec<(String, PathBuf)>, Vec<String>);
+/// The resource files (shown name, path), warnings, and the glob patterns that matched a file.
+pub type ResourceFiles = (Vec<(String, PathBuf)>, Vec<String>, Vec<String>);
 
 /// A node file read and checked, with paths made absolute against its folder.
 #[derive(Debug, Clone)]
@@ -133,10 +134,22 @@ impl Node {
     /// Reads and checks the node file.
     pub fn load(path: &Path) -> Result<Node, Vec<ConfigError>> {
         let name = path.display().to_string();
+        // Absolute from here on: the file watcher reports absolute paths, and a relative `-c`
+        // (the quick start's) must still match them.
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let path = absolute.as_path();
         let text = std::fs::read_to_string(path)
             .map_err(|e| vec![ConfigError::new(&name, "", format!("cannot read: {e}"))])?;
-        let conf: NodeConf =
+        // Through a YAML tree, so scalars keep their YAML types (`port: "80"` is not a number).
+        let tree: serde_yaml::Value =
             serde_yaml::from_str(&text).map_err(|e| vec![ConfigError::from_yaml(&name, &e)])?;
+        let conf: NodeConf = serde_path_to_error::deserialize(tree).map_err(|e| {
+            vec![ConfigError::from_parts(
+                &name,
+                &e.path().to_string(),
+                &e.inner().to_string(),
+            )]
+        })?;
         let mut errs = Vec::new();
         if conf.listen.is_empty() {
             errs.push(ConfigError::new(
@@ -241,6 +254,7 @@ impl Node {
         let name = self.file.display().to_string();
         let mut out: Vec<(String, PathBuf)> = Vec::new();
         let mut errs = Vec::new();
+        let mut matched = Vec::new();
         for (i, pattern) in self.conf.resources.iter().enumerate() {
             let is_glob = pattern.contains(['*', '?', '[']);
             if !is_glob {
@@ -259,6 +273,8 @@ impl Node {
                         warnings.push(format!(
                             "{name}: resources[{i}]: warning: `{pattern}` matches no file"
                         ));
+                    } else {
+                        matched.push(pattern.clone());
                     }
                     for p in found {
                         let shown = p
@@ -279,7 +295,7 @@ impl Node {
             }
         }
         if errs.is_empty() {
-            Ok((out, warnings))
+            Ok((out, warnings, matched))
         } else {
             Err(errs)
         }

@@ -22,7 +22,7 @@ use crate::support::{assert_line, check_fails};
 // Helpers
 
 /// The echo upstream's answer; panics unless the request reached it (200).
-fn echo(resp: &Resp) -> Value {
+pub(crate) fn echo(resp: &Resp) -> Value {
     assert_eq!(resp.status, 200, "expected an echo answer: {}", resp.text());
     let v = resp.json();
     assert!(v["node"].is_string(), "not an echo answer: {}", resp.text());
@@ -63,7 +63,7 @@ const NOBODY: Who = (None, None, None);
 
 /// A rejection of an auth plugin: `status`, `Content-Type: application/json`, the exact body
 /// `message` + `\n`, and the `WWW-Authenticate` challenge (or none).
-fn assert_reject(resp: &Resp, status: u16, message: &str, challenge: Option<&str>) {
+pub(crate) fn assert_reject(resp: &Resp, status: u16, message: &str, challenge: Option<&str>) {
     let want = format!("{}\n", json!({ "message": message }));
     assert_eq!(
         (resp.status, resp.text()),
@@ -143,7 +143,7 @@ fn q(s: &str) -> String {
 
 /// A request signed for hmac-auth: the `Authorization` value for `method target` with the
 /// headers named in `signed` (space separated, as sent in `headers="..."`) taken from `sent`.
-fn hmac_authorization(
+pub(crate) fn hmac_authorization(
     alg: &str,
     key_id: &str,
     secret: &str,
@@ -181,7 +181,7 @@ fn hmac_raw(alg: &str, key: &[u8], data: &[u8]) -> Vec<u8> {
     }
 }
 
-fn http_date(offset_secs: i64) -> String {
+pub(crate) fn http_date(offset_secs: i64) -> String {
     let now = SystemTime::now();
     let t = if offset_secs >= 0 {
         now + Duration::from_secs(offset_secs.unsigned_abs())
@@ -194,7 +194,7 @@ fn http_date(offset_secs: i64) -> String {
 /// Sends `method target` signed by `key_id`/`secret` over `@request-target date` plus `extra`
 /// header names, with `headers` (a `Date` is added, `date_offset` seconds from now).
 #[allow(clippy::too_many_arguments)]
-fn hmac_request(
+pub(crate) fn hmac_request(
     gw: &Gateway,
     alg: &str,
     key_id: &str,
@@ -220,7 +220,7 @@ fn jwt_hs(alg: Algorithm, secret: &[u8], claims: &Value) -> String {
     jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret)).unwrap()
 }
 
-fn hs256(secret: &str, claims: &Value) -> String {
+pub(crate) fn hs256(secret: &str, claims: &Value) -> String {
     jwt_hs(Algorithm::HS256, secret.as_bytes(), claims)
 }
 
@@ -1002,7 +1002,7 @@ routes:
 // ---------------------------------------------------------------------------------------------
 // hmac-auth
 
-const HMAC_CONSUMERS: &str = r#"consumers:
+pub(crate) const HMAC_CONSUMERS: &str = r#"consumers:
   - username: hal
     labels: {custom_id: hal-1}
     plugins: {hmac-auth: {key_id: hal-key, secret_key: hal-secret}}

@@ -11,3 +11,4 @@ mod harness;
 mod limit_count;
 mod observability;
 mod restriction;
+mod security;

@@ -761,14 +761,14 @@ fn reload_counters_exist_at_zero_before_any_reload() {
 // ---------------------------------------------------------------------------------------------
 // Access log
 
-const KEY: &str = "ak-Secret-4f1c9e";
-const WRONG_KEY: &str = "wrong-Secret-77aa02";
-const BASIC_USER: &str = "alice-basic";
-const PASSWORD: &str = "pw-Secret-c0ffee";
-const JWT_SECRET: &str = "jwt-Secret-9d8e7f";
-const HMAC_SECRET: &str = "hmac-Secret-a1b2c3";
+pub(crate) const KEY: &str = "ak-Secret-4f1c9e";
+pub(crate) const WRONG_KEY: &str = "wrong-Secret-77aa02";
+pub(crate) const BASIC_USER: &str = "alice-basic";
+pub(crate) const PASSWORD: &str = "pw-Secret-c0ffee";
+pub(crate) const JWT_SECRET: &str = "jwt-Secret-9d8e7f";
+pub(crate) const HMAC_SECRET: &str = "hmac-Secret-a1b2c3";
 
-fn b64(data: &[u8]) -> String {
+pub(crate) fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
@@ -783,7 +783,7 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// An HS256 JWT for jwt-auth key `alice-jwt`, valid for an hour.
-fn jwt_token() -> String {
+pub(crate) fn jwt_token() -> String {
     let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
     let payload =
         b64url(format!(r#"{{"key":"alice-jwt","exp":{}}}"#, unix_now() + 3600).as_bytes());
@@ -793,7 +793,7 @@ fn jwt_token() -> String {
 }
 
 /// `(Date, Authorization, signature)` for an hmac-auth GET of `target` by key id `alice-hmac`.
-fn hmac_headers(target: &str) -> (String, String, String) {
+pub(crate) fn hmac_headers(target: &str) -> (String, String, String) {
     let date = httpdate::fmt_http_date(SystemTime::now());
     let signing = format!("alice-hmac\nGET {target}\ndate: {date}\n");
     let sig = b64(&hmac_sha256(HMAC_SECRET.as_bytes(), signing.as_bytes()));
@@ -805,7 +805,7 @@ fn hmac_headers(target: &str) -> (String, String, String) {
 
 /// Routes k (key-auth), b (basic-auth), j (jwt-auth), h (hmac-auth), open; consumer alice with
 /// one credential of each type.
-fn auth_resources(up: &Upstream) -> String {
+pub(crate) fn auth_resources(up: &Upstream) -> String {
     let up = up.yaml();
     format!(
         r#"routes:
@@ -830,19 +830,19 @@ consumers:
 type LoggedRequest<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str, &'a str);
 
 /// A temp dir (removed on drop) and the access log path in it.
-fn log_file() -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn log_file() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("access.log");
     (dir, path)
 }
 
 /// A path as a YAML double-quoted string.
-fn yaml_path(p: &Path) -> String {
+pub(crate) fn yaml_path(p: &Path) -> String {
     serde_json::to_string(&p.to_string_lossy()).expect("string")
 }
 
 /// The lines of a file once it has at least `n` of them.
-fn wait_lines(path: &Path, n: usize) -> Vec<String> {
+pub(crate) fn wait_lines(path: &Path, n: usize) -> Vec<String> {
     let mut lines = Vec::new();
     wait_until(
         DEADLINE,
