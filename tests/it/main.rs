@@ -10,4 +10,5 @@ mod core;
 mod harness;
 mod limit_count;
 mod observability;
+mod promises;
 mod restriction;
