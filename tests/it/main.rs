@@ -6,6 +6,7 @@
 mod support;
 
 mod auth;
+mod auth_families;
 mod core;
 mod harness;
 mod limit_count;
