@@ -5,6 +5,7 @@
 
 mod support;
 
+mod as_users;
 mod auth;
 mod auth_families;
 mod core;
