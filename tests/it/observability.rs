@@ -520,6 +520,7 @@ fn metrics_count_a_known_set_of_requests_exactly() {
         "tollgate_consumer_restriction_rejections_total",
         "tollgate_limit_count_rejections_total",
         "tollgate_limit_count_degraded_total",
+        "tollgate_access_log_dropped_total",
         "tollgate_upstream_errors_total",
         "tollgate_config_last_reload_success_timestamp_seconds",
         "tollgate_config_resources",

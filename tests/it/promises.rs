@@ -287,6 +287,90 @@ fn quota_headers_come_with_a_502() {
     assert!((1..=60).contains(&reset), "reset {reset}");
 }
 
+/// The access log never blocks a request: when its writer is stuck (here a FIFO nobody reads)
+/// and its queue of 8192 lines is full, further lines are dropped and counted in
+/// `tollgate_access_log_dropped_total`. Once the FIFO is read, every request is accounted for:
+/// lines written + lines dropped = requests.
+#[test]
+fn access_log_lines_dropped_when_the_writer_is_stuck_are_counted() {
+    use std::os::unix::fs::OpenOptionsExt;
+    const REQUESTS: usize = 9_000;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("access.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    // A reader that reads nothing yet: the writer can open the FIFO, then blocks once the
+    // pipe buffer is full.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let gw = Gateway::builder()
+        .node_extra(&format!(
+            "access_log: {{path: {}, format: json}}",
+            serde_json::to_string(&fifo.to_string_lossy()).unwrap()
+        ))
+        .start("routes: []\n#END\n");
+    let dropped = "tollgate_access_log_dropped_total";
+    assert_eq!(metric(&gw, dropped, &[]), 0.0);
+    // Two keep-alive clients, 404s (no upstream needed); none may be slowed to a stop.
+    let port = gw.port();
+    let started = Instant::now();
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = crate::support::Client::new(port);
+                for _ in 0..REQUESTS / 2 {
+                    assert_eq!(c.get("/nowhere").status, 404);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let took = started.elapsed();
+    let mut lost = 0.0;
+    wait_until(DEADLINE, "lines are dropped and counted", || {
+        lost = metric(&gw, dropped, &[]);
+        lost > 0.0
+    });
+    // Now drain the FIFO: the lines written plus those dropped are all the requests.
+    let mut written = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    wait_until(
+        Duration::from_secs(30),
+        "every request is written or counted as dropped",
+        || {
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => written += buf[..n].iter().filter(|b| **b == b'\n').count(),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("read the FIFO: {e}"),
+                }
+            }
+            lost = metric(&gw, dropped, &[]);
+            written + lost as usize >= REQUESTS
+        },
+    );
+    assert_eq!(
+        written + lost as usize,
+        REQUESTS,
+        "written {written} + dropped {lost} (requests took {took:?})"
+    );
+    assert!(
+        written >= 8192,
+        "the queue held its 8192 lines: {written} written"
+    );
+    assert!(
+        gw.stderr().contains("access log is behind"),
+        "a warning names the drops"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Upstreams: chash, retries, https
 
