@@ -9,8 +9,9 @@
 #                         service is neither needed nor started)
 #   systemd-analyze       the test that verifies systemd/tollgate.service
 #   curl                  scripts/run-example.sh, the README's examples
-#   promtool (optional)   `promtool check metrics` in the tests; package prometheus
+#   promtool              `promtool check metrics` in the tests; package prometheus
 #   wrk (optional)        benches/load/run.sh
+# The tests fail (they do not skip) when redis-server, systemd-analyze or promtool is missing.
 set -euo pipefail
 
 as_root() {
@@ -26,8 +27,9 @@ as_root() {
 
 # command:package pairs.
 required=(cmake:cmake make:make cc:gcc pkg-config:pkg-config redis-server:redis-server
-    redis-cli:redis-tools systemd-analyze:systemd curl:curl openssl:openssl)
-optional=(promtool:prometheus wrk:wrk)
+    redis-cli:redis-tools systemd-analyze:systemd curl:curl openssl:openssl
+    promtool:prometheus)
+optional=(wrk:wrk)
 
 missing() { # prints the packages whose command is absent
     local pair

@@ -1,12 +1,16 @@
 //! The optional access log: one line per request (JSON or combined), handed through a bounded
-//! channel to a writer thread so a slow disk never blocks a request; lines are dropped (and
-//! counted in the log) when the channel is full. Never a query string, key, password or token.
+//! channel to a writer thread so a slow disk never blocks a request; when the channel is full
+//! (8192 lines waiting) a line is dropped, counted in `tollgate_access_log_dropped_total` and,
+//! at each power of two, in a warning. Never a query string, key, password or token.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
 use crate::config::node::{AccessLogConf, LogFormat};
+
+/// Lines waiting for the writer thread, at most; more are dropped (and counted).
+pub const QUEUE: usize = 8192;
 
 /// One request, as the access log shows it.
 pub struct Entry<'a> {
@@ -51,7 +55,7 @@ impl AccessLog {
                 .map_err(|e| format!("access_log.path `{}`: {e}", conf.path))?;
             Box::new(std::io::LineWriter::new(f))
         };
-        let (tx, rx) = sync_channel::<String>(8192);
+        let (tx, rx) = sync_channel::<String>(QUEUE);
         let queued = std::sync::Arc::new(AtomicU64::new(0));
         let written = queued.clone();
         std::thread::Builder::new()
@@ -79,6 +83,7 @@ impl AccessLog {
         self.queued.fetch_add(1, Ordering::Relaxed);
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line) {
             self.queued.fetch_sub(1, Ordering::Relaxed);
+            crate::metrics::ACCESS_LOG_DROPPED.inc();
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 log::warn!("access log is behind: {n} lines dropped so far");

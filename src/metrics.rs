@@ -5,7 +5,7 @@
 //! Per-route handles are resolved when a snapshot is loaded ([`Metrics::for_routes`]); counters
 //! labelled by consumer and status are created on first use and then read lock-free.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::UNIX_EPOCH;
 
 use ahash::AHashMap;
@@ -20,6 +20,17 @@ use crate::snapshot::{ConsumerId, Snapshot};
 const BUCKETS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
 ];
+
+/// Access-log lines dropped because the writer's queue was full. Process-wide, because the
+/// access log is started apart from [`Metrics`]; registered by [`Metrics::new`].
+#[expect(clippy::expect_used, reason = "a constant metric definition")]
+pub static ACCESS_LOG_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        "tollgate_access_log_dropped_total",
+        "Access-log lines dropped because the writer fell behind (its queue was full).",
+    )
+    .expect("valid metric")
+});
 
 /// Every metric family tollgate exports.
 pub struct Metrics {
@@ -191,6 +202,7 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        reg(&r, ACCESS_LOG_DROPPED.clone());
         #[cfg(target_os = "linux")]
         let _ = r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -358,5 +370,9 @@ mod tests {
         let text = String::from_utf8(m.render()).unwrap();
         assert!(text.contains("tollgate_http_requests_total{code=\"200\",consumer=\"bob\",route=\"r1\",service=\"s1\"} 2"), "{text}");
         assert!(text.contains("tollgate_auth_failures_total{plugin=\"key-auth\",route=\"r1\"} 1"));
+        assert!(
+            text.contains("\ntollgate_access_log_dropped_total "),
+            "{text}"
+        );
     }
 }

@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::support::{Gateway, Resp, Upstream, http, tollgate_check};
+use crate::support::{Gateway, Resp, Seen, Upstream, http, tollgate_check};
 use crate::support::{assert_line, check_fails};
 
 // ---------------------------------------------------------------------------------------------
@@ -267,7 +267,10 @@ routes:
         "Invalid API key in request",
         challenge,
     );
-    assert_eq!(up.hits(), 0, "rejected requests never reach the upstream");
+    up.assert_untouched(
+        Seen::default(),
+        "rejected requests never reach the upstream",
+    );
 
     let bot = get(&gw, "/petstore/pets/1", &[("apikey", "bot-key")]);
     assert_eq!(who(&bot), ident("FetchBot", None, None));
@@ -656,7 +659,7 @@ routes:
         "Missing authorization in request",
         Some(r#"Basic realm="basic""#),
     );
-    assert_eq!(up.hits(), 0);
+    up.assert_untouched(Seen::default(), "rejected requests");
     // And they authenticate with their defaults.
     let alice = ident("alice", None, None);
     assert_eq!(who(&get(&gw, "/key", &[("apikey", "alice-key")])), alice);
@@ -847,7 +850,7 @@ routes:
             ch,
         );
     }
-    assert_eq!(up.hits(), 0);
+    up.assert_untouched(Seen::default(), "rejected requests");
 
     let v = echo(&send("/basic", &basic("alice:alice-pw")));
     assert_eq!(
@@ -1077,6 +1080,8 @@ fn hmac_auth_verifies_signatures_and_rejects_bad_ones() {
         b"",
     );
     assert_eq!(who(&resp), ident("hal", None, Some("hal-1")));
+    assert_eq!(up.hits(), 5);
+    let good_only = up.seen();
 
     // Missing header, wrong scheme prefix: their own messages.
     assert_reject(
@@ -1210,7 +1215,7 @@ fn hmac_auth_verifies_signatures_and_rejects_bad_ones() {
         generic,
         ch,
     );
-    assert_eq!(up.hits(), 5, "only the good requests reached the upstream");
+    up.assert_untouched(good_only, "only the good requests reached the upstream");
 }
 
 #[test]
@@ -1369,7 +1374,30 @@ fn chunked(parts: &[&[u8]]) -> Vec<u8> {
 
 #[test]
 fn hmac_auth_validate_request_body_holds_the_body_until_the_digest_matches() {
+    hmac_validate_request_body(false);
+}
+
+/// As above, with the upstream watched byte by byte: a rejected request sends it nothing, not
+/// even its head (issue 10, point 3; issue 17, point 4).
+#[test]
+#[ignore = "bug (issue 10.3): with validate_request_body, a request whose Digest does not match \
+            gets 401 but its head has already been sent to the upstream (a new connection and \
+            ~500 bytes arrive there); the body must be read and verified before any upstream \
+            connection is opened"]
+fn hmac_auth_validate_request_body_sends_nothing_upstream_before_the_digest_matches() {
+    hmac_validate_request_body(true);
+}
+
+/// `strict`: "not reached" means no connection and no byte; otherwise no complete request.
+fn hmac_validate_request_body(strict: bool) {
     let up = Upstream::start("up");
+    let untouched = |before: Seen, what: &str| {
+        if strict {
+            up.assert_untouched(before, what);
+        } else {
+            assert_eq!(up.hits(), before.hits, "{what}");
+        }
+    };
     let gw = Gateway::start(&format!(
         r#"{HMAC_CONSUMERS}routes:
   - id: body
@@ -1403,8 +1431,10 @@ fn hmac_auth_validate_request_body_holds_the_body_until_the_digest_matches() {
     assert_eq!(who(&ok), ident("hal", None, Some("hal-1")));
     assert_eq!(echo(&ok)["body"], String::from_utf8_lossy(body).as_ref());
     assert_eq!(up.hits(), 1);
+    let before = up.seen();
 
-    // A digest of another body, or none: 401, and the upstream never sees the request.
+    // A digest of another body, or none: 401, and the upstream never sees the request (not
+    // even its head: no connection, no byte).
     let other = digest(b"something else");
     assert_reject(&post(body, &[("Digest", &other)]), 401, generic, ch);
     assert_reject(&post(body, &[]), 401, generic, ch);
@@ -1414,20 +1444,22 @@ fn hmac_auth_validate_request_body_holds_the_body_until_the_digest_matches() {
         generic,
         ch,
     );
-    assert_eq!(up.hits(), 1, "no rejected body reached the upstream");
+    untouched(before, "no rejected body reached the upstream");
 
     // Chunked bodies are checked the same way.
     let te = ("Transfer-Encoding", "chunked");
     let parts: [&[u8]; 2] = [&body[..10], &body[10..]];
     let ok = post(&chunked(&parts), &[te, ("Digest", &digest(body))]);
     assert_eq!(echo(&ok)["body"], String::from_utf8_lossy(body).as_ref());
+    assert_eq!(up.hits(), 2);
+    let before = up.seen();
     assert_reject(
         &post(&chunked(&parts), &[te, ("Digest", &other)]),
         401,
         generic,
         ch,
     );
-    assert_eq!(up.hits(), 2);
+    untouched(before, "a chunked body with a bad digest");
 
     // Over max_req_body_size: 413 with the APISIX message and no challenge.
     let big = [b'x'; 100];
@@ -1447,7 +1479,7 @@ fn hmac_auth_validate_request_body_holds_the_body_until_the_digest_matches() {
         "JSON body: {}",
         resp.text()
     );
-    assert_eq!(up.hits(), 2, "no oversized body reached the upstream");
+    untouched(before, "no oversized body reached the upstream");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1654,7 +1686,7 @@ fn jwt_auth_rejects_bad_tokens() {
         verify,
         ch,
     );
-    assert_eq!(up.hits(), 0);
+    up.assert_untouched(Seen::default(), "rejected requests");
 
     // `alg: none`, unsigned: never accepted (APISIX answers `failed to verify jwt`, an
     // algorithm mismatch; a parser that refuses `none` outright says `JWT token invalid`).
@@ -1674,7 +1706,7 @@ fn jwt_auth_rejects_bad_tokens() {
         );
         assert_eq!(resp.header("www-authenticate"), ch);
     }
-    assert_eq!(up.hits(), 0);
+    up.assert_untouched(Seen::default(), "rejected requests");
 
     // Valid claims pass: exp in the future, nbf in the past, none at all.
     let jay = ident("jay", None, Some("jay-1"));
@@ -1830,7 +1862,7 @@ routes:
         "Invalid user authorization",
         Some(r#"Basic realm="basic""#),
     );
-    assert_eq!(up.hits(), 0);
+    up.assert_untouched(Seen::default(), "rejected requests");
     assert_eq!(
         who(&get(
             &gw,

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    Client, Gateway, Resp, Upstream, free_port, http, make_test_cert, run_tollgate, tls_connect,
-    tollgate_check, try_http, wait_until,
+    Client, Gateway, Resp, Seen, Upstream, free_port, http, make_test_cert, run_tollgate,
+    tls_connect, tollgate_check, try_http, wait_until,
 };
 use crate::support::{assert_line, check_fails};
 
@@ -740,13 +740,9 @@ fn systemd_unit_verifies() {
             "{unit_path} lacks {directive}"
         );
     }
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("note: systemd-analyze is not installed; {unit_path} not verified");
-        return;
+    // A missing systemd-analyze fails the test: scripts/setup.sh installs it.
+    if let Err(e) = Command::new("systemd-analyze").arg("--version").output() {
+        panic!("cannot run systemd-analyze ({e}); run scripts/setup.sh (Debian package systemd)");
     }
     // Verify a copy pointing at the built binary: /usr/local/bin/tollgate need not exist here.
     let dir = tempfile::tempdir().unwrap();
@@ -826,6 +822,7 @@ fn client_max_body_size_gives_413() {
         ));
     let small = http(gw.port(), "POST", "/up", &[], b"0123456789");
     assert_eq!(small.status, 200);
+    let before = up.seen();
     let big = http(gw.port(), "POST", "/up", &[], b"0123456789A");
     assert_eq!(big.status, 413);
     assert_eq!(big.header("content-type"), Some("application/json"));
@@ -833,6 +830,7 @@ fn client_max_body_size_gives_413() {
         big.text(),
         "{\"error_msg\":\"413 Request Entity Too Large\"}\n"
     );
+    up.assert_untouched(before, "a Content-Length over the limit");
     let chunked = http(
         gw.port(),
         "POST",
@@ -841,6 +839,44 @@ fn client_max_body_size_gives_413() {
         b"b\r\n0123456789A\r\n0\r\n\r\n",
     );
     assert_eq!(chunked.status, 413, "a chunked body over the limit");
+    assert_eq!(
+        up.hits(),
+        1,
+        "no request over the limit reached the upstream whole"
+    );
+}
+
+/// A chunked body over `client_max_body_size` gets 413 and nothing of it, not even the head,
+/// reaches the upstream (the head is held until the body is known to fit, as hmac-auth's
+/// `validate_request_body` must hold it).
+#[test]
+#[ignore = "bug: a chunked body over client_max_body_size is answered 413, but its request head \
+            (and the chunks read so far) were already sent to the upstream: one more connection \
+            and ~200 bytes arrive there; the body must be read up to the limit before the \
+            upstream is contacted"]
+fn chunked_body_over_client_max_body_size_never_reaches_the_upstream() {
+    let up = Upstream::start("body");
+    let gw = Gateway::builder()
+        .node_extra("client_max_body_size: 10\n")
+        .start(&format!(
+            "routes:\n  - {{id: r, uri: /up, upstream: {}}}\n#END\n",
+            up.yaml()
+        ));
+    for body in [
+        &b"b\r\n0123456789A\r\n0\r\n\r\n"[..],
+        &b"5\r\n01234\r\n5\r\n56789\r\n1\r\nA\r\n0\r\n\r\n"[..],
+    ] {
+        let before = up.seen();
+        let resp = http(
+            gw.port(),
+            "POST",
+            "/up",
+            &[("transfer-encoding", "chunked")],
+            body,
+        );
+        assert_eq!(resp.status, 413, "a chunked body over the limit");
+        up.assert_untouched(before, "a chunked body over the limit");
+    }
 }
 
 /// Oversized request targets and headers get 414 and 431 with JSON bodies.
@@ -862,7 +898,7 @@ fn oversized_uri_and_headers_get_414_and_431() {
         r.text(),
         "{\"error_msg\":\"431 Request Header Fields Too Large\"}\n"
     );
-    assert_eq!(up.hits(), 0, "neither reached the upstream");
+    up.assert_untouched(Seen::default(), "neither reached the upstream");
 }
 
 /// SIGQUIT hands the listeners to a new process started with `--upgrade`: requests keep being

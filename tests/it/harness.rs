@@ -3,7 +3,8 @@
 use serde_json::json;
 
 use crate::support::{
-    Client, Redis, RedisCluster, Upstream, http, make_test_cert, tls_connect, try_http,
+    Client, Redis, RedisCluster, Seen, Upstream, http, make_test_cert, tls_connect, try_http,
+    wait_until,
 };
 
 #[test]
@@ -44,6 +45,43 @@ fn echo_keeps_alive_reads_chunked_and_obeys_its_knobs() {
     let err = client.try_send("GET", "/close", &[("x-echo-close", "1")], b"");
     assert!(err.is_err(), "x-echo-close answers nothing: {err:?}");
     assert_eq!(up.hits(), 4);
+}
+
+/// The echo counts a bare connection and a partial head at once, before any request is whole,
+/// and `assert_untouched` fails on either.
+#[test]
+fn echo_counts_connections_and_bytes_as_they_arrive() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    let up = Upstream::start("e4");
+    let quiet = up.seen();
+    assert_eq!(quiet, Seen::default());
+    up.assert_untouched(quiet, "nothing sent yet");
+    let mut conn = TcpStream::connect(("127.0.0.1", up.port())).unwrap();
+    wait_until(Duration::from_secs(10), "the connection is counted", || {
+        up.conns() == 1
+    });
+    assert_eq!((up.hits(), up.bytes()), (0, 0));
+    let touched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        up.assert_untouched(quiet, "a bare connect");
+    }));
+    assert!(touched.is_err(), "a bare connection counts as reaching it");
+    let head = b"GET /half HTTP/1.1\r\nHost: x\r\n";
+    conn.write_all(head).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the partial head is counted",
+        || up.bytes() == head.len(),
+    );
+    assert_eq!(up.hits(), 0, "the request is not complete");
+    conn.write_all(b"\r\n").unwrap();
+    wait_until(Duration::from_secs(10), "the request is counted", || {
+        up.hits() == 1
+    });
+    assert_eq!(up.bytes(), head.len() + 2);
+    assert_eq!(up.conns(), 1);
 }
 
 #[test]

@@ -5,10 +5,13 @@
 
 mod support;
 
+mod as_users;
 mod auth;
+mod auth_families;
 mod core;
 mod harness;
 mod limit_count;
 mod observability;
+mod promises;
 mod restriction;
 mod security;

@@ -7,30 +7,80 @@
 //! `x-echo-status: 418` sets the status, `x-echo-delay-ms: 3000` delays the answer,
 //! `x-echo-close: 1` resets the connection without answering, `x-echo-header: name=value`
 //! adds a response header (repeatable).
+//!
+//! [`Counters`] sees more than completed requests: every accepted connection and every byte
+//! read, counted the moment they arrive, so a test can tell that nothing at all (not even a
+//! request head or a bare connect) reached the upstream.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Largest request head accepted, in bytes.
 const MAX_HEAD: usize = 64 * 1024;
 
+/// What an echo server has seen: `hits` requests read whole, `conns` connections accepted,
+/// `bytes` bytes received (counted as they are read, before any request is complete).
+#[derive(Default)]
+pub struct Counters {
+    pub hits: Arc<AtomicUsize>,
+    pub conns: AtomicUsize,
+    pub bytes: AtomicUsize,
+}
+
 /// Accepts connections forever, one task each; `hits` counts requests.
 pub async fn serve(listener: TcpListener, name: Arc<str>, hits: Arc<AtomicUsize>) {
+    let counters = Arc::new(Counters {
+        hits,
+        ..Counters::default()
+    });
+    serve_counted(listener, name, counters).await;
+}
+
+/// As [`serve`], counting connections and bytes too.
+pub async fn serve_counted(listener: TcpListener, name: Arc<str>, counters: Arc<Counters>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (name, hits) = (name.clone(), hits.clone());
+        counters.conns.fetch_add(1, Ordering::SeqCst);
+        let (name, counters) = (name.clone(), counters.clone());
         tokio::spawn(async move {
             // A broken client connection is not the server's problem.
-            let _ = connection(stream, &name, &hits).await;
+            let stream = Counted {
+                stream,
+                counters: counters.clone(),
+            };
+            let _ = connection(stream, &name, &counters.hits).await;
         });
+    }
+}
+
+/// A client connection that adds every byte read to [`Counters::bytes`].
+struct Counted {
+    stream: TcpStream,
+    counters: Arc<Counters>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        this.counters.bytes.fetch_add(read, Ordering::SeqCst);
+        poll
     }
 }
 
@@ -60,12 +110,12 @@ impl Request {
     }
 }
 
-async fn connection(stream: TcpStream, name: &str, hits: &AtomicUsize) -> io::Result<()> {
+async fn connection(stream: Counted, name: &str, hits: &AtomicUsize) -> io::Result<()> {
     let mut stream = BufReader::new(stream);
     while let Some(req) = read_request(&mut stream).await? {
         hits.fetch_add(1, Ordering::SeqCst);
         if req.header("x-echo-close").is_some() {
-            stream.get_ref().set_zero_linger()?;
+            stream.get_ref().stream.set_zero_linger()?;
             return Ok(());
         }
         if let Some(ms) = req.header("x-echo-delay-ms").and_then(|v| v.parse().ok()) {
@@ -74,6 +124,7 @@ async fn connection(stream: TcpStream, name: &str, hits: &AtomicUsize) -> io::Re
         let keep_alive = req.keep_alive();
         stream
             .get_mut()
+            .stream
             .write_all(&response(&req, name, keep_alive))
             .await?;
         if !keep_alive {
@@ -84,7 +135,7 @@ async fn connection(stream: TcpStream, name: &str, hits: &AtomicUsize) -> io::Re
 }
 
 /// Reads one request; `None` when the client closed the connection between requests.
-async fn read_request(stream: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
+async fn read_request(stream: &mut BufReader<Counted>) -> io::Result<Option<Request>> {
     let mut head = Vec::new();
     loop {
         let n = stream.read_until(b'\n', &mut head).await?;
@@ -135,7 +186,7 @@ async fn read_request(stream: &mut BufReader<TcpStream>) -> io::Result<Option<Re
     Ok(Some(req))
 }
 
-async fn read_chunked(stream: &mut BufReader<TcpStream>) -> io::Result<Vec<u8>> {
+async fn read_chunked(stream: &mut BufReader<Counted>) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let mut line = String::new();

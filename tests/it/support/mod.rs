@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 pub use gateway::{Gateway, GatewayBuilder, run_tollgate, tollgate_check};
 pub use http::{Client, Resp, TlsConn, http, make_test_cert, tls_connect, try_http};
 pub use redis::{Redis, RedisCluster, redis_cmd};
-pub use upstream::Upstream;
+pub use upstream::{Seen, Upstream};
 
 /// Polls `cond` every ~20 ms until it holds; panics naming `what` after `deadline`.
 pub fn wait_until(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {

@@ -2,8 +2,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -12,7 +13,7 @@ use super::echo;
 /// An echo upstream on `127.0.0.1:<free port>`; stops when dropped.
 pub struct Upstream {
     addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
+    counters: Arc<echo::Counters>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -23,9 +24,9 @@ impl Upstream {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
-        let hits = Arc::new(AtomicUsize::new(0));
+        let counters = Arc::new(echo::Counters::default());
         let (stop, stopped) = oneshot::channel::<()>();
-        let (name, counter): (Arc<str>, _) = (name.into(), hits.clone());
+        let (name, counter): (Arc<str>, _) = (name.into(), counters.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -34,7 +35,7 @@ impl Upstream {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 tokio::select! {
-                    () = echo::serve(listener, name, counter) => {}
+                    () = echo::serve_counted(listener, name, counter) => {}
                     _ = stopped => {}
                 }
             });
@@ -42,7 +43,7 @@ impl Upstream {
         });
         Upstream {
             addr,
-            hits,
+            counters,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -57,9 +58,44 @@ impl Upstream {
         self.addr.port()
     }
 
-    /// Requests received so far.
+    /// Requests received whole so far.
     pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.counters.hits.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn conns(&self) -> usize {
+        self.counters.conns.load(Ordering::SeqCst)
+    }
+
+    /// Bytes received so far, counted as they arrive (a request head alone counts).
+    pub fn bytes(&self) -> usize {
+        self.counters.bytes.load(Ordering::SeqCst)
+    }
+
+    /// Everything the upstream has seen so far, for [`Self::assert_untouched`].
+    pub fn seen(&self) -> Seen {
+        Seen {
+            hits: self.hits(),
+            conns: self.conns(),
+            bytes: self.bytes(),
+        }
+    }
+
+    /// Asserts that nothing reached the upstream since `before`: no connection, no byte, no
+    /// request. Watches for [`QUIET`] more, as a head sent on after the client's answer (a
+    /// race) arrives within that time on loopback; any change fails at once.
+    #[track_caller]
+    pub fn assert_untouched(&self, before: Seen, what: &str) {
+        let start = Instant::now();
+        loop {
+            let now = self.seen();
+            assert_eq!(now, before, "{what}: something reached the upstream");
+            if start.elapsed() >= QUIET {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// An inline upstream with this node alone, as YAML flow text:
@@ -67,6 +103,17 @@ impl Upstream {
     pub fn yaml(&self) -> String {
         format!(r#"{{type: roundrobin, nodes: {{"{}": 1}}}}"#, self.addr)
     }
+}
+
+/// How long [`Upstream::assert_untouched`] watches for a late arrival.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// A snapshot of an upstream's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub hits: usize,
+    pub conns: usize,
+    pub bytes: usize,
 }
 
 impl Drop for Upstream {
