@@ -190,20 +190,19 @@ struct Handoff {
 }
 
 impl Gateway {
-    /// hmac-auth `validate_request_body`: the whole body (bounded by `max_req_body_size` and
-    /// `client_max_body_size`) is read and its digest checked before any upstream connection is
-    /// opened. A match is proxied by a subrequest that carries the body, so bodies of any size
-    /// reach the upstream whole; a mismatch never reaches it.
+    /// A body that must be known before the upstream hears of the request: hmac-auth
+    /// `validate_request_body`, or a chunked body under `client_max_body_size`. The whole body
+    /// (bounded by `max_req_body_size` and `client_max_body_size`) is read and its digest checked
+    /// before any upstream connection is opened. A good one is proxied by a subrequest that
+    /// carries the body, so bodies of any size reach the upstream whole; a bad one never does.
     async fn proxy_checked_body(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
         mut d: Decision,
     ) -> Result<bool> {
-        let Some(check) = d.body_check.take() else {
-            ctx.decision = Some(d);
-            return Ok(false);
-        };
+        let check = d.body_check.take();
+        let max = check.as_ref().map_or(u64::MAX, |c| c.max);
         if session
             .req_header()
             .headers
@@ -216,8 +215,8 @@ impl Gateway {
         while let Some(chunk) = session.read_request_body().await? {
             body.extend_from_slice(&chunk);
             let len = body.len() as u64;
-            let refused = if len > check.max {
-                let f = auth::hmac_auth::too_large(len, check.max);
+            let refused = if len > max {
+                let f = auth::hmac_auth::too_large(len, max);
                 Some(Reject::new(f.status, f.body))
             } else if self.max_body > 0 && len > self.max_body {
                 Some(too_large())
@@ -231,7 +230,7 @@ impl Gateway {
                 return Ok(true);
             }
         }
-        if !check.matches(&body) {
+        if let Some(check) = check.filter(|c| !c.matches(&body)) {
             let f = auth::hmac_auth::digest_mismatch();
             let r = Reject::new(f.status, f.body)
                 .with_header(headers::WWW_AUTHENTICATE, check.challenge.clone());
@@ -382,7 +381,11 @@ impl ProxyHttp for Gateway {
                 }
                 ctx.route = Some(d.route);
                 ctx.identity = d.identity;
-                if d.body_check.is_some() {
+                let req = session.req_header();
+                let unsized_body = self.max_body > 0
+                    && !req.headers.contains_key(http::header::CONTENT_LENGTH)
+                    && req.headers.contains_key(http::header::TRANSFER_ENCODING);
+                if d.body_check.is_some() || unsized_body {
                     return self.proxy_checked_body(session, ctx, d).await;
                 }
                 ctx.decision = Some(d);

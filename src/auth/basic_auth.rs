@@ -128,7 +128,13 @@ pub fn parse(value: &[u8]) -> Result<(String, String), &'static str> {
     if blob.is_empty() {
         return Err("Invalid authorization header format");
     }
-    let decoded = base64::engine::general_purpose::STANDARD
+    // Padding optional, as nginx's decoder (which APISIX uses) accepts it either way.
+    const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let decoded = LENIENT
         .decode(blob.trim_ascii())
         .map_err(|_| "Failed to decode authentication header")?;
     let text = String::from_utf8(decoded).map_err(|_| "Failed to decode authentication header")?;

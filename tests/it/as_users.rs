@@ -261,9 +261,6 @@ fn quick_start_with_relative_and_default_config_serves_the_example() {
 /// The README: "If you edit `conf/resources.yaml`, the change is applied within about
 /// 200 ms", with the quick start's relative `-c` and with the default path.
 #[test]
-#[ignore = "bug (issue 11.1): with a relative -c (and the default conf/tollgate.yaml) the file \
-            watcher never fires: notify reports absolute paths while the watched patterns stay \
-            relative, so an edit of conf/resources.yaml is only applied on SIGHUP"]
 fn quick_start_edit_is_applied_with_relative_and_default_config() {
     for args in [&["-c", "conf/tollgate.yaml"][..], &[]] {
         let up = Upstream::start("echo");

@@ -283,10 +283,6 @@ fn basic_auth_edge_cases() {
 /// Unpadded base64 (`YWxpY2U6YWxpY2UtcHc`): APISIX decodes it with `ngx.decode_base64`,
 /// which (like nginx's `ngx_decode_base64`) accepts a blob without its `=` padding.
 #[test]
-#[ignore = "bug: basic-auth refuses unpadded base64 (401 Invalid authorization in request): \
-            src/auth/basic_auth.rs decodes with base64 STANDARD, which requires padding, while \
-            APISIX's ngx.decode_base64 accepts `YWxpY2U6YWxpY2UtcHc` for alice:alice-pw; decode \
-            with padding optional (or list the difference in the README)"]
 fn basic_auth_accepts_unpadded_base64_as_apisix_does() {
     let up = Upstream::start("up");
     let gw = basic_gateway(&up);
