@@ -14,16 +14,23 @@
 #[path = "../../tests/it/support/echo.rs"]
 mod echo;
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> std::io::Result<()> {
+async fn main() -> ExitCode {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9081".to_owned());
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let listener = match tokio::net::TcpListener::bind(&addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("demo upstream: cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     eprintln!("demo upstream listening on http://{addr}");
     echo::serve(listener, addr.into(), Arc::new(AtomicUsize::new(0))).await;
-    Ok(())
+    ExitCode::SUCCESS
 }
