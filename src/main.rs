@@ -3,15 +3,14 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use clap::Parser;
 use tollgate::cli::{Cli, Command, SecretKind};
 use tollgate::config::{self, Node};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     init_logger();
     match cli.command {
-        Some(Command::Check) => check(&cli),
+        Some(Command::Check { .. }) => check(&cli),
         Some(Command::HashSecret { kind }) => hash_secret(kind),
         None => run(&cli),
     }
@@ -46,7 +45,7 @@ fn init_logger() {
 
 /// Loads node and resource files; prints warnings, then errors; `None` on any error.
 fn load(cli: &Cli) -> Option<(Node, config::Loaded)> {
-    let node = match Node::load(&cli.config) {
+    let node = match Node::load(cli.config()) {
         Ok(n) => n,
         Err(errs) => {
             errs.iter().for_each(|e| eprintln!("{e}"));
