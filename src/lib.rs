@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod consumer;
 pub mod headers;
 pub mod limiter;

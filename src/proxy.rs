@@ -39,6 +39,8 @@ pub struct Gateway {
     pub max_body: u64,
     /// Every limit-count counter; outlives snapshots.
     pub limiter: Arc<Limiter>,
+    /// Node file `keepalive_timeout`, seconds.
+    pub keepalive_timeout: u64,
 }
 
 /// Per-request state: the snapshot (held to the end) and what the pipeline decided.
@@ -329,6 +331,14 @@ impl ProxyHttp for Gateway {
             ctx.decision = Some(h.decision);
             return Ok(false);
         }
+        // A request pipelined behind this one is served next, in order, as nginx does
+        // (Pingora's default drops it and closes the connection).
+        session.downstream_session.set_pipelining_enabled(true);
+        // Pingora keeps an HTTP/1.1 connection forever between requests: bound it. Off stays
+        // off (HTTP/1.0, `Connection: close`, shutdown under way).
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.keepalive_timeout));
+        }
         let snap = self.store.load_full();
         let req = session.req_header();
         let oversized =
@@ -525,6 +535,25 @@ impl ProxyHttp for Gateway {
             let _ = write_reject(session, &r).await;
             return FailToProxy {
                 error_code: r.status,
+                can_reuse_downstream: false,
+            };
+        }
+        if session.response_written().is_some() {
+            // The head (and maybe part of the body) went out: never splice an error into the
+            // body or end it cleanly. Dropping the connection cuts the transfer, so the client
+            // sees it failed.
+            if e.esource() == &ErrorSource::Upstream {
+                let (_, kind) = Reject::from_pingora(e);
+                self.metrics
+                    .upstream_error(ctx.route_metrics(&self.metrics), kind);
+                crate::limited_log!(
+                    log::Level::Warn,
+                    "upstream failed after the response head was sent ({:?}): client connection aborted",
+                    e.etype()
+                );
+            }
+            return FailToProxy {
+                error_code: 0,
                 can_reuse_downstream: false,
             };
         }

@@ -19,6 +19,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::access_log::AccessLog;
 use crate::config::Loaded;
 use crate::config::node::{ListenConf, Node};
+use crate::connection::Connections;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
@@ -39,9 +40,18 @@ impl ShutdownSignalWatch for Signals {
             return std::future::pending().await;
         };
         tokio::select! {
-            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
-            _ = term.recv() => ShutdownSignal::GracefulTerminate,
-            _ = int.recv() => ShutdownSignal::GracefulTerminate,
+            _ = quit.recv() => {
+                info!("SIGQUIT received: handing the listeners to the upgraded process, then draining");
+                ShutdownSignal::GracefulUpgrade
+            }
+            _ = term.recv() => {
+                info!("SIGTERM received: graceful shutdown");
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => {
+                info!("SIGINT received: graceful shutdown");
+                ShutdownSignal::GracefulTerminate
+            }
         }
     }
 }
@@ -51,6 +61,11 @@ impl ShutdownSignalWatch for Signals {
 struct Drain {
     inflight: Arc<AtomicUsize>,
     grace: Duration,
+    /// `graceful_shutdown_timeout_seconds`, for the log line.
+    bound: Duration,
+    /// See [`crate::connection::Connections::drain_window`]: no exit before it ends.
+    window: Duration,
+    pid_file: PidFile,
     access_log: Option<Arc<AccessLog>>,
     limiter: Arc<Limiter>,
 }
@@ -64,7 +79,12 @@ impl BackgroundService for Drain {
             }
         }
         let started = tokio::time::Instant::now();
-        tokio::time::sleep(self.grace).await;
+        info!(
+            "Graceful shutdown: waiting for requests in flight (grace {}s, at most {}s more)",
+            self.grace.as_secs(),
+            self.bound.as_secs()
+        );
+        tokio::time::sleep(self.grace.max(self.window)).await;
         while self.inflight.load(Ordering::Relaxed) > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -76,7 +96,33 @@ impl BackgroundService for Drain {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         info!("Graceful shutdown: no request in flight, exiting.");
+        self.pid_file.remove();
         std::process::exit(0);
+    }
+}
+
+/// `pid_file`, written by us at start (Pingora writes it only when daemonising) and removed at
+/// exit unless an upgraded process has written its own pid there since.
+#[derive(Clone)]
+struct PidFile(Option<std::path::PathBuf>);
+
+impl PidFile {
+    fn write(path: &str) -> Result<PidFile, String> {
+        let p = std::path::PathBuf::from(path);
+        let tmp = p.with_extension("pid.tmp");
+        std::fs::write(&tmp, format!("{}\n", std::process::id()))
+            .and_then(|()| std::fs::rename(&tmp, &p))
+            .map_err(|e| format!("pid_file {path}: {e}"))?;
+        Ok(PidFile(Some(p)))
+    }
+
+    fn remove(&self) {
+        let Some(p) = &self.0 else { return };
+        let ours =
+            std::fs::read_to_string(p).is_ok_and(|t| t.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -203,11 +249,21 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
         None => None,
     };
     let inflight = Arc::new(AtomicUsize::new(0));
+    // Requests still arriving on kept-alive connections once shutdown began are answered (with
+    // `Connection: close`) for this long before idle connections are dropped.
+    let drain_window = Duration::from_secs(1).min(Duration::from_secs(drain));
+    let pid_file = match &n.pid_file {
+        Some(_) => PidFile::write(&server.configuration.pid_file)?,
+        None => PidFile(None),
+    };
     server.add_service(background_service(
         "drain",
         Drain {
             inflight: inflight.clone(),
             grace: Duration::from_secs(grace),
+            bound: Duration::from_secs(drain),
+            window: drain_window,
+            pid_file: pid_file.clone(),
             access_log: access_log.clone(),
             limiter: limiter.clone(),
         },
@@ -219,11 +275,22 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
         max_body: n.client_max_body_size,
         limiter: limiter.clone(),
         inflight: inflight.clone(),
+        keepalive_timeout: n.keepalive_timeout,
     };
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "tollgate proxy",
+    let mut app = pingora_proxy::http_proxy(&server.configuration, gateway);
+    // Plain listeners also speak HTTP/2 with prior knowledge (h2c); an idle HTTP/2 connection
+    // is closed after keepalive_timeout, as an idle HTTP/1 one.
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    options.h2_idle_timeout = Some(Duration::from_secs(n.keepalive_timeout));
+    app.server_options = Some(options);
+    let mut proxy = Service::new(
+        "tollgate proxy".to_owned(),
+        Connections {
+            inner: Arc::new(app),
+            client_header_timeout: Duration::from_secs(n.client_header_timeout),
+            drain_window,
+        },
     );
     for l in &n.listen {
         match l {
@@ -241,12 +308,6 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
                 }
             },
         }
-    }
-    // Plain listeners also speak HTTP/2 with prior knowledge (h2c).
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        app.server_options = Some(options);
     }
     server.add_service(proxy);
 

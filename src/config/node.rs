@@ -109,9 +109,21 @@ pub struct NodeConf {
     pub graceful_shutdown_timeout_seconds: Option<u64>,
     #[serde(default)]
     pub client_max_body_size: u64,
+    /// Seconds an idle keep-alive connection is kept open (HTTP/1 between requests, HTTP/2
+    /// without streams).
+    #[serde(default = "default_sixty")]
+    pub keepalive_timeout: u64,
+    /// Seconds a new connection may take to send the start of its first request, and a request
+    /// head may stall between reads.
+    #[serde(default = "default_sixty")]
+    pub client_header_timeout: u64,
     pub access_log: Option<AccessLogConf>,
     #[serde(default)]
     pub metrics: MetricsConf,
+}
+
+fn default_sixty() -> u64 {
+    60
 }
 
 fn default_threads() -> usize {
@@ -213,6 +225,14 @@ impl Node {
         }
         if conf.threads == 0 {
             errs.push(ConfigError::new(&name, "threads", "must be at least 1"));
+        }
+        for (field, v) in [
+            ("keepalive_timeout", conf.keepalive_timeout),
+            ("client_header_timeout", conf.client_header_timeout),
+        ] {
+            if !(1..=86_400).contains(&v) {
+                errs.push(ConfigError::new(&name, field, "must be 1 to 86400 seconds"));
+            }
         }
         if conf.resources.is_empty() {
             errs.push(ConfigError::new(

@@ -8,6 +8,7 @@ mod support;
 mod as_users;
 mod auth;
 mod auth_families;
+mod availability;
 mod core;
 mod harness;
 mod limit_count;
