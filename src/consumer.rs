@@ -38,8 +38,11 @@ pub struct ConsumerGroup {
 #[derive(Debug)]
 pub struct Credential {
     pub consumer: ConsumerId,
-    /// `X-Credential-Identifier`; None for an inline plugin.
+    /// The full id `<username>/credentials/<name>` (access log, metrics); None for an inline
+    /// plugin.
     pub id: Option<HeaderValue>,
+    /// `X-Credential-Identifier`: the credential's own id, as APISIX sends it (`<name>`).
+    pub header: Option<HeaderValue>,
     pub expires_at: Option<SystemTime>,
 }
 
@@ -634,10 +637,15 @@ fn index_credential(idx: &mut CredentialIndex, seen: &mut Seen, s: &CredSource, 
     }
     if added || !s.plugins.auth_plugin_names().is_empty() {
         let id = s.id.as_deref().and_then(|i| HeaderValue::from_str(i).ok());
+        let header =
+            s.id.as_deref()
+                .and_then(|i| i.rsplit("/credentials/").next())
+                .and_then(|n| HeaderValue::from_str(n).ok());
         // An inline consumer with several auth plugins shares one entry; each counts as a credential.
         idx.entries.push(Credential {
             consumer: s.consumer,
             id,
+            header,
             expires_at: s.expires_at,
         });
     }

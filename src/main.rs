@@ -53,7 +53,7 @@ fn init_logger() {
 }
 
 /// Loads node and resource files; prints warnings, then errors; `None` on any error.
-fn load(cli: &Cli) -> Option<(Node, config::Loaded)> {
+fn load(cli: &Cli, running: bool) -> Option<(Node, config::Loaded)> {
     let node = match Node::load(cli.config()) {
         Ok(n) => n,
         Err(errs) => {
@@ -61,7 +61,12 @@ fn load(cli: &Cli) -> Option<(Node, config::Loaded)> {
             return None;
         }
     };
-    let report = config::load(&node, &Default::default());
+    // `check` keeps stderr for warnings and errors alone; a starting gateway logs its progress.
+    let report = if running {
+        config::load_logged(&node, &Default::default())
+    } else {
+        config::load(&node, &Default::default())
+    };
     report.warnings.iter().for_each(|w| eprintln!("{w}"));
     match report.result {
         Ok(loaded) => Some((node, loaded)),
@@ -73,7 +78,7 @@ fn load(cli: &Cli) -> Option<(Node, config::Loaded)> {
 }
 
 fn check(cli: &Cli) -> ExitCode {
-    match load(cli) {
+    match load(cli, false) {
         Some((_, loaded)) => {
             println!("ok: {}", loaded.snapshot.counts);
             ExitCode::SUCCESS
@@ -83,7 +88,7 @@ fn check(cli: &Cli) -> ExitCode {
 }
 
 fn run(cli: &Cli) -> ExitCode {
-    let Some((node, loaded)) = load(cli) else {
+    let Some((node, loaded)) = load(cli, true) else {
         return ExitCode::FAILURE;
     };
     tollgate::reload::release_free_memory();

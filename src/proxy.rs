@@ -91,7 +91,7 @@ fn set_identity(snap: &Snapshot, d: &Decision, req: &mut RequestHeader) -> Resul
     )?;
     if let Some(cid) = id
         .credential
-        .and_then(|c| snap.consumers.credential(c).id.clone())
+        .and_then(|c| snap.consumers.credential(c).header.clone())
     {
         req.insert_header(headers::X_CREDENTIAL_IDENTIFIER, cid)?;
     }

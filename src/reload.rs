@@ -186,7 +186,9 @@ impl Reloader {
             .lock()
             .map(|s| s.memory.clone())
             .unwrap_or_default();
-        let report = match tokio::task::spawn_blocking(move || config::load(&node, &memory)).await {
+        let report = match tokio::task::spawn_blocking(move || config::load_logged(&node, &memory))
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 warn!("Reload refused, the previous config keeps serving: the load failed ({e})");

@@ -303,3 +303,48 @@ pub fn load(node: &Node, prev: &Memory) -> LoadReport {
     });
     LoadReport { warnings, result }
 }
+
+/// [`load`] for the running gateway: logs the files and their sizes first, and a line every
+/// few seconds while a long load (a million consumers) is still under way.
+pub fn load_logged(node: &Node, prev: &Memory) -> LoadReport {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    if let Ok((files, _, _)) = node.resource_files() {
+        let sizes: Vec<String> = files
+            .iter()
+            .map(|(name, p)| {
+                let len = std::fs::metadata(p).map_or(0, |m| m.len());
+                format!("{name} ({})", human_bytes(len))
+            })
+            .collect();
+        log::info!("Loading config: {}", sizes.join(", "));
+    }
+    let done = AtomicBool::new(false);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut next = Duration::from_secs(3);
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if start.elapsed() >= next && !done.load(Ordering::Relaxed) {
+                    log::info!(
+                        "Still loading config ({}s so far)",
+                        start.elapsed().as_secs()
+                    );
+                    next += Duration::from_secs(3);
+                }
+            }
+        });
+        let report = load(node, prev);
+        done.store(true, Ordering::Relaxed);
+        report
+    })
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1 << 20)),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / f64::from(1 << 10)),
+        n => format!("{n} B"),
+    }
+}

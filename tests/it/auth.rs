@@ -426,12 +426,12 @@ routes:
     // credential.
     assert_eq!(
         who(&get(&gw, "/auth", &forged("bob-key"))),
-        ident("bob", Some("bob/credentials/main"), Some("bob-cid"))
+        ident("bob", Some("main"), Some("bob-cid"))
     );
     // Id-form credential (listed before its consumer): the id as written; no custom_id label.
     assert_eq!(
         who(&get(&gw, "/auth", &forged("carol-key"))),
-        ident("carol", Some("carol/credentials/c1"), None)
+        ident("carol", Some("c1"), None)
     );
     // A route without auth: every forged copy is removed.
     assert_eq!(who(&get(&gw, "/open", &forged("alice-key"))), NOBODY);
@@ -717,7 +717,7 @@ routes:
     // The hashed key authenticates by its plain value; the hash itself is not a key.
     assert_eq!(
         who(&get(&gw, "/r", &[("apikey", "s3cret")])),
-        ident("rot", Some("rot/credentials/new"), Some("rot-cid"))
+        ident("rot", Some("new"), Some("rot-cid"))
     );
     assert_reject(
         &get(&gw, "/r", &[("apikey", &hash)]),
@@ -727,7 +727,7 @@ routes:
     );
     assert_eq!(
         who(&get(&gw, "/r?apikey=forever-key", &[])),
-        ident("rot", Some("rot/credentials/forever"), Some("rot-cid"))
+        ident("rot", Some("forever"), Some("rot-cid"))
     );
 
     // Bad forms are config errors.
@@ -879,7 +879,7 @@ routes:
     // The password is everything after the first colon (CONTRACT).
     assert_eq!(
         who(&send("/basic", &basic("bob-login:p:a:ss"))),
-        ident("bob", Some("bob/credentials/b1"), None)
+        ident("bob", Some("b1"), None)
     );
 
     let v = echo(&send("/hide", &basic("alice:alice-pw")));
@@ -938,7 +938,7 @@ routes:
     let ch = Some(r#"Basic realm="basic""#);
     let send =
         |target: &str, user_pass: &str| get(&gw, target, &[("Authorization", &basic(user_pass))]);
-    let argon_id = ident("hashed", Some("hashed/credentials/argon"), None);
+    let argon_id = ident("hashed", Some("argon"), None);
     // Twice: the second one may come from the cache of recent successes.
     assert_eq!(who(&send("/b", "hashed:hunter2")), argon_id);
     assert_eq!(who(&send("/b", "hashed:hunter2")), argon_id);
@@ -952,7 +952,7 @@ routes:
     assert_eq!(who(&send("/b", "hashed:hunter2")), argon_id);
     assert_eq!(
         who(&send("/b", "hashed-b:bcrypt-pw")),
-        ident("hashed", Some("hashed/credentials/bcrypt"), None)
+        ident("hashed", Some("bcrypt"), None)
     );
     assert_reject(
         &send("/b", "hashed-b:nope"),
@@ -988,7 +988,7 @@ routes:
     let v = echo(&send("/anon", "hashed:hunter2"));
     assert_eq!(
         up_header(&v, "x-credential-identifier").as_deref(),
-        Some("hashed/credentials/argon")
+        Some("argon")
     );
     assert_eq!(up_header(&v, "authorization"), None);
 
@@ -1060,11 +1060,7 @@ fn hmac_auth_verifies_signatures_and_rejects_bad_ones() {
             &[],
             b"{}",
         );
-        assert_eq!(
-            who(&resp),
-            ident("ivy", Some("ivy/credentials/sig"), None),
-            "{alg}"
-        );
+        assert_eq!(who(&resp), ident("ivy", Some("sig"), None), "{alg}");
     }
     // Header order is the client's; an extra signed header; a date 4 minutes old (skew 300).
     let resp = hmac_request(
@@ -1291,7 +1287,7 @@ fn hmac_auth_route_options_hide_and_anonymous() {
     assert!(up_header(&v, "date").is_some(), "Date stays");
     assert_eq!(
         up_header(&v, "x-credential-identifier").as_deref(),
-        Some("ivy/credentials/sig")
+        Some("sig")
     );
 
     let guest = ident("guest", None, None);
@@ -1568,7 +1564,7 @@ fn jwt_auth_token_sources_and_algorithms() {
     .unwrap();
     assert_eq!(
         who(&get(&gw, "/jwt", &[("Authorization", &bearer(&es))])),
-        ident("kim", Some("kim/credentials/es"), None)
+        ident("kim", Some("es"), None)
     );
     let hs512 = jwt_hs(
         Algorithm::HS512,
@@ -1577,7 +1573,7 @@ fn jwt_auth_token_sources_and_algorithms() {
     );
     assert_eq!(
         who(&get(&gw, "/jwt", &[("Authorization", &hs512)])),
-        ident("kim", Some("kim/credentials/hs512"), None)
+        ident("kim", Some("hs512"), None)
     );
 
     // Custom header, query, cookie, key claim and realm.
@@ -1921,7 +1917,7 @@ routes:
     ));
     let bob_basic = basic("bob:bob-pw");
     let alice = ident("alice", None, None);
-    let bob = ident("bob", Some("bob/credentials/pw"), None);
+    let bob = ident("bob", Some("pw"), None);
     assert_eq!(who(&get(&gw, "/multi", &[("apikey", "alice-key")])), alice);
     assert_eq!(
         who(&get(&gw, "/multi", &[("Authorization", &bob_basic)])),
