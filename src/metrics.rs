@@ -40,6 +40,8 @@ pub struct Metrics {
     duration: HistogramVec,
     bandwidth: IntCounterVec,
     auth_failures: IntCounterVec,
+    /// Requests a registry plugin answered itself (rejections, CORS preflights).
+    plugin_rejections: IntCounterVec,
     restriction_rejections: IntCounterVec,
     limit_rejections: IntCounterVec,
     pub limit_degraded: IntCounter,
@@ -151,6 +153,12 @@ impl Metrics {
             "Requests refused by an auth plugin.",
             &["route", "plugin"],
         );
+        let plugin_rejections = counter_vec(
+            &r,
+            "tollgate_plugin_rejections_total",
+            "Requests answered by a plugin without reaching the upstream (ip-restriction, limit-req, cors preflight, ...).",
+            &["route", "plugin"],
+        );
         let restriction_rejections = counter_vec(
             &r,
             "tollgate_consumer_restriction_rejections_total",
@@ -217,6 +225,7 @@ impl Metrics {
             duration,
             bandwidth,
             auth_failures,
+            plugin_rejections,
             restriction_rejections,
             limit_rejections,
             limit_degraded,
@@ -282,6 +291,13 @@ impl Metrics {
             .get(&plugin, || {
                 self.auth_failures.with_label_values(&[&rm.route, plugin])
             })
+            .inc();
+    }
+
+    /// A registry plugin answered a request (a rare path: no per-route handle cache).
+    pub fn plugin_rejection(&self, rm: &RouteMetrics, plugin: &'static str) {
+        self.plugin_rejections
+            .with_label_values(&[&rm.route, plugin])
             .inc();
     }
 

@@ -23,6 +23,7 @@ use crate::auth::{self, AuthRequest, Hide, Identity};
 use crate::path::{self, NormalPath};
 use crate::plugins::attach_consumer_label::AttachConsumerLabel;
 use crate::plugins::consumer_restriction::RestrictionType;
+use crate::plugins::shape::{AUTH_PRIORITY, RequestView, Running, Step};
 use crate::reject::Reject;
 use crate::router::{method_bit, request_host};
 use crate::snapshot::{RouteId, Snapshot, UpstreamId};
@@ -45,6 +46,8 @@ pub struct Decision {
     pub quota: Option<Quota>,
     /// limit-count's backend failed and `allow_degradation` let the request through.
     pub degraded: bool,
+    /// The registry plugin instances of this request, with their state.
+    pub running: Running,
 }
 
 /// Why a request was answered by the gateway, for metrics.
@@ -55,6 +58,8 @@ pub enum RejectKind {
     Auth(&'static str),
     Restricted,
     RateLimited,
+    /// A registry plugin answered (the plugin's name).
+    Plugin(&'static str),
     LimiterDown,
 }
 
@@ -65,6 +70,8 @@ pub struct Rejection {
     pub kind: RejectKind,
     pub route: Option<RouteId>,
     pub identity: Option<Identity>,
+    /// Plugin instances that ran before the rejection (their `done` still runs).
+    pub running: Running,
 }
 
 /// The request facts the pipeline reads besides the header.
@@ -87,6 +94,7 @@ pub async fn run(
         kind,
         route,
         identity,
+        running: Running::default(),
     };
     // The path as the client wrote it: raw bytes for an origin-form target (non-UTF-8 kept),
     // the path component of an absolute-form one.
@@ -121,6 +129,40 @@ pub async fn run(
             )
         })?;
     let route = snap.route(route_id);
+    let mut running = Running::default();
+    if !route.plugins.extra.is_empty() {
+        running.path = matching.to_vec().into_boxed_slice();
+    }
+
+    // Registry plugins that run before authentication (cors, ip-restriction, request-id...).
+    let anonymous_view = RequestView {
+        req,
+        path: &matching,
+        remote: info.remote,
+        route_id: &route.id,
+        service_id: route.service.as_deref(),
+        consumer: None,
+        consumer_group: None,
+    };
+    for (_, p) in route
+        .plugins
+        .extra
+        .iter()
+        .filter(|(_, p)| p.priority() > AUTH_PRIORITY)
+    {
+        let mut state = None;
+        let step = p.request(&anonymous_view, &mut state).await;
+        running.list.push((p.clone(), state));
+        if let Step::Respond(r) = step {
+            return Err(Rejection {
+                reject: r,
+                kind: RejectKind::Plugin(p.name()),
+                route: Some(route_id),
+                identity: None,
+                running,
+            });
+        }
+    }
 
     // Auth.
     let ar = AuthRequest {
@@ -213,6 +255,35 @@ pub async fn run(
         }
     }
 
+    // Registry plugins after the consumer steps; a consumer's (or its group's) instance of a
+    // plugin replaces the route's.
+    let consumer_extra = consumer.map_or(&[][..], |c| &c.plugins.extra[..]);
+    let post_route = route.plugins.extra.iter().filter(|(n, p)| {
+        p.priority() <= AUTH_PRIORITY && !consumer_extra.iter().any(|(m, _)| m == n)
+    });
+    let view = RequestView {
+        consumer: consumer.map(|c| &*c.username),
+        consumer_group: consumer.and_then(|c| snap.consumers.group_id(c)),
+        ..anonymous_view
+    };
+    for (_, p) in post_route.chain(consumer_extra.iter()) {
+        if running.path.is_empty() {
+            running.path = matching.to_vec().into_boxed_slice();
+        }
+        let mut state = None;
+        let step = p.request(&view, &mut state).await;
+        running.list.push((p.clone(), state));
+        if let Step::Respond(r) = step {
+            return Err(Rejection {
+                reject: r,
+                kind: RejectKind::Plugin(p.name()),
+                route: Some(route_id),
+                identity,
+                running,
+            });
+        }
+    }
+
     let new_path = if !origin_form || *upstream != *raw {
         Some(upstream.into_owned().into_boxed_slice())
     } else {
@@ -228,6 +299,7 @@ pub async fn run(
         attach,
         quota,
         degraded,
+        running,
     })
 }
 

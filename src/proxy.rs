@@ -23,6 +23,7 @@ use crate::headers;
 use crate::limiter::Limiter;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::{self, Decision, RejectKind, RequestInfo};
+use crate::plugins::shape::{RequestView, Running};
 use crate::reject::Reject;
 use crate::reload::ConfigStore;
 use crate::snapshot::{RouteId, Snapshot};
@@ -57,6 +58,8 @@ pub struct Ctx {
     start: Instant,
     upstream_start: Option<Instant>,
     body_seen: u64,
+    /// Plugin instances that ran before the gateway answered the request itself.
+    rejected_running: Option<Running>,
     /// The request went upstream through a subrequest carrying its checked body; that
     /// subrequest logs and counts it.
     delegated: bool,
@@ -143,7 +146,13 @@ fn hide_credentials(
 /// Writes a rejection as a complete response, keeping the connection usable.
 async fn write_reject(session: &mut Session, r: &Reject) -> Result<()> {
     let mut h = ResponseHeader::build(r.status, Some(3 + r.headers.len()))?;
-    h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    if !r
+        .headers
+        .iter()
+        .any(|(n, _)| n == http::header::CONTENT_TYPE)
+    {
+        h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    }
     h.insert_header(http::header::CONTENT_LENGTH, r.body.len())?;
     for (n, v) in &r.headers {
         h.append_header(n.clone(), v.clone())?;
@@ -300,6 +309,7 @@ impl ProxyHttp for Gateway {
             start: Instant::now(),
             upstream_start: None,
             body_seen: 0,
+            rejected_running: None,
             delegated: false,
             pending: None,
             _inflight: InFlight::new(&self.inflight),
@@ -404,11 +414,15 @@ impl ProxyHttp for Gateway {
             Err(r) => {
                 ctx.route = r.route;
                 ctx.identity = r.identity;
+                if !r.running.list.is_empty() {
+                    ctx.rejected_running = Some(r.running);
+                }
                 let rm = ctx.route_metrics(&self.metrics);
                 match r.kind {
                     RejectKind::Auth(plugin) => self.metrics.auth_failure(rm, plugin),
                     RejectKind::Restricted => rm.restriction_rejections.inc(),
                     RejectKind::RateLimited => rm.limit_rejections.inc(),
+                    RejectKind::Plugin(name) => self.metrics.plugin_rejection(rm, name),
                     RejectKind::BadRequest
                     | RejectKind::RouteNotFound
                     | RejectKind::LimiterDown => {}
@@ -496,12 +510,19 @@ impl ProxyHttp for Gateway {
             }
             HostMode::Rewrite(h) => req.insert_header(http::header::HOST, h.clone())?,
         }
-        forwarded_headers(session, req)
+        forwarded_headers(session, req)?;
+        if !d.running.list.is_empty() {
+            let view = request_view(&snap, d, session);
+            for (p, state) in &d.running.list {
+                p.upstream_request(req, &view, state)?;
+            }
+        }
+        Ok(())
     }
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -510,7 +531,34 @@ impl ProxyHttp for Gateway {
                 resp.insert_header(name, value)?;
             }
         }
+        if let (Some(snap), Some(d)) = (ctx.snap.clone(), ctx.decision.as_mut())
+            && !d.running.list.is_empty()
+        {
+            let mut list = std::mem::take(&mut d.running.list);
+            let view = request_view(&snap, d, session);
+            let mut result = Ok(());
+            for (p, state) in &mut list {
+                result = result.and(p.response(resp, &view, state));
+            }
+            d.running.list = list;
+            result?;
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(d) = ctx.decision.as_mut() {
+            for (p, state) in d.running.list.iter_mut().filter(|(p, _)| p.filters_body()) {
+                p.response_body(body, end_of_stream, state);
+            }
+        }
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -603,6 +651,14 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let running = ctx.decision.as_mut().map(|d| &mut d.running);
+        for (p, state) in running
+            .into_iter()
+            .chain(ctx.rejected_running.as_mut())
+            .flat_map(|r| r.list.iter_mut())
+        {
+            p.done(state);
+        }
         if ctx.delegated {
             return;
         }
@@ -740,6 +796,24 @@ fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
         req.insert_header(headers::X_FORWARDED_HOST, h)?;
     }
     Ok(())
+}
+
+/// What the registry plugins' later hooks read about the request.
+fn request_view<'a>(snap: &'a Snapshot, d: &'a Decision, session: &'a Session) -> RequestView<'a> {
+    let route = snap.route(d.route);
+    let consumer = d.identity.map(|i| snap.consumers.get(i.consumer));
+    RequestView {
+        req: session.req_header(),
+        path: &d.running.path,
+        remote: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+        route_id: &route.id,
+        service_id: route.service.as_deref(),
+        consumer: consumer.map(|c| &*c.username),
+        consumer_group: consumer.and_then(|c| snap.consumers.group_id(c)),
+    }
 }
 
 /// The bytes a chash upstream hashes: a variable, a header, a cookie, or the consumer.

@@ -107,6 +107,75 @@ fn unset_vars(v: &serde_yaml::Value, path: &str, out: &mut Vec<(String, String)>
     }
 }
 
+/// `_meta` on every plugin (APISIX's plugin-common fields): `disable: true` removes that plugin
+/// instance; any other `_meta` field is refused by name, never ignored.
+fn apply_plugin_meta(file: &str, top: &mut serde_yaml::Mapping) -> Vec<ConfigError> {
+    use serde_yaml::Value;
+    fn plugins_map(file: &str, at: &str, plugins: &mut Value, errs: &mut Vec<ConfigError>) {
+        let Value::Mapping(m) = plugins else { return };
+        let mut disabled = Vec::new();
+        for (k, conf) in m.iter_mut() {
+            let name = k.as_str().unwrap_or("?").to_owned();
+            let Value::Mapping(c) = conf else { continue };
+            let Some(meta) = c.remove("_meta") else {
+                continue;
+            };
+            let place = format!("{at}.{name}._meta");
+            let Value::Mapping(meta) = meta else {
+                errs.push(ConfigError::new(file, place, "must be a mapping"));
+                continue;
+            };
+            for (mk, mv) in meta {
+                match (mk.as_str(), mv) {
+                    (Some("disable"), Value::Bool(true)) => disabled.push(k.clone()),
+                    (Some("disable"), Value::Bool(false)) => {}
+                    (Some("disable"), _) => errs.push(ConfigError::new(
+                        file,
+                        format!("{place}.disable"),
+                        "invalid type: expected a boolean",
+                    )),
+                    (other, _) => errs.push(ConfigError::new(
+                        file,
+                        format!("{place}.{}", other.unwrap_or("?")),
+                        "not supported by tollgate (only `_meta.disable` is)",
+                    )),
+                }
+            }
+        }
+        for k in disabled {
+            m.remove(&k);
+        }
+    }
+    let mut errs = Vec::new();
+    for list in [
+        "routes",
+        "services",
+        "plugin_configs",
+        "global_rules",
+        "consumers",
+        "consumer_groups",
+    ] {
+        let Some(Value::Sequence(items)) = top.get_mut(list) else {
+            continue;
+        };
+        for (i, item) in items.iter_mut().enumerate() {
+            let Value::Mapping(item) = item else { continue };
+            if let Some(p) = item.get_mut("plugins") {
+                plugins_map(file, &format!("{list}[{i}].plugins"), p, &mut errs);
+            }
+            if let Some(Value::Sequence(creds)) = item.get_mut("credentials") {
+                for (j, c) in creds.iter_mut().enumerate() {
+                    if let Some(p) = c.get_mut("plugins") {
+                        let at = format!("{list}[{i}].credentials[{j}].plugins");
+                        plugins_map(file, &at, p, &mut errs);
+                    }
+                }
+            }
+        }
+    }
+    errs
+}
+
 /// Parses one resource file's text: `${{VAR}}` substituted, YAML merge keys applied, top-level
 /// `x-` keys (anchor holders) dropped, then every list item deserialised on its own from the
 /// YAML tree, so scalars keep their YAML types (`header: 123` is not a string) and one bad item
@@ -132,6 +201,7 @@ pub fn parse_resources(name: &str, text: &str) -> Result<raw::ResourcesConf, Vec
         }
     };
     map.retain(|k, _| !k.as_str().is_some_and(|k| k.starts_with("x-")));
+    let mut errors = apply_plugin_meta(name, map);
     let mut unset = Vec::new();
     unset_vars(&top, "", &mut unset);
     if !unset.is_empty() {
@@ -149,7 +219,6 @@ pub fn parse_resources(name: &str, text: &str) -> Result<raw::ResourcesConf, Vec
     let Value::Mapping(map) = &mut top else {
         return Ok(raw::ResourcesConf::default());
     };
-    let mut errors = Vec::new();
     fn items<T: DeserializeOwned>(
         name: &str,
         key: &str,

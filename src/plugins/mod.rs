@@ -7,6 +7,8 @@
 pub mod attach_consumer_label;
 pub mod consumer_restriction;
 pub mod limit_count;
+pub mod request_id;
+pub mod shape;
 
 use std::sync::Arc;
 
@@ -35,63 +37,146 @@ where
     Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
 }
 
-/// Plugins on a route, service, plugin config or global rule.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoutePluginsConf {
-    #[serde(rename = "key-auth", default, deserialize_with = "null_is_default")]
-    pub key_auth: Option<KeyAuthConf>,
-    #[serde(rename = "basic-auth", default, deserialize_with = "null_is_default")]
-    pub basic_auth: Option<BasicAuthConf>,
-    #[serde(rename = "hmac-auth", default, deserialize_with = "null_is_default")]
-    pub hmac_auth: Option<HmacAuthConf>,
-    #[serde(rename = "jwt-auth", default, deserialize_with = "null_is_default")]
-    pub jwt_auth: Option<JwtAuthConf>,
-    #[serde(rename = "multi-auth", default, deserialize_with = "null_is_default")]
-    pub multi_auth: Option<MultiAuthConf>,
-    #[serde(
-        rename = "consumer-restriction",
-        default,
-        deserialize_with = "null_is_default"
-    )]
-    pub consumer_restriction: Option<ConsumerRestrictionConf>,
-    #[serde(rename = "limit-count", default, deserialize_with = "null_is_default")]
-    pub limit_count: Option<Box<LimitCountConf>>,
-    #[serde(
-        rename = "attach-consumer-label",
-        default,
-        deserialize_with = "null_is_default"
-    )]
-    pub attach_consumer_label: Option<AttachConsumerLabelConf>,
+/// The registry: every plugin built on the one plugin shape ([`shape::Plugin`]), with the sides
+/// it may be configured on. One line per plugin; the macro writes its conf slot into the
+/// `plugins:` maps and its compile call.
+macro_rules! registry {
+    (
+        route: [$($rname:literal => $rmod:ident),* $(,)?],
+        consumer: [$($cname:literal => $cmod:ident),* $(,)?] $(,)?
+    ) => {
+        /// Plugins on a route, service, plugin config or global rule.
+        #[derive(Debug, Default, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RoutePluginsConf {
+            #[serde(rename = "key-auth", default, deserialize_with = "null_is_default")]
+            pub key_auth: Option<KeyAuthConf>,
+            #[serde(rename = "basic-auth", default, deserialize_with = "null_is_default")]
+            pub basic_auth: Option<BasicAuthConf>,
+            #[serde(rename = "hmac-auth", default, deserialize_with = "null_is_default")]
+            pub hmac_auth: Option<HmacAuthConf>,
+            #[serde(rename = "jwt-auth", default, deserialize_with = "null_is_default")]
+            pub jwt_auth: Option<JwtAuthConf>,
+            #[serde(rename = "multi-auth", default, deserialize_with = "null_is_default")]
+            pub multi_auth: Option<MultiAuthConf>,
+            #[serde(
+                rename = "consumer-restriction",
+                default,
+                deserialize_with = "null_is_default"
+            )]
+            pub consumer_restriction: Option<ConsumerRestrictionConf>,
+            #[serde(rename = "limit-count", default, deserialize_with = "null_is_default")]
+            pub limit_count: Option<Box<LimitCountConf>>,
+            #[serde(
+                rename = "attach-consumer-label",
+                default,
+                deserialize_with = "null_is_default"
+            )]
+            pub attach_consumer_label: Option<AttachConsumerLabelConf>,
+            $(
+                #[serde(rename = $rname, default, deserialize_with = "null_is_default")]
+                pub $rmod: Option<Box<$rmod::Conf>>,
+            )*
+        }
+
+        /// Plugins on a consumer, a consumer group or a credential: the consumer side of each
+        /// auth plugin (the credential itself) plus the plugins that apply per identity.
+        #[derive(Debug, Default, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct ConsumerPluginsConf {
+            #[serde(rename = "key-auth", default, deserialize_with = "null_is_default")]
+            pub key_auth: Option<KeyAuthCredentialConf>,
+            #[serde(rename = "basic-auth", default, deserialize_with = "null_is_default")]
+            pub basic_auth: Option<BasicAuthCredentialConf>,
+            #[serde(rename = "hmac-auth", default, deserialize_with = "null_is_default")]
+            pub hmac_auth: Option<HmacAuthCredentialConf>,
+            #[serde(rename = "jwt-auth", default, deserialize_with = "null_is_default")]
+            pub jwt_auth: Option<JwtAuthCredentialConf>,
+            #[serde(
+                rename = "consumer-restriction",
+                default,
+                deserialize_with = "null_is_default"
+            )]
+            pub consumer_restriction: Option<ConsumerRestrictionConf>,
+            #[serde(rename = "limit-count", default, deserialize_with = "null_is_default")]
+            pub limit_count: Option<Box<LimitCountConf>>,
+            #[serde(
+                rename = "attach-consumer-label",
+                default,
+                deserialize_with = "null_is_default"
+            )]
+            pub attach_consumer_label: Option<AttachConsumerLabelConf>,
+            $(
+                #[serde(rename = $cname, default, deserialize_with = "null_is_default")]
+                pub $cmod: Option<Box<$cmod::Conf>>,
+            )*
+        }
+
+        impl RoutePluginsConf {
+            /// Compiles the registry plugins set here, by name.
+            #[allow(unused_mut, unused_variables)]
+            fn compile_registry(
+                &self,
+                cx: &shape::CompileCx,
+                place: &Place,
+                base: &str,
+                errs: &mut Errs,
+            ) -> Vec<(&'static str, shape::Instance)> {
+                let mut out = Vec::new();
+                $(
+                    if let Some(c) = &self.$rmod {
+                        match $rmod::compile(c, cx) {
+                            Ok(p) => out.push(($rname, p)),
+                            Err((f, m)) => errs.push(place, &join(&format!("{base}.{}", $rname), &f), m),
+                        }
+                    }
+                )*
+                out
+            }
+        }
+
+        impl ConsumerPluginsConf {
+            /// Compiles the registry plugins set here, by name.
+            #[allow(unused_mut, unused_variables)]
+            fn compile_registry(
+                &self,
+                cx: &shape::CompileCx,
+                place: &Place,
+                base: &str,
+                errs: &mut Errs,
+            ) -> Vec<(&'static str, shape::Instance)> {
+                let mut out = Vec::new();
+                $(
+                    if let Some(c) = &self.$cmod {
+                        match $cmod::compile(c, cx) {
+                            Ok(p) => out.push(($cname, p)),
+                            Err((f, m)) => errs.push(place, &join(&format!("{base}.{}", $cname), &f), m),
+                        }
+                    }
+                )*
+                out
+            }
+
+            /// Names of the registry plugins set here.
+            #[allow(unused_mut)]
+            fn registry_names(&self) -> Vec<&'static str> {
+                let mut v = Vec::new();
+                $(
+                    if self.$cmod.is_some() {
+                        v.push($cname);
+                    }
+                )*
+                v
+            }
+        }
+    };
 }
 
-/// Plugins on a consumer, a consumer group or a credential: the consumer side of each auth
-/// plugin (the credential itself) plus the plugins that apply per identity.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConsumerPluginsConf {
-    #[serde(rename = "key-auth", default, deserialize_with = "null_is_default")]
-    pub key_auth: Option<KeyAuthCredentialConf>,
-    #[serde(rename = "basic-auth", default, deserialize_with = "null_is_default")]
-    pub basic_auth: Option<BasicAuthCredentialConf>,
-    #[serde(rename = "hmac-auth", default, deserialize_with = "null_is_default")]
-    pub hmac_auth: Option<HmacAuthCredentialConf>,
-    #[serde(rename = "jwt-auth", default, deserialize_with = "null_is_default")]
-    pub jwt_auth: Option<JwtAuthCredentialConf>,
-    #[serde(
-        rename = "consumer-restriction",
-        default,
-        deserialize_with = "null_is_default"
-    )]
-    pub consumer_restriction: Option<ConsumerRestrictionConf>,
-    #[serde(rename = "limit-count", default, deserialize_with = "null_is_default")]
-    pub limit_count: Option<Box<LimitCountConf>>,
-    #[serde(
-        rename = "attach-consumer-label",
-        default,
-        deserialize_with = "null_is_default"
-    )]
-    pub attach_consumer_label: Option<AttachConsumerLabelConf>,
+registry! {
+    route: [
+        "request-id" => request_id,
+    ],
+    consumer: [],
 }
 
 impl ConsumerPluginsConf {
@@ -125,6 +210,7 @@ impl ConsumerPluginsConf {
         if self.attach_consumer_label.is_some() {
             v.push("attach-consumer-label");
         }
+        v.extend(self.registry_names());
         v
     }
 }
@@ -135,6 +221,23 @@ pub struct PluginSet {
     pub restriction: Option<Arc<Restriction>>,
     pub attach_labels: Option<Arc<AttachConsumerLabel>>,
     pub limit_count: Option<Arc<OwnedLimit>>,
+    /// Registry plugins by name, in priority order (highest first).
+    pub extra: Arc<[(&'static str, shape::Instance)]>,
+}
+
+/// `upper`'s instances, plus `lower`'s of a name `upper` lacks, highest priority first.
+fn merge_extra(
+    upper: &[(&'static str, shape::Instance)],
+    lower: &[(&'static str, shape::Instance)],
+) -> Arc<[(&'static str, shape::Instance)]> {
+    let mut v: Vec<(&'static str, shape::Instance)> = upper.to_vec();
+    for (n, p) in lower {
+        if !v.iter().any(|(m, _)| m == n) {
+            v.push((n, p.clone()));
+        }
+    }
+    v.sort_by_key(|(_, p)| std::cmp::Reverse(p.priority()));
+    v.into()
 }
 
 /// A limit-count conf and the resource that holds it (`route:<id>`, `service:<id>`,
@@ -161,6 +264,7 @@ impl PluginSet {
                 .limit_count
                 .clone()
                 .or_else(|| lower.limit_count.clone()),
+            extra: merge_extra(&self.extra, &lower.extra),
         }
     }
 }
@@ -261,6 +365,11 @@ pub fn compile_route_plugins(
     if let Some(l) = &conf.limit_count {
         out.set.limit_count = compile_limit(l, place, "plugins.limit-count", owner, errs);
     }
+    let cx = shape::CompileCx {
+        owner,
+        side: Side::Route,
+    };
+    out.set.extra = merge_extra(&conf.compile_registry(&cx, place, "plugins", errs), &[]);
     out
 }
 
@@ -293,6 +402,11 @@ pub fn compile_consumer_plugins(
     if let Some(l) = &conf.limit_count {
         out.limit_count = compile_limit(l, place, &format!("{base}.limit-count"), owner, errs);
     }
+    let cx = shape::CompileCx {
+        owner,
+        side: Side::Consumer,
+    };
+    out.extra = merge_extra(&conf.compile_registry(&cx, place, base, errs), &[]);
     out
 }
 

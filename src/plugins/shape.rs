@@ -1,0 +1,126 @@
+//! The one shape of a registry plugin (proxy-rewrite, cors, ip-restriction, ...): a module with
+//! its typed `Conf` (deny_unknown_fields, destructured when compiled), a `compile` step, and a
+//! compiled instance implementing [`Plugin`]. The pipeline runs a route's instances in priority
+//! order; each hook has a default that does nothing, so a plugin implements only its phases, and
+//! a plugin not on a route costs nothing there.
+//!
+//! Adding a plugin touches three places: `plugins/<name>.rs`, one line in the registry macro call
+//! in `plugins/mod.rs`, and the README.
+
+use std::any::Any;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use crate::reject::Reject;
+
+/// Auth plugins run at APISIX priorities 2500-2600: a registry plugin above this runs before
+/// authentication (cors 4000, ip-restriction 3000, request-id 12015), one below after the
+/// consumer steps (consumer-restriction, limit-count).
+pub const AUTH_PRIORITY: i32 = 2500;
+
+/// What a plugin's request step decided.
+#[derive(Debug)]
+pub enum Step {
+    Continue,
+    /// Answer the client now (a rejection, or a CORS preflight): nothing reaches the upstream.
+    Respond(Reject),
+}
+
+/// Per-request, per-instance state a plugin keeps between its hooks (a request id, the CORS
+/// origin to echo, a connection slot to release).
+pub type State = Option<Box<dyn Any + Send + Sync>>;
+
+/// The request facts a plugin reads.
+pub struct RequestView<'a> {
+    pub req: &'a RequestHeader,
+    /// The normalised, decoded path (what routes match).
+    pub path: &'a [u8],
+    pub remote: Option<IpAddr>,
+    pub route_id: &'a str,
+    pub service_id: Option<&'a str>,
+    /// The consumer's username, once authenticated (None before auth and for anonymous routes).
+    pub consumer: Option<&'a str>,
+    pub consumer_group: Option<&'a str>,
+}
+
+/// What a plugin's compile step knows besides its conf.
+pub struct CompileCx<'a> {
+    /// The resource that holds the conf (`route:<id>`, `consumer:<name>`, ...): it owns the
+    /// instance's counters.
+    pub owner: &'a str,
+    /// Route side (route, service, plugin config, global rule) or consumer side.
+    pub side: crate::plugins::consumer_restriction::Side,
+}
+
+/// Where compile errors go: a field path under the plugin (`"rate"`, `""` for the conf itself)
+/// and a message.
+pub type CompileError = (String, String);
+
+/// A compiled plugin instance.
+#[async_trait]
+pub trait Plugin: Send + Sync + std::fmt::Debug {
+    /// The APISIX name (`proxy-rewrite`).
+    fn name(&self) -> &'static str;
+
+    /// APISIX priority: higher runs first.
+    fn priority(&self) -> i32;
+
+    /// Request time, after routing: continue, or answer the client.
+    async fn request(&self, _r: &RequestView<'_>, _state: &mut State) -> Step {
+        Step::Continue
+    }
+
+    /// The request about to go upstream (identity headers are already set).
+    fn upstream_request(
+        &self,
+        _req: &mut RequestHeader,
+        _r: &RequestView<'_>,
+        _state: &State,
+    ) -> pingora_core::Result<()> {
+        Ok(())
+    }
+
+    /// The response head, from the upstream or from the gateway itself.
+    fn response(
+        &self,
+        _resp: &mut ResponseHeader,
+        _r: &RequestView<'_>,
+        _state: &mut State,
+    ) -> pingora_core::Result<()> {
+        Ok(())
+    }
+
+    /// True when [`Plugin::response_body`] must see the body.
+    fn filters_body(&self) -> bool {
+        false
+    }
+
+    /// Each piece of the response body; `end` on the last.
+    fn response_body(&self, _body: &mut Option<Bytes>, _end: bool, _state: &mut State) {}
+
+    /// The request is over (logged): release what the request step took.
+    fn done(&self, _state: &mut State) {}
+}
+
+/// A compiled instance and the resource that holds it (`route:<id>`, `consumer:<name>`...),
+/// which owns its counters.
+pub type Instance = Arc<dyn Plugin>;
+
+/// The plugin instances of one request, in the order they run, each with its state.
+#[derive(Debug, Default)]
+pub struct Running {
+    pub list: Vec<(Instance, State)>,
+    /// The normalised path, kept for the later hooks' [`RequestView`] (empty when no plugin).
+    pub path: Box<[u8]>,
+}
+
+impl Running {
+    /// Whether any instance filters the response body.
+    pub fn filters_body(&self) -> bool {
+        self.list.iter().any(|(p, _)| p.filters_body())
+    }
+}

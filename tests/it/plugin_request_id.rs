@@ -1,0 +1,77 @@
+//! request-id through the real binary, and `_meta` on plugins (CONTRACT: Resource files).
+
+use crate::support::assert_line;
+use crate::support::{Gateway, Upstream, check_fails, http};
+
+#[test]
+fn request_id_is_made_sent_upstream_and_returned() {
+    let up = Upstream::start("up");
+    let gw = Gateway::start(&format!(
+        r#"routes:
+  - id: r
+    uri: /r
+    plugins: {{request-id: {{}}}}
+    upstream: {u}
+  - id: quiet
+    uri: /quiet
+    plugins: {{request-id: {{header_name: X-Trace, include_in_response: false}}}}
+    upstream: {u}
+  - id: off
+    uri: /off
+    plugins: {{request-id: {{_meta: {{disable: true}}}}}}
+    upstream: {u}
+#END
+"#,
+        u = up.yaml()
+    ));
+    let r = http(gw.port(), "GET", "/r", &[], b"");
+    assert_eq!(r.status, 200);
+    let id = r
+        .header("x-request-id")
+        .expect("id in the response")
+        .to_owned();
+    assert_eq!(id.len(), 36, "a uuid: {id}");
+    assert_eq!(r.json()["headers"]["x-request-id"], id.as_str());
+    let r2 = http(gw.port(), "GET", "/r", &[], b"");
+    assert_ne!(
+        r2.header("x-request-id"),
+        Some(id.as_str()),
+        "a new id each time"
+    );
+    // A client's own id is kept.
+    let r = http(gw.port(), "GET", "/r", &[("X-Request-Id", "mine-1")], b"");
+    assert_eq!(r.header("x-request-id"), Some("mine-1"));
+    assert_eq!(r.json()["headers"]["x-request-id"], "mine-1");
+    // Another header, not in the response.
+    let r = http(gw.port(), "GET", "/quiet", &[], b"");
+    assert!(r.header("x-trace").is_none());
+    assert_eq!(
+        r.json()["headers"]["x-trace"].as_str().map(str::len),
+        Some(36)
+    );
+    // `_meta.disable: true` turns the instance off.
+    let r = http(gw.port(), "GET", "/off", &[], b"");
+    assert!(r.header("x-request-id").is_none());
+}
+
+#[test]
+fn meta_fields_other_than_disable_and_other_algorithms_are_refused() {
+    let lines = check_fails(&[(
+        "resources.yaml",
+        "routes:\n  - id: r\n    uri: /r\n    plugins:\n      key-auth: {_meta: {priority: 1}}\n    upstream: {nodes: {\"127.0.0.1:1\": 1}}\n#END\n",
+    )]);
+    assert_line(
+        &lines,
+        "resources.yaml: routes[0].plugins.key-auth._meta.priority",
+        &["not supported"],
+    );
+    let lines = check_fails(&[(
+        "resources.yaml",
+        "routes:\n  - id: r\n    uri: /r\n    plugins:\n      request-id: {algorithm: nanoid}\n    upstream: {nodes: {\"127.0.0.1:1\": 1}}\n#END\n",
+    )]);
+    assert_line(
+        &lines,
+        "resources.yaml: routes[0].plugins.request-id.algorithm",
+        &["not supported"],
+    );
+}
