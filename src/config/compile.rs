@@ -126,14 +126,35 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             file: name.as_str().into(),
             path: String::new(),
         };
+        let nonempty =
+            |l: &Option<Vec<serde::de::IgnoredAny>>| l.as_ref().is_some_and(|l| !l.is_empty());
         let top = [
-            ("ssls", conf.ssls.is_some()),
-            ("stream_routes", conf.stream_routes.is_some()),
-            ("protos", conf.protos.is_some()),
-            ("secrets", conf.secrets.is_some()),
-            ("plugin_metadata", conf.plugin_metadata.is_some()),
-            ("plugins", conf.plugins.is_some()),
+            ("ssls", nonempty(&conf.ssls)),
+            ("stream_routes", nonempty(&conf.stream_routes)),
+            ("protos", nonempty(&conf.protos)),
+            ("secrets", nonempty(&conf.secrets)),
+            ("plugin_metadata", nonempty(&conf.plugin_metadata)),
         ];
+        for (i, entry) in conf.plugins.iter().flatten().enumerate() {
+            let name = match entry {
+                serde_yaml::Value::String(s) => Some(s.as_str()),
+                serde_yaml::Value::Mapping(m) => m.get("name").and_then(|n| n.as_str()),
+                _ => None,
+            };
+            match name {
+                Some(n) if crate::plugins::is_known(n) => {}
+                Some(n) => errs.0.push(ConfigError::new(
+                    &*place.file,
+                    format!("plugins[{i}]"),
+                    format!("plugin `{n}` is not supported by tollgate"),
+                )),
+                None => errs.0.push(ConfigError::new(
+                    &*place.file,
+                    format!("plugins[{i}]"),
+                    "expected a plugin name or `{name: <plugin>}`",
+                )),
+            }
+        }
         for (f, present) in top {
             if present {
                 let msg = if f == "ssls" {

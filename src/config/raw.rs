@@ -33,12 +33,15 @@ pub struct ResourcesConf {
     /// a7 config-sync keys, accepted and ignored.
     pub version: Option<IgnoredAny>,
     pub gateway_group: Option<IgnoredAny>,
-    pub ssls: Unsupported,
-    pub stream_routes: Unsupported,
-    pub protos: Unsupported,
-    pub secrets: Unsupported,
-    pub plugin_metadata: Unsupported,
-    pub plugins: Unsupported,
+    /// Accepted when empty (`[]`); any entry is "not supported by tollgate".
+    pub ssls: Option<Vec<IgnoredAny>>,
+    pub stream_routes: Option<Vec<IgnoredAny>>,
+    pub protos: Option<Vec<IgnoredAny>>,
+    pub secrets: Option<Vec<IgnoredAny>>,
+    pub plugin_metadata: Option<Vec<IgnoredAny>>,
+    /// The plugins the file uses (`- name: key-auth` or `- key-auth`): each must be one tollgate
+    /// has.
+    pub plugins: Option<Vec<serde_yaml::Value>>,
 }
 
 /// An APISIX id: a string, or an integer that is read as its decimal string.

@@ -112,6 +112,21 @@ macro_rules! registry {
             )*
         }
 
+        /// Whether tollgate has a plugin of this name (a top-level `plugins:` list may name it).
+        pub fn is_known(name: &str) -> bool {
+            const BUILT_IN: [&str; 8] = [
+                "key-auth",
+                "basic-auth",
+                "hmac-auth",
+                "jwt-auth",
+                "multi-auth",
+                "consumer-restriction",
+                "limit-count",
+                "attach-consumer-label",
+            ];
+            BUILT_IN.contains(&name) $(|| name == $rname)* $(|| name == $cname)*
+        }
+
         impl RoutePluginsConf {
             /// Compiles the registry plugins set here, by name.
             #[allow(unused_mut, unused_variables)]

@@ -75,3 +75,24 @@ fn meta_fields_other_than_disable_and_other_algorithms_are_refused() {
         &["not supported"],
     );
 }
+
+#[test]
+fn top_level_plugin_list_and_empty_lists_are_accepted() {
+    let ok = "plugins:\n  - name: key-auth\n  - request-id\n  - {name: limit-count}\nplugin_metadata: []\nstream_routes: []\nroutes:\n  - {id: r, uri: /r, upstream: {nodes: {\"127.0.0.1:1\": 1}}}\n#END\n";
+    let (code, out, err) = crate::support::tollgate_check(&[("resources.yaml", ok)]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines = check_fails(&[(
+        "resources.yaml",
+        "plugins:\n  - name: key-auth\n  - name: serverless-pre-function\nplugin_metadata:\n  - {id: x}\n#END\n",
+    )]);
+    assert_line(
+        &lines,
+        "resources.yaml: plugins[1]",
+        &["serverless-pre-function", "not supported"],
+    );
+    assert_line(
+        &lines,
+        "resources.yaml: plugin_metadata",
+        &["not supported"],
+    );
+}
