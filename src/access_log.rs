@@ -32,6 +32,8 @@ pub struct Entry<'a> {
     pub protocol: &'a str,
     pub referer: &'a str,
     pub user_agent: &'a str,
+    /// The request-id plugin's id, when it ran ("" otherwise; JSON only then).
+    pub request_id: &'a str,
 }
 
 pub struct AccessLog {
@@ -100,7 +102,7 @@ impl AccessLog {
 }
 
 fn json_line(e: &Entry<'_>) -> String {
-    let mut s = serde_json::json!({
+    let mut s: serde_json::Value = serde_json::json!({
         "time": humantime::format_rfc3339_millis(e.time).to_string(),
         "remote_addr": e.remote_addr,
         "method": e.method,
@@ -114,8 +116,11 @@ fn json_line(e: &Entry<'_>) -> String {
         "consumer": e.consumer,
         "credential": e.credential,
         "upstream_addr": e.upstream_addr,
-    })
-    .to_string();
+    });
+    if !e.request_id.is_empty() {
+        s["request_id"] = e.request_id.into();
+    }
+    let mut s = s.to_string();
     s.push('\n');
     s
 }

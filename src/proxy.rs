@@ -702,6 +702,17 @@ impl ProxyHttp for Gateway {
         // Counted last, so a scrape that sees this request sees its durations and bytes too.
         self.metrics.request(rm, consumer, status);
         if let Some(log) = &self.access_log {
+            let request_id = ctx
+                .decision
+                .as_ref()
+                .map(|d| &d.running)
+                .into_iter()
+                .chain(ctx.rejected_running.as_ref())
+                .flat_map(|r| r.list.iter())
+                .find(|(p, _)| p.name() == "request-id")
+                .and_then(|(_, st)| crate::plugins::request_id::RequestId::id_of(st))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             let remote = session
                 .client_addr()
                 .and_then(|a| a.as_inet())
@@ -751,6 +762,7 @@ impl ProxyHttp for Gateway {
                     .get(http::header::USER_AGENT)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or(""),
+                request_id,
             });
         }
     }

@@ -96,3 +96,32 @@ fn top_level_plugin_list_and_empty_lists_are_accepted() {
         &["not supported"],
     );
 }
+
+#[test]
+fn request_id_is_in_the_json_access_log() {
+    let up = Upstream::start("up");
+    let gw = Gateway::builder()
+        .node_extra("access_log: {path: stderr, format: json}\n")
+        .start(&format!(
+            "routes:\n  - {{id: r, uri: /r, plugins: {{request-id: {{}}}}, upstream: {}}}\n#END\n",
+            up.yaml()
+        ));
+    let r = http(gw.port(), "GET", "/r", &[("X-Request-Id", "trace-77")], b"");
+    assert_eq!(r.status, 200);
+    let mut line = String::new();
+    crate::support::wait_until(
+        std::time::Duration::from_secs(10),
+        "the access log line",
+        || {
+            line = gw
+                .stderr()
+                .lines()
+                .find(|l| l.starts_with('{') && l.contains("\"route\""))
+                .unwrap_or("")
+                .to_owned();
+            !line.is_empty()
+        },
+    );
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["request_id"], "trace-77", "{line}");
+}
