@@ -11,11 +11,11 @@ use http::HeaderValue;
 use crate::auth::Identity;
 use crate::auth::basic_auth::PasswordCheck;
 use crate::auth::jwt_auth::JwtKey;
-use crate::config::compile::{Errs, Place};
+use crate::config::error::{Errs, Place};
 use crate::config::raw::{ConsumerConf, ConsumerGroupConf, Id};
+use crate::ids::{ConsumerId, CredentialId, GroupId};
 use crate::plugins::{ConsumerPluginsConf, PluginSet, compile_consumer_plugins};
 use crate::secret::Secret;
-use crate::snapshot::{ConsumerId, CredentialId, GroupId};
 
 /// A consumer with its group's plugins merged under its own.
 #[derive(Debug)]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod consumer;
 pub mod headers;
+pub mod ids;
 pub mod limiter;
 pub mod log_limit;
 pub mod metrics;

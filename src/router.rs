@@ -9,7 +9,7 @@ use ahash::AHashMap;
 use ipnet::IpNet;
 
 use crate::config::raw::MethodConf;
-use crate::snapshot::RouteId;
+use crate::ids::RouteId;
 
 /// A bit per method a route may list; 0 means any method.
 pub fn method_bit(method: &[u8]) -> u16 {

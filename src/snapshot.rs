@@ -8,17 +8,7 @@ use http::header::HeaderName;
 use crate::router::Router;
 use crate::upstream::{Timeouts, Upstream};
 
-macro_rules! id_type {
-    ($($name:ident),*) => {$(
-        /// Index into the matching slice of a [`Snapshot`].
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(pub u32);
-        impl $name {
-            pub fn idx(self) -> usize { self.0 as usize }
-        }
-    )*};
-}
-id_type!(RouteId, UpstreamId, ConsumerId, GroupId, CredentialId);
+pub use crate::ids::{ConsumerId, CredentialId, GroupId, RouteId, UpstreamId};
 
 /// Resource counts, as `tollgate check` prints them and the metrics expose them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

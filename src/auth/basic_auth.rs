@@ -51,7 +51,7 @@ pub struct BasicAuth {
 
 pub fn compile(
     conf: &BasicAuthConf,
-    anonymous: Option<crate::snapshot::ConsumerId>,
+    anonymous: Option<crate::ids::ConsumerId>,
 ) -> Result<BasicAuth, (String, String)> {
     let challenge =
         challenge("Basic", conf.realm.as_deref(), "basic").map_err(|m| ("realm".to_string(), m))?;

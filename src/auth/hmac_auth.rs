@@ -82,7 +82,7 @@ impl BodyCheck {
 
 pub fn compile(
     conf: &HmacAuthConf,
-    anonymous: Option<crate::snapshot::ConsumerId>,
+    anonymous: Option<crate::ids::ConsumerId>,
 ) -> Result<HmacAuth, (String, String)> {
     let allowed = conf.allowed_algorithms.clone().unwrap_or_else(|| {
         vec![

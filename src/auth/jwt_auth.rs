@@ -95,7 +95,7 @@ pub struct JwtAuth {
 
 pub fn compile(
     conf: &JwtAuthConf,
-    anonymous: Option<crate::snapshot::ConsumerId>,
+    anonymous: Option<crate::ids::ConsumerId>,
 ) -> Result<JwtAuth, (String, String)> {
     let header = conf.header.as_deref().unwrap_or("authorization");
     let header = HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).map_err(|_| {

@@ -42,7 +42,7 @@ pub struct KeyAuth {
 /// Compiles the route side; `anonymous` is resolved by the caller.
 pub fn compile(
     conf: &KeyAuthConf,
-    anonymous: Option<crate::snapshot::ConsumerId>,
+    anonymous: Option<crate::ids::ConsumerId>,
 ) -> Result<KeyAuth, (String, String)> {
     let header = conf.header.as_deref().unwrap_or("apikey");
     let header = HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).map_err(|_| {

@@ -19,8 +19,8 @@ use pingora_http::RequestHeader;
 
 use crate::consumer::Consumers;
 use crate::headers::WWW_AUTHENTICATE;
+use crate::ids::{ConsumerId, CredentialId};
 use crate::reject::Reject;
-use crate::snapshot::{ConsumerId, CredentialId};
 
 /// Who a request is, once an auth plugin identified it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

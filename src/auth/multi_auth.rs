@@ -31,7 +31,7 @@ pub struct AuthPluginEntryConf {
 }
 
 use super::AuthPlugin;
-use crate::snapshot::ConsumerId;
+use crate::ids::ConsumerId;
 
 /// Resolves an `anonymous_consumer` name to a consumer.
 pub type AnonymousLookup<'a> = &'a dyn Fn(&Option<String>) -> Result<Option<ConsumerId>, String>;

@@ -17,45 +17,7 @@ use crate::router::{RouteSpec, Router, method_mask};
 use crate::snapshot::{Counts, Route, RouteId, Snapshot, UpstreamId};
 use crate::upstream::{Timeouts, Upstream};
 
-/// Where an item was defined: file name and path (`routes[2]`).
-#[derive(Debug, Clone)]
-pub struct Place {
-    pub file: Arc<str>,
-    pub path: String,
-}
-
-impl Place {
-    pub fn at(&self, field: &str) -> String {
-        if field.is_empty() {
-            self.path.clone()
-        } else {
-            format!("{}.{field}", self.path)
-        }
-    }
-    /// How another place is named in a message: the bare path in the same file, else `file: path`.
-    pub fn named_from(&self, other_file: &str, field: &str) -> String {
-        if &*self.file == other_file {
-            self.at(field)
-        } else {
-            format!("{}: {}", self.file, self.at(field))
-        }
-    }
-}
-
-/// Collected errors of one compile.
-#[derive(Default)]
-pub struct Errs(
-    pub Vec<ConfigError>,
-    /// limit-count `group` names seen so far: conf hash and where, so confs sharing a group must match.
-    pub BTreeMap<Arc<str>, (u64, String)>,
-);
-
-impl Errs {
-    pub fn push(&mut self, place: &Place, field: &str, msg: impl Into<String>) {
-        self.0
-            .push(ConfigError::new(&*place.file, place.at(field), msg));
-    }
-}
+pub use super::error::{Errs, Place};
 
 /// Items of one kind from every file, indexed by id; a second definition is an error naming both.
 pub struct Table<'a, T> {

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer};
 
 use crate::auth::AuthPlugin;
-use crate::config::compile::{Errs, Place};
+use crate::config::error::{Errs, Place};
 use crate::consumer::Consumers;
-use crate::snapshot::ConsumerId;
+use crate::ids::ConsumerId;
 
 use crate::auth::basic_auth::{BasicAuthConf, BasicAuthCredentialConf};
 use crate::auth::hmac_auth::{HmacAuthConf, HmacAuthCredentialConf};
