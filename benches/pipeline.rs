@@ -56,6 +56,7 @@ fn run(snap: &Snapshot, req: &RequestHeader, limiter: &Limiter) -> bool {
     let info = RequestInfo {
         remote: Some([127, 0, 0, 1].into()),
         local: Some([127, 0, 0, 1].into()),
+        tls: false,
         now: SystemTime::now(),
     };
     futures::executor::block_on(pipeline::run(snap, req, &info, limiter)).is_ok()

@@ -79,6 +79,8 @@ pub struct RequestInfo {
     pub remote: Option<IpAddr>,
     /// The gateway's own address the request came in on.
     pub local: Option<IpAddr>,
+    /// The request came in over TLS.
+    pub tls: bool,
     pub now: SystemTime,
 }
 
@@ -139,6 +141,7 @@ pub async fn run(
         req,
         path: &matching,
         remote: info.remote,
+        tls: info.tls,
         route_id: &route.id,
         service_id: route.service.as_deref(),
         consumer: None,

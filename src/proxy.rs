@@ -390,6 +390,7 @@ impl ProxyHttp for Gateway {
                 .server_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
             now: SystemTime::now(),
         };
         let outcome = pipeline::run(&snap, req, &info, &self.limiter).await;
@@ -821,6 +822,7 @@ fn request_view<'a>(snap: &'a Snapshot, d: &'a Decision, session: &'a Session) -
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip()),
+        tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
         route_id: &route.id,
         service_id: route.service.as_deref(),
         consumer: consumer.map(|c| &*c.username),

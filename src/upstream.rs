@@ -323,7 +323,7 @@ where
 }
 
 /// Resolves a node host (IP or name) to one socket address, IPv4 preferred.
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+pub(crate) fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }

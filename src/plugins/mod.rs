@@ -6,6 +6,7 @@
 
 pub mod attach_consumer_label;
 pub mod consumer_restriction;
+pub mod forward_auth;
 pub mod limit_count;
 pub mod request_id;
 pub mod shape;
@@ -190,6 +191,7 @@ macro_rules! registry {
 registry! {
     route: [
         "request-id" => request_id,
+        "forward-auth" => forward_auth,
     ],
     consumer: [],
 }

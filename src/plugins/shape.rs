@@ -40,6 +40,8 @@ pub struct RequestView<'a> {
     /// The normalised, decoded path (what routes match).
     pub path: &'a [u8],
     pub remote: Option<IpAddr>,
+    /// The request came in over TLS (`$scheme` is `https`).
+    pub tls: bool,
     pub route_id: &'a str,
     pub service_id: Option<&'a str>,
     /// The consumer's username, once authenticated (None before auth and for anonymous routes).
