@@ -198,6 +198,34 @@ pub async fn run(
             .map_err(|rj| reject(rj.clone(), RejectKind::Restricted, Some(route_id), identity))?;
     }
 
+    // Registry plugins after the consumer steps; a consumer's (or its group's) instance of a
+    // plugin replaces the route's. Those above limit-count's priority (forward-auth 2002,
+    // limit-conn 1003, proxy-rewrite 1008) run before it, as in APISIX.
+    let consumer_extra = consumer.map_or(&[][..], |c| &c.plugins.extra[..]);
+    let post_route = route.plugins.extra.iter().filter(|(n, p)| {
+        p.priority() <= AUTH_PRIORITY && !consumer_extra.iter().any(|(m, _)| m == n)
+    });
+    let post_view = RequestView {
+        consumer: consumer.map(|c| &*c.username),
+        consumer_group: consumer.and_then(|c| snap.consumers.group_id(c)),
+        ..anonymous_view
+    };
+    run_registry(
+        &mut running,
+        &matching,
+        &post_view,
+        post_route.clone().chain(consumer_extra.iter()),
+        |p| p > LIMIT_COUNT_PRIORITY,
+    )
+    .await
+    .map_err(|(r, name, running)| Rejection {
+        reject: r,
+        kind: RejectKind::Plugin(name),
+        route: Some(route_id),
+        identity,
+        running,
+    })?;
+
     let attach = consumer
         .and_then(|c| c.plugins.attach_labels.clone())
         .or_else(|| route.plugins.attach_labels.clone());
@@ -236,7 +264,10 @@ pub async fn run(
                 if lc.show_limit_quota_header {
                     r.headers.extend(quota_headers(&q));
                 }
-                return Err(reject(r, RejectKind::RateLimited, Some(route_id), identity));
+                return Err(Rejection {
+                    running,
+                    ..reject(r, RejectKind::RateLimited, Some(route_id), identity)
+                });
             }
             Err(e) if lc.allow_degradation => {
                 crate::limited_log!(
@@ -248,44 +279,35 @@ pub async fn run(
             }
             Err(e) => {
                 crate::limited_log!(log::Level::Warn, "route {}: limit-count: {e}", route.id);
-                return Err(reject(
-                    LimitCount::backend_failure(),
-                    RejectKind::LimiterDown,
-                    Some(route_id),
-                    identity,
-                ));
+                return Err(Rejection {
+                    running,
+                    ..reject(
+                        LimitCount::backend_failure(),
+                        RejectKind::LimiterDown,
+                        Some(route_id),
+                        identity,
+                    )
+                });
             }
         }
     }
 
-    // Registry plugins after the consumer steps; a consumer's (or its group's) instance of a
-    // plugin replaces the route's.
-    let consumer_extra = consumer.map_or(&[][..], |c| &c.plugins.extra[..]);
-    let post_route = route.plugins.extra.iter().filter(|(n, p)| {
-        p.priority() <= AUTH_PRIORITY && !consumer_extra.iter().any(|(m, _)| m == n)
-    });
-    let view = RequestView {
-        consumer: consumer.map(|c| &*c.username),
-        consumer_group: consumer.and_then(|c| snap.consumers.group_id(c)),
-        ..anonymous_view
-    };
-    for (_, p) in post_route.chain(consumer_extra.iter()) {
-        if running.path.is_empty() {
-            running.path = matching.to_vec().into_boxed_slice();
-        }
-        let mut state = None;
-        let step = p.request(&view, &mut state).await;
-        running.list.push((p.clone(), state));
-        if let Step::Respond(r) = step {
-            return Err(Rejection {
-                reject: r,
-                kind: RejectKind::Plugin(p.name()),
-                route: Some(route_id),
-                identity,
-                running,
-            });
-        }
-    }
+    // Registry plugins below limit-count's priority (limit-req...).
+    run_registry(
+        &mut running,
+        &matching,
+        &post_view,
+        post_route.clone().chain(consumer_extra.iter()),
+        |p| p <= LIMIT_COUNT_PRIORITY,
+    )
+    .await
+    .map_err(|(r, name, running)| Rejection {
+        reject: r,
+        kind: RejectKind::Plugin(name),
+        route: Some(route_id),
+        identity,
+        running,
+    })?;
 
     let new_path = if !origin_form || *upstream != *raw {
         Some(upstream.into_owned().into_boxed_slice())
@@ -304,6 +326,32 @@ pub async fn run(
         degraded,
         running,
     })
+}
+
+/// limit-count's APISIX priority: registry plugins above it run before it.
+const LIMIT_COUNT_PRIORITY: i32 = 1002;
+
+/// Runs the request step of each instance whose priority `which` selects; a plugin that
+/// answers ends the request (with the instances that ran, for their `done`).
+async fn run_registry<'a>(
+    running: &mut Running,
+    matching: &[u8],
+    view: &RequestView<'_>,
+    list: impl Iterator<Item = &'a (&'static str, crate::plugins::shape::Instance)>,
+    which: impl Fn(i32) -> bool,
+) -> Result<(), (Reject, &'static str, Running)> {
+    for (_, p) in list.filter(|(_, p)| which(p.priority())) {
+        if running.path.is_empty() {
+            running.path = matching.to_vec().into_boxed_slice();
+        }
+        let mut state = None;
+        let step = p.request(view, &mut state).await;
+        running.list.push((p.clone(), state));
+        if let Step::Respond(r) = step {
+            return Err((r, p.name(), std::mem::take(running)));
+        }
+    }
+    Ok(())
 }
 
 /// `X-RateLimit-Limit`, `-Remaining`, `-Reset` for a quota.
