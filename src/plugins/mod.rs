@@ -6,6 +6,7 @@
 
 pub mod attach_consumer_label;
 pub mod consumer_restriction;
+pub mod cors;
 pub mod limit_count;
 pub mod request_id;
 pub mod shape;
@@ -175,6 +176,7 @@ macro_rules! registry {
 registry! {
     route: [
         "request-id" => request_id,
+        "cors" => cors,
     ],
     consumer: [],
 }

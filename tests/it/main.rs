@@ -13,6 +13,7 @@ mod core;
 mod harness;
 mod limit_count;
 mod observability;
+mod plugin_cors;
 mod plugin_request_id;
 mod promises;
 mod restriction;
