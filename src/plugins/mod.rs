@@ -7,6 +7,7 @@
 pub mod attach_consumer_label;
 pub mod consumer_restriction;
 pub mod cors;
+pub mod ip_restriction;
 pub mod limit_count;
 pub mod request_id;
 pub mod shape;
@@ -177,8 +178,11 @@ registry! {
     route: [
         "request-id" => request_id,
         "cors" => cors,
+        "ip-restriction" => ip_restriction,
     ],
-    consumer: [],
+    consumer: [
+        "ip-restriction" => ip_restriction,
+    ],
 }
 
 impl ConsumerPluginsConf {

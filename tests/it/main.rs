@@ -14,6 +14,7 @@ mod harness;
 mod limit_count;
 mod observability;
 mod plugin_cors;
+mod plugin_ip_restriction;
 mod plugin_request_id;
 mod promises;
 mod restriction;
