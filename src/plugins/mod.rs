@@ -9,6 +9,7 @@ pub mod consumer_restriction;
 pub mod cors;
 pub mod ip_restriction;
 pub mod limit_count;
+pub mod limit_req;
 pub mod request_id;
 pub mod shape;
 
@@ -179,9 +180,11 @@ registry! {
         "request-id" => request_id,
         "cors" => cors,
         "ip-restriction" => ip_restriction,
+        "limit-req" => limit_req,
     ],
     consumer: [
         "ip-restriction" => ip_restriction,
+        "limit-req" => limit_req,
     ],
 }
 
