@@ -8,6 +8,7 @@ pub mod attach_consumer_label;
 pub mod consumer_restriction;
 pub mod cors;
 pub mod ip_restriction;
+pub mod limit_conn;
 pub mod limit_count;
 pub mod limit_req;
 pub mod request_id;
@@ -180,10 +181,12 @@ registry! {
         "request-id" => request_id,
         "cors" => cors,
         "ip-restriction" => ip_restriction,
+        "limit-conn" => limit_conn,
         "limit-req" => limit_req,
     ],
     consumer: [
         "ip-restriction" => ip_restriction,
+        "limit-conn" => limit_conn,
         "limit-req" => limit_req,
     ],
 }

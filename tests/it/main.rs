@@ -15,6 +15,7 @@ mod limit_count;
 mod observability;
 mod plugin_cors;
 mod plugin_ip_restriction;
+mod plugin_limit_conn;
 mod plugin_limit_req;
 mod plugin_request_id;
 mod promises;
