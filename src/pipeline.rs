@@ -175,7 +175,12 @@ pub async fn run(
     };
     let auth = auth::authenticate(&route.auth, &snap.consumers, &ar)
         .await
-        .map_err(|a| reject(a.reject, RejectKind::Auth(a.plugin), Some(route_id), None))?;
+        .map_err(|a| {
+            carrying(
+                reject(a.reject, RejectKind::Auth(a.plugin), Some(route_id), None),
+                &mut running,
+            )
+        })?;
     let identity = auth.identity;
     let consumer = identity.map(|i| snap.consumers.get(i.consumer));
 
@@ -186,16 +191,24 @@ pub async fn run(
             RestrictionType::ConsumerGroupId => consumer.and_then(|c| snap.consumers.group_id(c)),
             _ => consumer.map(|c| &*c.username),
         };
-        r.check(value, method)
-            .map_err(|rj| reject(rj.clone(), RejectKind::Restricted, Some(route_id), identity))?;
+        r.check(value, method).map_err(|rj| {
+            carrying(
+                reject(rj.clone(), RejectKind::Restricted, Some(route_id), identity),
+                &mut running,
+            )
+        })?;
     }
     if let Some(r) = consumer.and_then(|c| c.plugins.restriction.as_ref()) {
         let value = match r.kind {
             RestrictionType::ServiceId => route.service.as_deref(),
             _ => Some(&*route.id),
         };
-        r.check(value, method)
-            .map_err(|rj| reject(rj.clone(), RejectKind::Restricted, Some(route_id), identity))?;
+        r.check(value, method).map_err(|rj| {
+            carrying(
+                reject(rj.clone(), RejectKind::Restricted, Some(route_id), identity),
+                &mut running,
+            )
+        })?;
     }
 
     // Registry plugins after the consumer steps; a consumer's (or its group's) instance of a
@@ -264,10 +277,10 @@ pub async fn run(
                 if lc.show_limit_quota_header {
                     r.headers.extend(quota_headers(&q));
                 }
-                return Err(Rejection {
-                    running,
-                    ..reject(r, RejectKind::RateLimited, Some(route_id), identity)
-                });
+                return Err(carrying(
+                    reject(r, RejectKind::RateLimited, Some(route_id), identity),
+                    &mut running,
+                ));
             }
             Err(e) if lc.allow_degradation => {
                 crate::limited_log!(
@@ -279,15 +292,15 @@ pub async fn run(
             }
             Err(e) => {
                 crate::limited_log!(log::Level::Warn, "route {}: limit-count: {e}", route.id);
-                return Err(Rejection {
-                    running,
-                    ..reject(
+                return Err(carrying(
+                    reject(
                         LimitCount::backend_failure(),
                         RejectKind::LimiterDown,
                         Some(route_id),
                         identity,
-                    )
-                });
+                    ),
+                    &mut running,
+                ));
             }
         }
     }
@@ -352,6 +365,13 @@ async fn run_registry<'a>(
         }
     }
     Ok(())
+}
+
+/// A rejection that also carries the plugin instances that already ran, so their `response`
+/// hook sees the gateway's answer (CORS headers on a 401) and their `done` still runs.
+fn carrying(mut r: Rejection, running: &mut Running) -> Rejection {
+    r.running = std::mem::take(running);
+    r
 }
 
 /// `X-RateLimit-Limit`, `-Remaining`, `-Reset` for a quota.

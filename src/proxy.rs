@@ -145,6 +145,12 @@ fn hide_credentials(
 
 /// Writes a rejection as a complete response, keeping the connection usable.
 async fn write_reject(session: &mut Session, r: &Reject) -> Result<()> {
+    let h = reject_header(r)?;
+    write_reject_head(session, h, r).await
+}
+
+/// The response head of a gateway answer, before the plugins' `response` hooks.
+fn reject_header(r: &Reject) -> Result<ResponseHeader> {
     let mut h = ResponseHeader::build(r.status, Some(3 + r.headers.len()))?;
     if !r
         .headers
@@ -157,6 +163,10 @@ async fn write_reject(session: &mut Session, r: &Reject) -> Result<()> {
     for (n, v) in &r.headers {
         h.append_header(n.clone(), v.clone())?;
     }
+    Ok(h)
+}
+
+async fn write_reject_head(session: &mut Session, h: ResponseHeader, r: &Reject) -> Result<()> {
     session.write_response_header(Box::new(h), false).await?;
     session
         .write_response_body(Some(r.body.clone()), true)
@@ -415,8 +425,20 @@ impl ProxyHttp for Gateway {
             Err(r) => {
                 ctx.route = r.route;
                 ctx.identity = r.identity;
-                if !r.running.list.is_empty() {
-                    ctx.rejected_running = Some(r.running);
+                let mut head = reject_header(&r.reject)?;
+                let mut running = r.running;
+                if !running.list.is_empty() {
+                    // The plugins that ran see the gateway's answer too (CORS headers on a 401).
+                    if let (Some(snap), Some(route)) = (ctx.snap.clone(), r.route) {
+                        let Running { list, path } = &mut running;
+                        let view = view_of(&snap, route, r.identity, path, session);
+                        for (p, state) in list.iter_mut() {
+                            if let Err(e) = p.response(&mut head, &view, state) {
+                                log::warn!("{}: on the gateway's own answer: {e}", p.name());
+                            }
+                        }
+                    }
+                    ctx.rejected_running = Some(running);
                 }
                 let rm = ctx.route_metrics(&self.metrics);
                 match r.kind {
@@ -433,7 +455,7 @@ impl ProxyHttp for Gateway {
                     r.reject.status,
                     session.req_header().uri.path()
                 );
-                write_reject(session, &r.reject).await?;
+                write_reject_head(session, head, &r.reject).await?;
                 Ok(true)
             }
         }
@@ -813,11 +835,22 @@ fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
 
 /// What the registry plugins' later hooks read about the request.
 fn request_view<'a>(snap: &'a Snapshot, d: &'a Decision, session: &'a Session) -> RequestView<'a> {
-    let route = snap.route(d.route);
-    let consumer = d.identity.map(|i| snap.consumers.get(i.consumer));
+    view_of(snap, d.route, d.identity, &d.running.path, session)
+}
+
+/// [`request_view`] from its parts (a rejected request has no [`Decision`]).
+fn view_of<'a>(
+    snap: &'a Snapshot,
+    route: RouteId,
+    identity: Option<Identity>,
+    path: &'a [u8],
+    session: &'a Session,
+) -> RequestView<'a> {
+    let route = snap.route(route);
+    let consumer = identity.map(|i| snap.consumers.get(i.consumer));
     RequestView {
         req: session.req_header(),
-        path: &d.running.path,
+        path,
         remote: session
             .client_addr()
             .and_then(|a| a.as_inet())

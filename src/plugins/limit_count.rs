@@ -418,7 +418,7 @@ impl KeySpec {
 
 /// Parses a `var_combination` template as APISIX's `resolve_var` does: `$name` or `${name}`
 /// (`name` is `[A-Za-z0-9_]+`), a `$` preceded by `\` stays literal.
-fn parse_template(tpl: &str) -> Result<Box<[KeyPart]>, String> {
+pub(crate) fn parse_template(tpl: &str) -> Result<Box<[KeyPart]>, String> {
     let b = tpl.as_bytes();
     let mut parts = Vec::new();
     let mut lit_start = 0;

@@ -7,7 +7,11 @@
 pub mod attach_consumer_label;
 pub mod consumer_restriction;
 pub mod forward_auth;
+pub mod cors;
+pub mod ip_restriction;
+pub mod limit_conn;
 pub mod limit_count;
+pub mod limit_req;
 pub mod request_id;
 pub mod shape;
 
@@ -192,8 +196,16 @@ registry! {
     route: [
         "request-id" => request_id,
         "forward-auth" => forward_auth,
+        "cors" => cors,
+        "ip-restriction" => ip_restriction,
+        "limit-conn" => limit_conn,
+        "limit-req" => limit_req,
     ],
-    consumer: [],
+    consumer: [
+        "ip-restriction" => ip_restriction,
+        "limit-conn" => limit_conn,
+        "limit-req" => limit_req,
+    ],
 }
 
 impl ConsumerPluginsConf {
