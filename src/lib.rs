@@ -8,6 +8,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod consumer;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod limiter;
 pub mod metrics;
