@@ -14,7 +14,8 @@
 # Prints requests, non-2xx, socket errors, reloads by result (tollgate_config_reloads_total),
 # ERROR lines in the gateway's log, RSS (idle, after 10 s of load, max, end).
 # Exits non-zero when a request failed (non-2xx or socket error), RSS grew by more than 20 %
-# between 10 s into the load and the end, no reload succeeded, or the gateway died.
+# between 10 s into the load and the end, no reload succeeded, the config serving at the end is
+# not the last valid file written, or the gateway died.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -156,11 +157,15 @@ rss_idle="$(rss_kb "$gw_pid")"
         case $((i % 10)) in
             5) write_atomic invalid ;;
             8) touch "$tmp/resources.yaml" ;;
-            *) write_atomic resources "$i" ;;
+            *)
+                write_atomic resources "$i"
+                cp "$tmp/resources.yaml" "$tmp/last-valid.yaml"
+                ;;
         esac
     done
 ) &
-pids+=($!)
+reloader_pid=$!
+pids+=("$reloader_pid")
 
 # RSS sampler: every 5 s.
 (
@@ -176,8 +181,12 @@ wrk -t1 -c"$connections" -d"${seconds}s" -H 'apikey: soak-key' \
     "http://127.0.0.1:$gw_port/soak/x" >"$tmp/wrk.log" 2>&1 || true
 alive=yes
 kill -0 "$gw_pid" 2>/dev/null || alive=no
-# Let the last reload land before reading the counters.
-sleep 1
+# Let the last reload land before reading the counters: the config serving must be the last
+# valid file written (its version is the first 8 bytes of sha256(name, NUL, text)).
+wait "$reloader_pid" 2>/dev/null || true
+sleep 2
+want_version="$( (printf 'resources.yaml\0'; cat "$tmp/last-valid.yaml") | sha256sum | cut -c1-16)"
+have_version="$(curl -fs "http://127.0.0.1:$st_port/healthz" | sed -n 's/.*"config_version":"\([0-9a-f]*\)".*/\1/p')"
 metrics="$(curl -fs "http://127.0.0.1:$st_port/metrics" || true)"
 rss_end="$(rss_kb "$gw_pid")"
 
@@ -195,6 +204,7 @@ echo "requests:        $requests"
 echo "non-2xx:         $non2xx"
 echo "socket errors:   $sockerr"
 echo "reloads:         $reload_ok success, $reload_bad failure (tollgate_config_reloads_total)"
+echo "final config:    $have_version (last valid file written: $want_version)"
 echo "gateway ERRORs:  $errors log lines"
 echo "RSS:             idle ${rss_idle} KiB, after 10 s ${rss_start} KiB, max ${rss_max} KiB, end ${rss_end} KiB"
 echo "RSS samples (s KiB): $(tr '\n' ' ' <"$tmp/rss.log")"
@@ -207,6 +217,7 @@ fail=()
 ((sockerr == 0)) || fail+=("$sockerr socket errors")
 reload_ok_int="${reload_ok%%.*}"
 ((reload_ok_int > 0)) || fail+=("no reload succeeded")
+[[ "$have_version" == "$want_version" ]] || fail+=("the last valid file was not loaded")
 if ((rss_start > 0 && rss_end * 100 > rss_start * 120)); then
     fail+=("RSS grew from $rss_start to $rss_end KiB (> 20 %)")
 fi
