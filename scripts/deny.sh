@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 if ! command -v cargo-deny >/dev/null; then
     nice -n 19 cargo install --locked cargo-deny
 fi
-cargo deny --offline check bans licenses sources
+cargo deny --offline check --hide-inclusion-graph bans licenses sources
