@@ -36,7 +36,7 @@ for t in $targets; do
         failed+=("$t")
         tail -40 "$log"
     fi
-    grep -E '^(#[0-9]+ +(INITED|DONE)|stat::(number_of_executed_units|new_units_added|peak_rss_mb))' "$log" || true
+    grep -E '^(#[0-9]+[[:space:]]+(INITED|DONE)|stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb))' "$log" || true
     echo "corpus: $(find "fuzz/corpus/$t" -type f | wc -l) files"
 done
 if ((${#failed[@]})); then
