@@ -9,6 +9,8 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod consumer;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod ids;
 pub mod limiter;
