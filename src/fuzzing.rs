@@ -11,7 +11,6 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
-use ahash::AHashSet;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hmac::{KeyInit, Mac};
@@ -69,7 +68,7 @@ pub fn load_resources(text: &[u8]) -> Result<Counts, Vec<ConfigError>> {
         let mut cell = cell.borrow_mut();
         let l = cell.get_or_insert_with(loader_dir);
         std::fs::write(l.dir.join("resources.yaml"), text).expect("write the fuzz resource file");
-        let report = config::load(&l.node, &AHashSet::new());
+        let report = config::load(&l.node, &config::Memory::default());
         match report.result {
             Ok(loaded) => {
                 check_snapshot(&loaded.snapshot);
@@ -310,7 +309,7 @@ fn auth_fixture() -> &'static AuthFixture {
             let l = cell.get_or_insert_with(loader_dir);
             std::fs::write(l.dir.join("resources.yaml"), AUTH_RESOURCES)
                 .expect("write the auth fixture");
-            config::load(&l.node, &AHashSet::new()).result
+            config::load(&l.node, &config::Memory::default()).result
         });
         let Ok(loaded) = loaded else {
             panic!("the auth fixture does not load");
