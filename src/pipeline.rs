@@ -139,6 +139,7 @@ pub async fn run(
         req,
         path: &matching,
         remote: info.remote,
+        upstream: None,
         route_id: &route.id,
         service_id: route.service.as_deref(),
         consumer: None,

@@ -512,7 +512,7 @@ impl ProxyHttp for Gateway {
         }
         forwarded_headers(session, req)?;
         if !d.running.list.is_empty() {
-            let view = request_view(&snap, d, session);
+            let view = request_view(&snap, d, session, ctx.upstream_addr);
             for (p, state) in &d.running.list {
                 p.upstream_request(req, &view, state)?;
             }
@@ -531,11 +531,12 @@ impl ProxyHttp for Gateway {
                 resp.insert_header(name, value)?;
             }
         }
+        let upstream = ctx.upstream_addr;
         if let (Some(snap), Some(d)) = (ctx.snap.clone(), ctx.decision.as_mut())
             && !d.running.list.is_empty()
         {
             let mut list = std::mem::take(&mut d.running.list);
-            let view = request_view(&snap, d, session);
+            let view = request_view(&snap, d, session, upstream);
             let mut result = Ok(());
             for (p, state) in &mut list {
                 result = result.and(p.response(resp, &view, state));
@@ -799,7 +800,12 @@ fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
 }
 
 /// What the registry plugins' later hooks read about the request.
-fn request_view<'a>(snap: &'a Snapshot, d: &'a Decision, session: &'a Session) -> RequestView<'a> {
+fn request_view<'a>(
+    snap: &'a Snapshot,
+    d: &'a Decision,
+    session: &'a Session,
+    upstream: Option<SocketAddr>,
+) -> RequestView<'a> {
     let route = snap.route(d.route);
     let consumer = d.identity.map(|i| snap.consumers.get(i.consumer));
     RequestView {
@@ -809,6 +815,7 @@ fn request_view<'a>(snap: &'a Snapshot, d: &'a Decision, session: &'a Session) -
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip()),
+        upstream,
         route_id: &route.id,
         service_id: route.service.as_deref(),
         consumer: consumer.map(|c| &*c.username),

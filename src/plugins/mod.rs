@@ -7,8 +7,11 @@
 pub mod attach_consumer_label;
 pub mod consumer_restriction;
 pub mod limit_count;
+pub mod proxy_rewrite;
 pub mod request_id;
+pub mod response_rewrite;
 pub mod shape;
+pub mod vars;
 
 use std::sync::Arc;
 
@@ -175,8 +178,13 @@ macro_rules! registry {
 registry! {
     route: [
         "request-id" => request_id,
+        "proxy-rewrite" => proxy_rewrite,
+        "response-rewrite" => response_rewrite,
     ],
-    consumer: [],
+    consumer: [
+        "proxy-rewrite" => proxy_rewrite,
+        "response-rewrite" => response_rewrite,
+    ],
 }
 
 impl ConsumerPluginsConf {
@@ -475,7 +483,7 @@ mod tests {
 
     #[test]
     fn unknown_plugin_is_refused() {
-        let e = serde_yaml::from_str::<RoutePluginsConf>("proxy-rewrite: {}\n").unwrap_err();
-        assert!(e.to_string().contains("unknown field `proxy-rewrite`"));
+        let e = serde_yaml::from_str::<RoutePluginsConf>("fault-injection: {}\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `fault-injection`"));
     }
 }
