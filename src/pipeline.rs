@@ -96,6 +96,11 @@ pub async fn run(
         identity,
         running: Running::default(),
     };
+    // A rejection after the plugins began keeps their instances (their state, and `done`).
+    let reject_with = |running: &mut Running, r: Reject, kind, route, identity| Rejection {
+        running: std::mem::take(running),
+        ..reject(r, kind, route, identity)
+    };
     // The path as the client wrote it: raw bytes for an origin-form target (non-UTF-8 kept),
     // the path component of an absolute-form one.
     let target = req.raw_path();
@@ -173,7 +178,15 @@ pub async fn run(
     };
     let auth = auth::authenticate(&route.auth, &snap.consumers, &ar)
         .await
-        .map_err(|a| reject(a.reject, RejectKind::Auth(a.plugin), Some(route_id), None))?;
+        .map_err(|a| {
+            reject_with(
+                &mut running,
+                a.reject,
+                RejectKind::Auth(a.plugin),
+                Some(route_id),
+                None,
+            )
+        })?;
     let identity = auth.identity;
     let consumer = identity.map(|i| snap.consumers.get(i.consumer));
 
@@ -184,16 +197,30 @@ pub async fn run(
             RestrictionType::ConsumerGroupId => consumer.and_then(|c| snap.consumers.group_id(c)),
             _ => consumer.map(|c| &*c.username),
         };
-        r.check(value, method)
-            .map_err(|rj| reject(rj.clone(), RejectKind::Restricted, Some(route_id), identity))?;
+        r.check(value, method).map_err(|rj| {
+            reject_with(
+                &mut running,
+                rj.clone(),
+                RejectKind::Restricted,
+                Some(route_id),
+                identity,
+            )
+        })?;
     }
     if let Some(r) = consumer.and_then(|c| c.plugins.restriction.as_ref()) {
         let value = match r.kind {
             RestrictionType::ServiceId => route.service.as_deref(),
             _ => Some(&*route.id),
         };
-        r.check(value, method)
-            .map_err(|rj| reject(rj.clone(), RejectKind::Restricted, Some(route_id), identity))?;
+        r.check(value, method).map_err(|rj| {
+            reject_with(
+                &mut running,
+                rj.clone(),
+                RejectKind::Restricted,
+                Some(route_id),
+                identity,
+            )
+        })?;
     }
 
     let attach = consumer
@@ -234,7 +261,13 @@ pub async fn run(
                 if lc.show_limit_quota_header {
                     r.headers.extend(quota_headers(&q));
                 }
-                return Err(reject(r, RejectKind::RateLimited, Some(route_id), identity));
+                return Err(reject_with(
+                    &mut running,
+                    r,
+                    RejectKind::RateLimited,
+                    Some(route_id),
+                    identity,
+                ));
             }
             Err(e) if lc.allow_degradation => {
                 crate::limited_log!(
@@ -246,7 +279,8 @@ pub async fn run(
             }
             Err(e) => {
                 crate::limited_log!(log::Level::Warn, "route {}: limit-count: {e}", route.id);
-                return Err(reject(
+                return Err(reject_with(
+                    &mut running,
                     LimitCount::backend_failure(),
                     RejectKind::LimiterDown,
                     Some(route_id),

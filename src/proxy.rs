@@ -164,6 +164,79 @@ async fn write_reject(session: &mut Session, r: &Reject) -> Result<()> {
     Ok(())
 }
 
+/// A gateway answer on a route with registry plugins: every instance of the route (the
+/// consumer's replacing the route's by name) sees its head and body, as APISIX's header and
+/// body filters run after another plugin's exit (response-rewrite can turn a 401 into a 200).
+fn rewrite_reject(
+    snap: &Snapshot,
+    route_id: RouteId,
+    identity: Option<crate::auth::Identity>,
+    running: &mut Running,
+    session: &Session,
+    r: &Reject,
+) -> Result<(Box<ResponseHeader>, Option<Bytes>)> {
+    let route = snap.route(route_id);
+    let consumer = identity.map(|i| snap.consumers.get(i.consumer));
+    let consumer_extra = consumer.map_or(&[][..], |c| &c.plugins.extra[..]);
+    let mut list: Vec<(
+        crate::plugins::shape::Instance,
+        crate::plugins::shape::State,
+    )> = route
+        .plugins
+        .extra
+        .iter()
+        .filter(|(n, _)| !consumer_extra.iter().any(|(m, _)| m == n))
+        .chain(consumer_extra.iter())
+        .map(|(_, p)| (p.clone(), None))
+        .collect();
+    // The instances that ran keep their state (and get it back for `done`).
+    for (p, s) in &mut running.list {
+        if let Some(slot) = list.iter_mut().find(|(q, _)| Arc::ptr_eq(p, q)) {
+            slot.1 = s.take();
+        }
+    }
+    let mut h = ResponseHeader::build(r.status, Some(3 + r.headers.len()))?;
+    if !r
+        .headers
+        .iter()
+        .any(|(n, _)| n == http::header::CONTENT_TYPE)
+    {
+        h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    }
+    h.insert_header(http::header::CONTENT_LENGTH, r.body.len())?;
+    for (n, v) in &r.headers {
+        h.append_header(n.clone(), v.clone())?;
+    }
+    let mut body = Some(r.body.clone());
+    let view = RequestView {
+        req: session.req_header(),
+        path: &running.path,
+        remote: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+        upstream: None,
+        route_id: &route.id,
+        service_id: route.service.as_deref(),
+        consumer: consumer.map(|c| &*c.username),
+        consumer_group: consumer.and_then(|c| snap.consumers.group_id(c)),
+    };
+    let mut result = Ok(());
+    for (p, state) in &mut list {
+        result = result.and(p.response(&mut h, &view, state));
+    }
+    for (p, state) in list.iter_mut().filter(|(p, _)| p.filters_body()) {
+        p.response_body(&mut body, true, state);
+    }
+    for (p, s) in &mut running.list {
+        if let Some(slot) = list.iter_mut().find(|(q, _)| Arc::ptr_eq(p, q)) {
+            *s = slot.1.take();
+        }
+    }
+    result?;
+    Ok((Box::new(h), body))
+}
+
 impl Ctx {
     fn snap(&self) -> Result<&Arc<Snapshot>> {
         self.snap
@@ -414,9 +487,6 @@ impl ProxyHttp for Gateway {
             Err(r) => {
                 ctx.route = r.route;
                 ctx.identity = r.identity;
-                if !r.running.list.is_empty() {
-                    ctx.rejected_running = Some(r.running);
-                }
                 let rm = ctx.route_metrics(&self.metrics);
                 match r.kind {
                     RejectKind::Auth(plugin) => self.metrics.auth_failure(rm, plugin),
@@ -432,7 +502,27 @@ impl ProxyHttp for Gateway {
                     r.reject.status,
                     session.req_header().uri.path()
                 );
-                write_reject(session, &r.reject).await?;
+                let running = ctx.rejected_running.insert(r.running);
+                match (r.route, ctx.snap.clone()) {
+                    (Some(route), Some(snap))
+                        if !snap.route(route).plugins.extra.is_empty()
+                            || ctx.identity.is_some_and(|i| {
+                                !snap.consumers.get(i.consumer).plugins.extra.is_empty()
+                            }) =>
+                    {
+                        let (head, body) = rewrite_reject(
+                            &snap,
+                            route,
+                            ctx.identity,
+                            running,
+                            session,
+                            &r.reject,
+                        )?;
+                        session.write_response_header(head, false).await?;
+                        session.write_response_body(body, true).await?;
+                    }
+                    _ => write_reject(session, &r.reject).await?,
+                }
                 Ok(true)
             }
         }

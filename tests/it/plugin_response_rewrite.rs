@@ -107,6 +107,56 @@ fn apisix_doc_examples() {
     assert_eq!(r.status, 503);
 }
 
+/// "Rewrite Response and Its Connection with Execution Phases": the header and body filters run
+/// after key-auth answers, so an unauthenticated request still gets the rewritten 200.
+#[test]
+fn gateway_answers_are_rewritten_too() {
+    let up = Upstream::start("up");
+    let gw = Gateway::start(&format!(
+        r#"consumers:
+  - username: jack
+    credentials:
+      - name: cred-jack-key-auth
+        plugins: {{key-auth: {{key: jack-key}}}}
+routes:
+  - id: response-rewrite-route
+    uri: /get
+    plugins:
+      key-auth: {{}}
+      response-rewrite:
+        status_code: 200
+        body: '{{"code": 200, "msg": "success"}}'
+    upstream: {u}
+  - id: by-status
+    uri: /only401
+    plugins:
+      key-auth: {{}}
+      request-id: {{}}
+      response-rewrite:
+        headers: {{set: {{WWW-Authenticate: Custom}}}}
+        vars: [["status", "==", 401]]
+    upstream: {u}
+#END
+"#,
+        u = up.yaml()
+    ));
+    let p = gw.port();
+    let r = http(p, "GET", "/get", &[("apikey", "jack-key")], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), r#"{"code": 200, "msg": "success"}"#);
+    let r = http(p, "GET", "/get", &[], b"");
+    assert_eq!(r.status, 200, "the 401 is rewritten");
+    assert_eq!(r.text(), r#"{"code": 200, "msg": "success"}"#);
+    assert_eq!(r.header("content-length"), Some("31"));
+    let r = http(p, "GET", "/only401", &[], b"");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Custom"));
+    assert_eq!(r.header("x-request-id").map(str::len), Some(36));
+    let r = http(p, "GET", "/only401", &[("apikey", "jack-key")], b"");
+    assert_eq!(r.status, 200);
+    assert!(r.header("www-authenticate").is_none());
+}
+
 #[test]
 fn filtered_bodies_are_bounded_and_never_compressed() {
     let up = Upstream::start("up");
