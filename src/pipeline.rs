@@ -142,6 +142,7 @@ pub async fn run(
         path: &matching,
         remote: info.remote,
         tls: info.tls,
+        upstream: None,
         route_id: &route.id,
         service_id: route.service.as_deref(),
         consumer: None,

@@ -174,6 +174,80 @@ async fn write_reject_head(session: &mut Session, h: ResponseHeader, r: &Reject)
     Ok(())
 }
 
+/// A gateway answer on a route with registry plugins: every instance of the route (the
+/// consumer's replacing the route's by name) sees its head and body, as APISIX's header and
+/// body filters run after another plugin's exit (response-rewrite can turn a 401 into a 200).
+fn rewrite_reject(
+    snap: &Snapshot,
+    route_id: RouteId,
+    identity: Option<crate::auth::Identity>,
+    running: &mut Running,
+    session: &Session,
+    r: &Reject,
+) -> Result<(Box<ResponseHeader>, Option<Bytes>)> {
+    let route = snap.route(route_id);
+    let consumer = identity.map(|i| snap.consumers.get(i.consumer));
+    let consumer_extra = consumer.map_or(&[][..], |c| &c.plugins.extra[..]);
+    let mut list: Vec<(
+        crate::plugins::shape::Instance,
+        crate::plugins::shape::State,
+    )> = route
+        .plugins
+        .extra
+        .iter()
+        .filter(|(n, _)| !consumer_extra.iter().any(|(m, _)| m == n))
+        .chain(consumer_extra.iter())
+        .map(|(_, p)| (p.clone(), None))
+        .collect();
+    // The instances that ran keep their state (and get it back for `done`).
+    for (p, s) in &mut running.list {
+        if let Some(slot) = list.iter_mut().find(|(q, _)| Arc::ptr_eq(p, q)) {
+            slot.1 = s.take();
+        }
+    }
+    let mut h = ResponseHeader::build(r.status, Some(3 + r.headers.len()))?;
+    if !r
+        .headers
+        .iter()
+        .any(|(n, _)| n == http::header::CONTENT_TYPE)
+    {
+        h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    }
+    h.insert_header(http::header::CONTENT_LENGTH, r.body.len())?;
+    for (n, v) in &r.headers {
+        h.append_header(n.clone(), v.clone())?;
+    }
+    let mut body = Some(r.body.clone());
+    let view = RequestView {
+        req: session.req_header(),
+        path: &running.path,
+        remote: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+        tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+        upstream: None,
+        route_id: &route.id,
+        service_id: route.service.as_deref(),
+        consumer: consumer.map(|c| &*c.username),
+        consumer_group: consumer.and_then(|c| snap.consumers.group_id(c)),
+    };
+    let mut result = Ok(());
+    for (p, state) in &mut list {
+        result = result.and(p.response(&mut h, &view, state));
+    }
+    for (p, state) in list.iter_mut().filter(|(p, _)| p.filters_body()) {
+        p.response_body(&mut body, true, state);
+    }
+    for (p, s) in &mut running.list {
+        if let Some(slot) = list.iter_mut().find(|(q, _)| Arc::ptr_eq(p, q)) {
+            *s = slot.1.take();
+        }
+    }
+    result?;
+    Ok((Box::new(h), body))
+}
+
 impl Ctx {
     fn snap(&self) -> Result<&Arc<Snapshot>> {
         self.snap
@@ -425,21 +499,6 @@ impl ProxyHttp for Gateway {
             Err(r) => {
                 ctx.route = r.route;
                 ctx.identity = r.identity;
-                let mut head = reject_header(&r.reject)?;
-                let mut running = r.running;
-                if !running.list.is_empty() {
-                    // The plugins that ran see the gateway's answer too (CORS headers on a 401).
-                    if let (Some(snap), Some(route)) = (ctx.snap.clone(), r.route) {
-                        let Running { list, path } = &mut running;
-                        let view = view_of(&snap, route, r.identity, path, session);
-                        for (p, state) in list.iter_mut() {
-                            if let Err(e) = p.response(&mut head, &view, state) {
-                                log::warn!("{}: on the gateway's own answer: {e}", p.name());
-                            }
-                        }
-                    }
-                    ctx.rejected_running = Some(running);
-                }
                 let rm = ctx.route_metrics(&self.metrics);
                 match r.kind {
                     RejectKind::Auth(plugin) => self.metrics.auth_failure(rm, plugin),
@@ -455,7 +514,27 @@ impl ProxyHttp for Gateway {
                     r.reject.status,
                     session.req_header().uri.path()
                 );
-                write_reject_head(session, head, &r.reject).await?;
+                let running = ctx.rejected_running.insert(r.running);
+                match (r.route, ctx.snap.clone()) {
+                    (Some(route), Some(snap))
+                        if !snap.route(route).plugins.extra.is_empty()
+                            || ctx.identity.is_some_and(|i| {
+                                !snap.consumers.get(i.consumer).plugins.extra.is_empty()
+                            }) =>
+                    {
+                        let (head, body) = rewrite_reject(
+                            &snap,
+                            route,
+                            ctx.identity,
+                            running,
+                            session,
+                            &r.reject,
+                        )?;
+                        session.write_response_header(head, false).await?;
+                        session.write_response_body(body, true).await?;
+                    }
+                    _ => write_reject(session, &r.reject).await?,
+                }
                 Ok(true)
             }
         }
@@ -535,7 +614,7 @@ impl ProxyHttp for Gateway {
         }
         forwarded_headers(session, req)?;
         if !d.running.list.is_empty() {
-            let view = request_view(&snap, d, session);
+            let view = request_view(&snap, d, session, ctx.upstream_addr);
             for (p, state) in &d.running.list {
                 p.upstream_request(req, &view, state)?;
             }
@@ -554,11 +633,12 @@ impl ProxyHttp for Gateway {
                 resp.insert_header(name, value)?;
             }
         }
+        let upstream = ctx.upstream_addr;
         if let (Some(snap), Some(d)) = (ctx.snap.clone(), ctx.decision.as_mut())
             && !d.running.list.is_empty()
         {
             let mut list = std::mem::take(&mut d.running.list);
-            let view = request_view(&snap, d, session);
+            let view = request_view(&snap, d, session, upstream);
             let mut result = Ok(());
             for (p, state) in &mut list {
                 result = result.and(p.response(resp, &view, state));
@@ -834,8 +914,20 @@ fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
 }
 
 /// What the registry plugins' later hooks read about the request.
-fn request_view<'a>(snap: &'a Snapshot, d: &'a Decision, session: &'a Session) -> RequestView<'a> {
-    view_of(snap, d.route, d.identity, &d.running.path, session)
+fn request_view<'a>(
+    snap: &'a Snapshot,
+    d: &'a Decision,
+    session: &'a Session,
+    upstream: Option<SocketAddr>,
+) -> RequestView<'a> {
+    view_of(
+        snap,
+        d.route,
+        d.identity,
+        &d.running.path,
+        session,
+        upstream,
+    )
 }
 
 /// [`request_view`] from its parts (a rejected request has no [`Decision`]).
@@ -845,6 +937,7 @@ fn view_of<'a>(
     identity: Option<Identity>,
     path: &'a [u8],
     session: &'a Session,
+    upstream: Option<SocketAddr>,
 ) -> RequestView<'a> {
     let route = snap.route(route);
     let consumer = identity.map(|i| snap.consumers.get(i.consumer));
@@ -856,6 +949,7 @@ fn view_of<'a>(
             .and_then(|a| a.as_inet())
             .map(|a| a.ip()),
         tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+        upstream,
         route_id: &route.id,
         service_id: route.service.as_deref(),
         consumer: consumer.map(|c| &*c.username),

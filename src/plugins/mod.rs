@@ -6,14 +6,17 @@
 
 pub mod attach_consumer_label;
 pub mod consumer_restriction;
-pub mod forward_auth;
 pub mod cors;
+pub mod forward_auth;
 pub mod ip_restriction;
 pub mod limit_conn;
 pub mod limit_count;
 pub mod limit_req;
+pub mod proxy_rewrite;
 pub mod request_id;
+pub mod response_rewrite;
 pub mod shape;
+pub mod vars;
 
 use std::sync::Arc;
 
@@ -200,11 +203,15 @@ registry! {
         "ip-restriction" => ip_restriction,
         "limit-conn" => limit_conn,
         "limit-req" => limit_req,
+        "proxy-rewrite" => proxy_rewrite,
+        "response-rewrite" => response_rewrite,
     ],
     consumer: [
         "ip-restriction" => ip_restriction,
         "limit-conn" => limit_conn,
         "limit-req" => limit_req,
+        "proxy-rewrite" => proxy_rewrite,
+        "response-rewrite" => response_rewrite,
     ],
 }
 
@@ -504,7 +511,7 @@ mod tests {
 
     #[test]
     fn unknown_plugin_is_refused() {
-        let e = serde_yaml::from_str::<RoutePluginsConf>("proxy-rewrite: {}\n").unwrap_err();
-        assert!(e.to_string().contains("unknown field `proxy-rewrite`"));
+        let e = serde_yaml::from_str::<RoutePluginsConf>("fault-injection: {}\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `fault-injection`"));
     }
 }

@@ -8,7 +8,7 @@
 //! in `plugins/mod.rs`, and the README.
 
 use std::any::Any;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -42,6 +42,8 @@ pub struct RequestView<'a> {
     pub remote: Option<IpAddr>,
     /// The request came in over TLS (`$scheme` is `https`).
     pub tls: bool,
+    /// The upstream node, once picked (None in the request step).
+    pub upstream: Option<SocketAddr>,
     pub route_id: &'a str,
     pub service_id: Option<&'a str>,
     /// The consumer's username, once authenticated (None before auth and for anonymous routes).
