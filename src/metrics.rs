@@ -2,13 +2,23 @@
 //! config (route and service ids, consumer usernames, plugin names) and from fixed sets (status
 //! codes, kinds), never from raw request data, so cardinality is bounded by the config.
 //!
-//! Per-route handles are resolved when a snapshot is loaded ([`Metrics::for_routes`]); counters
-//! labelled by consumer and status are created on first use and then read lock-free.
+//! Per-route handles are resolved when a snapshot is loaded ([`Metrics::for_routes`]). The series
+//! of `tollgate_http_requests_total` (route, service, consumer, code) live in [`RouteSeries`], one
+//! per (route, service) that outlives reloads: a sharded map from consumer name to its codes. A
+//! request whose series exists takes one shard's read lock and adds atomically; the first request
+//! of a (consumer, code) takes one shard's write lock and inserts: O(1), whatever the number of
+//! series. A reload keeps every series of a consumer that stayed ([`Metrics::config_replaced`]) and
+//! drops those of consumers that left. That family is rendered by [`Metrics::render`] itself, in
+//! the exact text the `prometheus` crate gives a counter vector, without building a protobuf
+//! message per series.
 
-use std::sync::{Arc, LazyLock, Mutex};
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock};
 use std::time::UNIX_EPOCH;
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 use arc_swap::ArcSwap;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -20,6 +30,13 @@ use crate::snapshot::{ConsumerId, Snapshot};
 const BUCKETS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
 ];
+
+const REQUESTS_NAME: &str = "tollgate_http_requests_total";
+const REQUESTS_HELP: &str = "HTTP requests by route, service, consumer and status code.";
+
+/// Shards of each route's request series: a write (a new series, a reload's prune) blocks only
+/// the requests that hash to the same shard.
+const SHARDS: usize = 32;
 
 /// Access-log lines dropped because the writer's queue was full. Process-wide, because the
 /// access log is started apart from [`Metrics`]; registered by [`Metrics::new`].
@@ -36,7 +53,6 @@ pub static ACCESS_LOG_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
 pub struct Metrics {
     registry: Registry,
     consumer_label: bool,
-    requests: IntCounterVec,
     duration: HistogramVec,
     bandwidth: IntCounterVec,
     auth_failures: IntCounterVec,
@@ -49,11 +65,20 @@ pub struct Metrics {
     reloads: IntCounterVec,
     last_reload: IntGauge,
     resources: IntGaugeVec,
+    /// Every (route, service) ever loaded, with its series; read by `render`, written on load.
+    series: AllSeries,
+    /// The consumers the last reload removed: a request still running on the snapshot before
+    /// it (its handles are `retired`) does not bring their series back.
+    departed: ArcSwap<AHashSet<Arc<str>>>,
+    hasher: ahash::RandomState,
+    /// The consumer key of requests without a consumer (or with `consumer_label: false`).
+    nobody: Arc<str>,
     /// Handles for requests that matched no route (`route=""`).
     unmatched: Arc<RouteMetrics>,
 }
 
-/// A counter family with label values fixed but one key, resolved once per key.
+/// A counter family with label values fixed but one key from a small fixed set (plugin names,
+/// error kinds), resolved once per key.
 pub struct LazyCounters<K> {
     map: ArcSwap<AHashMap<K, IntCounter>>,
     write: Mutex<()>,
@@ -66,7 +91,8 @@ impl<K: std::hash::Hash + Eq + Clone> LazyCounters<K> {
             write: Mutex::new(()),
         }
     }
-    /// The counter for `key`, made with `make` the first time.
+    /// The counter for `key`, made with `make` the first time. Copies the map on a miss: only
+    /// for the few keys of a fixed set.
     pub fn get(&self, key: &K, make: impl FnOnce() -> IntCounter) -> IntCounter {
         if let Some(c) = self.map.load().get(key) {
             return c.clone();
@@ -84,20 +110,62 @@ impl<K: std::hash::Hash + Eq + Clone> LazyCounters<K> {
     }
 }
 
-/// The handles of one route.
-pub struct RouteMetrics {
+/// The count of each status code a consumer got on one route (usually one or two codes).
+type Codes = Vec<(u16, AtomicU64)>;
+type Shard = RwLock<HashMap<Arc<str>, Codes, ahash::RandomState>>;
+/// Every (route, service) ever loaded, with its series.
+type AllSeries = Mutex<AHashMap<(Arc<str>, Arc<str>), Arc<RouteSeries>>>;
+
+/// What one (route, service) keeps across reloads: its request series by consumer and code,
+/// and its auth-failure and upstream-error counters.
+pub struct RouteSeries {
     route: Arc<str>,
     service: Arc<str>,
+    requests: Box<[Shard]>,
+    auth_failures: LazyCounters<&'static str>,
+    upstream_errors: LazyCounters<&'static str>,
+}
+
+impl RouteSeries {
+    fn new(route: Arc<str>, service: Arc<str>, hasher: &ahash::RandomState) -> RouteSeries {
+        RouteSeries {
+            route,
+            service,
+            requests: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::with_hasher(hasher.clone())))
+                .collect(),
+            auth_failures: LazyCounters::new(),
+            upstream_errors: LazyCounters::new(),
+        }
+    }
+
+    /// Number of (consumer, code) series.
+    fn len(&self) -> usize {
+        self.requests
+            .iter()
+            .map(|s| {
+                s.read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .values()
+                    .map(Vec::len)
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+/// The handles of one route in one snapshot.
+pub struct RouteMetrics {
     pub request: Histogram,
     pub upstream: Histogram,
     pub gateway: Histogram,
     pub ingress: IntCounter,
     pub egress: IntCounter,
-    requests: LazyCounters<(Option<ConsumerId>, u16)>,
-    auth_failures: LazyCounters<&'static str>,
     pub restriction_rejections: IntCounter,
     pub limit_rejections: IntCounter,
-    upstream_errors: LazyCounters<&'static str>,
+    series: Arc<RouteSeries>,
+    /// Set when a reload replaced the snapshot these handles belong to.
+    retired: AtomicBool,
 }
 
 fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -116,6 +184,18 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
     )
 }
 
+/// A label value as the text format writes it.
+fn escape_label(v: &str, out: &mut Vec<u8>) {
+    for b in v.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            _ => out.push(b),
+        }
+    }
+}
+
 impl Metrics {
     #[expect(
         clippy::expect_used,
@@ -123,12 +203,6 @@ impl Metrics {
     )]
     pub fn new(consumer_label: bool) -> Metrics {
         let r = Registry::new();
-        let requests = counter_vec(
-            &r,
-            "tollgate_http_requests_total",
-            "HTTP requests by route, service, consumer and status code.",
-            &["route", "service", "consumer", "code"],
-        );
         let duration = reg(
             &r,
             HistogramVec::new(
@@ -218,10 +292,11 @@ impl Metrics {
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
+        let hasher = ahash::RandomState::new();
+        let placeholder = Arc::new(RouteMetrics::placeholder(&hasher));
         let mut m = Metrics {
             registry: r,
             consumer_label,
-            requests,
             duration,
             bandwidth,
             auth_failures,
@@ -233,7 +308,11 @@ impl Metrics {
             reloads,
             last_reload,
             resources,
-            unmatched: Arc::new(RouteMetrics::placeholder()),
+            series: Mutex::new(AHashMap::new()),
+            departed: ArcSwap::from_pointee(AHashSet::new()),
+            hasher,
+            nobody: "".into(),
+            unmatched: placeholder,
         };
         m.unmatched = Arc::new(m.route_metrics("", ""));
         m
@@ -241,20 +320,34 @@ impl Metrics {
 
     fn route_metrics(&self, route: &str, service: &str) -> RouteMetrics {
         let d = |t: &str| self.duration.with_label_values(&[route, t]);
+        let series = {
+            let mut all = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+            let key: (Arc<str>, Arc<str>) = (route.into(), service.into());
+            all.entry(key.clone())
+                .or_insert_with(|| Arc::new(RouteSeries::new(key.0, key.1, &self.hasher)))
+                .clone()
+        };
         RouteMetrics {
-            route: route.into(),
-            service: service.into(),
             request: d("request"),
             upstream: d("upstream"),
             gateway: d("gateway"),
             ingress: self.bandwidth.with_label_values(&[route, "ingress"]),
             egress: self.bandwidth.with_label_values(&[route, "egress"]),
-            requests: LazyCounters::new(),
-            auth_failures: LazyCounters::new(),
             restriction_rejections: self.restriction_rejections.with_label_values(&[route]),
             limit_rejections: self.limit_rejections.with_label_values(&[route]),
-            upstream_errors: LazyCounters::new(),
+            series,
+            retired: AtomicBool::new(false),
         }
+    }
+
+    /// Every route's series, copied out of the lock.
+    fn all_series(&self) -> Vec<Arc<RouteSeries>> {
+        self.series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Handles for every route of a snapshot, indexed by `RouteId`.
@@ -270,26 +363,49 @@ impl Metrics {
         &self.unmatched
     }
 
-    /// Counts one finished request.
+    /// Counts one finished request. A series that exists: one shard read lock and an atomic
+    /// add. A new one: one shard write lock and an insert.
     pub fn request(&self, rm: &RouteMetrics, consumer: Option<(ConsumerId, &str)>, code: u16) {
-        let consumer = consumer.filter(|_| self.consumer_label);
-        rm.requests
-            .get(&(consumer.map(|c| c.0), code), || {
-                let code = code.to_string();
-                self.requests.with_label_values(&[
-                    &*rm.route,
-                    &*rm.service,
-                    consumer.map_or("", |c| c.1),
-                    &code,
-                ])
-            })
-            .inc();
+        let name = match consumer {
+            Some((_, name)) if self.consumer_label => name,
+            _ => "",
+        };
+        let shard = &rm.series.requests[self.hasher.hash_one(name) as usize % SHARDS];
+        {
+            let map = shard.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(codes) = map.get(name)
+                && let Some((_, n)) = codes.iter().find(|(c, _)| *c == code)
+            {
+                n.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(codes) = map.get_mut(name) {
+            if let Some((_, n)) = codes.iter().find(|(c, _)| *c == code) {
+                n.fetch_add(1, Ordering::Relaxed);
+            } else {
+                codes.push((code, AtomicU64::new(1)));
+            }
+            return;
+        }
+        // A consumer's first request on this route. Checked under the shard lock, so a reload
+        // pruning now either sees this series or this request sees the departed set.
+        let key = if name.is_empty() {
+            self.nobody.clone()
+        } else if rm.retired.load(Ordering::SeqCst) && self.departed.load().contains(name) {
+            return; // the consumer left the config while this request ran
+        } else {
+            Arc::from(name)
+        };
+        map.insert(key, vec![(code, AtomicU64::new(1))]);
     }
 
     pub fn auth_failure(&self, rm: &RouteMetrics, plugin: &'static str) {
-        rm.auth_failures
+        let s = &rm.series;
+        s.auth_failures
             .get(&plugin, || {
-                self.auth_failures.with_label_values(&[&rm.route, plugin])
+                self.auth_failures.with_label_values(&[&s.route, plugin])
             })
             .inc();
     }
@@ -302,11 +418,50 @@ impl Metrics {
     }
 
     pub fn upstream_error(&self, rm: &RouteMetrics, kind: &'static str) {
-        rm.upstream_errors
+        let s = &rm.series;
+        s.upstream_errors
             .get(&kind, || {
-                self.upstream_errors.with_label_values(&[&rm.route, kind])
+                self.upstream_errors.with_label_values(&[&s.route, kind])
             })
             .inc();
+    }
+
+    /// Called with the config about to be stored and the one it replaces: drops the series of every consumer `new` no longer has and keeps (with their values) the
+    /// others. O(consumers + series), on the reloader; each shard is write-locked only while it
+    /// is pruned. Returns the number of series dropped.
+    pub fn config_replaced(&self, new: &Snapshot, old: &Snapshot) -> usize {
+        let names: AHashSet<&str> = new.consumers.list.iter().map(|c| &*c.username).collect();
+        let departed: AHashSet<Arc<str>> = old
+            .consumers
+            .list
+            .iter()
+            .filter(|c| !names.contains(&*c.username))
+            .map(|c| c.username.clone())
+            .collect();
+        self.departed.store(Arc::new(departed));
+        for rm in &old.route_metrics {
+            rm.retired.store(true, Ordering::SeqCst);
+        }
+        let mut dropped = 0;
+        for rs in self.all_series() {
+            for shard in &rs.requests {
+                let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
+                map.retain(|name, codes| {
+                    let keep = name.is_empty() || names.contains(&**name);
+                    if !keep {
+                        dropped += codes.len();
+                    }
+                    keep
+                });
+            }
+        }
+        dropped
+    }
+
+    /// Number of `tollgate_http_requests_total` series.
+    pub fn request_series(&self) -> usize {
+        let all = self.all_series();
+        all.iter().map(|rs| rs.len()).sum()
     }
 
     /// Records the config a gateway serves (at start and after each good reload).
@@ -339,35 +494,84 @@ impl Metrics {
         self.reloads.with_label_values(&["failure"]).inc();
     }
 
-    /// The text exposition of every family.
+    /// The text exposition of every family, sorted by name as the registry sorts them.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let mut requests_done = false;
+        for mf in self.registry.gather() {
+            if !requests_done && mf.name() > REQUESTS_NAME {
+                self.render_requests(&mut out);
+                requests_done = true;
+            }
+            let _ = TextEncoder::new().encode(std::slice::from_ref(&mf), &mut out);
+        }
+        if !requests_done {
+            self.render_requests(&mut out);
+        }
         out
+    }
+
+    /// `tollgate_http_requests_total` as `TextEncoder` writes an `IntCounterVec`: labels in name
+    /// order, series sorted by label values, nothing when there is no series.
+    fn render_requests(&self, out: &mut Vec<u8>) {
+        let all = self.all_series();
+        let mut rows: Vec<(u16, Arc<str>, u32, u64)> = Vec::new();
+        for (i, rs) in all.iter().enumerate() {
+            for shard in &rs.requests {
+                let map = shard.read().unwrap_or_else(PoisonError::into_inner);
+                for (name, codes) in map.iter() {
+                    for (code, n) in codes {
+                        rows.push((*code, name.clone(), i as u32, n.load(Ordering::Relaxed)));
+                    }
+                }
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+        // Label values compared as strings, in label-name order: code, consumer, route,
+        // service. Codes are 0 or three digits, so numeric order is string order.
+        rows.sort_unstable_by(|a, b| {
+            let (ra, rb) = (&all[a.2 as usize], &all[b.2 as usize]);
+            a.0.cmp(&b.0)
+                .then_with(|| a.1.cmp(&b.1))
+                .then_with(|| ra.route.cmp(&rb.route))
+                .then_with(|| ra.service.cmp(&rb.service))
+        });
+        out.reserve(rows.len() * 96);
+        let _ = writeln!(out, "# HELP {REQUESTS_NAME} {REQUESTS_HELP}");
+        let _ = writeln!(out, "# TYPE {REQUESTS_NAME} counter");
+        for (code, consumer, i, n) in rows {
+            let rs = &all[i as usize];
+            let _ = write!(out, "{REQUESTS_NAME}{{code=\"{code}\",consumer=\"");
+            escape_label(&consumer, out);
+            out.extend_from_slice(b"\",route=\"");
+            escape_label(&rs.route, out);
+            out.extend_from_slice(b"\",service=\"");
+            escape_label(&rs.service, out);
+            let _ = writeln!(out, "\"}} {}", n as f64);
+        }
     }
 }
 
 impl RouteMetrics {
     #[expect(clippy::expect_used, reason = "constant metric definitions")]
-    fn placeholder() -> RouteMetrics {
+    fn placeholder(hasher: &ahash::RandomState) -> RouteMetrics {
         let h = || {
             Histogram::with_opts(HistogramOpts::new("placeholder", "placeholder"))
                 .expect("valid metric")
         };
         let c = || IntCounter::new("placeholder", "placeholder").expect("valid metric");
         RouteMetrics {
-            route: "".into(),
-            service: "".into(),
             request: h(),
             upstream: h(),
             gateway: h(),
             ingress: c(),
             egress: c(),
-            requests: LazyCounters::new(),
-            auth_failures: LazyCounters::new(),
             restriction_rejections: c(),
             limit_rejections: c(),
-            upstream_errors: LazyCounters::new(),
+            series: Arc::new(RouteSeries::new("".into(), "".into(), hasher)),
+            retired: AtomicBool::new(false),
         }
     }
 }
@@ -390,5 +594,88 @@ mod tests {
             text.contains("\ntollgate_access_log_dropped_total "),
             "{text}"
         );
+    }
+
+    /// The requests family renders byte for byte as the `IntCounterVec` it replaced, in the
+    /// same place among the families.
+    #[test]
+    fn requests_render_as_a_counter_vec() {
+        let m = Metrics::new(true);
+        let r = Registry::new();
+        let vec = counter_vec(
+            &r,
+            REQUESTS_NAME,
+            REQUESTS_HELP,
+            &["route", "service", "consumer", "code"],
+        );
+        let routes = [("r2", "s"), ("r1", ""), ("", ""), ("r\"q\\\n", "x")];
+        let people = ["zed", "amy", "b\"o\\b", "", "Amy"];
+        let codes = [404, 200, 0, 502, 200];
+        let mut i = 0;
+        for (route, service) in routes {
+            let rm = m.route_metrics(route, service);
+            for (j, who) in people.iter().enumerate() {
+                for code in codes.iter().take(j + 1) {
+                    for _ in 0..=(i % 3) {
+                        let c = (!who.is_empty()).then_some((ConsumerId(0), *who));
+                        m.request(&rm, c, *code);
+                        vec.with_label_values(&[route, service, who, &code.to_string()])
+                            .inc();
+                    }
+                    i += 1;
+                }
+            }
+        }
+        let mut want = Vec::new();
+        TextEncoder::new().encode(&r.gather(), &mut want).unwrap();
+        let want = String::from_utf8(want).unwrap();
+        let text = String::from_utf8(m.render()).unwrap();
+        let start = text.find("# HELP tollgate_http_requests_total").unwrap();
+        assert_eq!(&text[start..start + want.len()], want);
+        let before = &text[..start];
+        let prev = before.rfind("# HELP ").unwrap();
+        assert!(
+            &before[prev..] < "# HELP tollgate_http_requests_total",
+            "{text}"
+        );
+        assert!(
+            text[start + want.len()..].starts_with("# HELP tollgate_limit_count"),
+            "{text}"
+        );
+        assert_eq!(m.request_series(), routes.len() * 14);
+    }
+
+    #[test]
+    fn consumer_label_off_keys_everyone_as_empty() {
+        let m = Metrics::new(false);
+        let rm = m.route_metrics("r", "");
+        m.request(&rm, Some((ConsumerId(0), "bob")), 200);
+        m.request(&rm, None, 200);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains("tollgate_http_requests_total{code=\"200\",consumer=\"\",route=\"r\",service=\"\"} 2"), "{text}");
+        assert!(!text.contains("bob"));
+    }
+
+    /// Series outlive the per-snapshot handles: a reload's new handles count on.
+    #[test]
+    fn series_outlive_route_handles() {
+        let m = Metrics::new(true);
+        let rm = m.route_metrics("r", "s");
+        m.request(&rm, Some((ConsumerId(3), "bob")), 200);
+        drop(rm);
+        let rm = m.route_metrics("r", "s");
+        m.request(&rm, Some((ConsumerId(7), "bob")), 200);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains("consumer=\"bob\",route=\"r\",service=\"s\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn no_request_no_family() {
+        let m = Metrics::new(true);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(!text.contains(REQUESTS_NAME), "{text}");
     }
 }

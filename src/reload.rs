@@ -213,6 +213,10 @@ impl Reloader {
                     st.memory = loaded.memory.clone();
                 }
                 self.watch(&loaded.files);
+                let dropped = self.metrics.config_replaced(&loaded.snapshot, &current);
+                if dropped > 0 {
+                    info!("Dropped {dropped} request series of consumers no longer configured.");
+                }
                 self.store.store(loaded.snapshot);
                 release_free_memory();
             }

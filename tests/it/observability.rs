@@ -756,6 +756,94 @@ fn reload_counters_exist_at_zero_before_any_reload() {
     );
 }
 
+/// Routes r1 and r2 (key-auth) and the consumers named, each with key `<name>-key`.
+fn consumer_resources(up: &Upstream, consumers: &[&str]) -> String {
+    let up = up.yaml();
+    let mut yaml = format!(
+        "routes:\n  - {{id: r1, uri: /r1, plugins: {{key-auth: {{}}}}, upstream: {up}}}\n  \
+         - {{id: r2, uri: /r2, plugins: {{key-auth: {{}}}}, upstream: {up}}}\nconsumers:\n"
+    );
+    for c in consumers {
+        yaml.push_str(&format!(
+            "  - {{username: {c}, plugins: {{key-auth: {{key: {c}-key}}}}}}\n"
+        ));
+    }
+    yaml.push_str("#END\n");
+    yaml
+}
+
+/// Issue 13: the reload that removes a consumer removes its request series; the consumers that
+/// stay keep theirs, values included, and count on from there.
+#[test]
+fn a_reload_drops_the_series_of_consumers_that_left_and_keeps_the_others() {
+    let up = Upstream::start("up");
+    let gw = Gateway::start(&consumer_resources(&up, &["ann", "ben", "cy"]));
+    let key = |c: &str| format!("{c}-key");
+    for (who, route, n) in [("ann", "/r1", 2), ("ann", "/r2", 1), ("ben", "/r1", 3)] {
+        for _ in 0..n {
+            assert_eq!(get(&gw, route, &[("apikey", &key(who))]), 200);
+        }
+    }
+    assert_eq!(get(&gw, "/r1", &[("apikey", "nobody-key")]), 401);
+    let req = "tollgate_http_requests_total";
+    let series = |code, who, route, n| {
+        (
+            [
+                ("code", code),
+                ("consumer", who),
+                ("route", route),
+                ("service", ""),
+            ],
+            n,
+        )
+    };
+    let before = [
+        series("200", "ann", "r1", 2.0),
+        series("200", "ann", "r2", 1.0),
+        series("200", "ben", "r1", 3.0),
+        series("401", "", "r1", 1.0),
+    ];
+    let m = scrape_until(&gw, "the 7 requests are counted", |m| m.sum(req) >= 7.0);
+    let want: Vec<(&[(&str, &str)], f64)> = before.iter().map(|(l, n)| (&l[..], *n)).collect();
+    m.assert_exact(req, &want);
+
+    // ben leaves (cy, who never called, too); ann stays.
+    let v0 = gw.config_version();
+    gw.write_file("resources.yaml", &consumer_resources(&up, &["ann"]));
+    gw.wait_reload(&v0);
+    let m = scrape(&gw);
+    let after = [
+        series("200", "ann", "r1", 2.0),
+        series("200", "ann", "r2", 1.0),
+        series("401", "", "r1", 1.0),
+    ];
+    let want: Vec<(&[(&str, &str)], f64)> = after.iter().map(|(l, n)| (&l[..], *n)).collect();
+    m.assert_exact(req, &want);
+    assert!(!m.text.contains("\"ben\""), "{}", m.family_text(req));
+
+    // ann counts on from her value; ben's key is now unknown (401, no consumer).
+    assert_eq!(get(&gw, "/r1", &[("apikey", &key("ann"))]), 200);
+    assert_eq!(get(&gw, "/r1", &[("apikey", &key("ben"))]), 401);
+    let m = scrape_until(&gw, "the 2 new requests are counted", |m| m.sum(req) >= 6.0);
+    let last = [
+        series("200", "ann", "r1", 3.0),
+        series("200", "ann", "r2", 1.0),
+        series("401", "", "r1", 2.0),
+    ];
+    let want: Vec<(&[(&str, &str)], f64)> = last.iter().map(|(l, n)| (&l[..], *n)).collect();
+    m.assert_exact(req, &want);
+
+    // ben comes back: a new series from 0 (Prometheus reads it as a new counter).
+    let v1 = gw.config_version();
+    gw.write_file("resources.yaml", &consumer_resources(&up, &["ann", "ben"]));
+    gw.wait_reload(&v1);
+    assert_eq!(get(&gw, "/r2", &[("apikey", &key("ben"))]), 200);
+    let m = scrape_until(&gw, "ben's request is counted", |m| m.sum(req) >= 7.0);
+    assert_eq!(m.value(req, &series("200", "ben", "r2", 0.0).0), 1.0);
+    assert_eq!(m.get(req, &series("200", "ben", "r1", 0.0).0), None);
+    promtool_check(&m.text);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Access log
 
