@@ -413,7 +413,7 @@ impl Metrics {
     /// A registry plugin answered a request (a rare path: no per-route handle cache).
     pub fn plugin_rejection(&self, rm: &RouteMetrics, plugin: &'static str) {
         self.plugin_rejections
-            .with_label_values(&[&rm.route, plugin])
+            .with_label_values(&[&rm.series.route, plugin])
             .inc();
     }
 
