@@ -280,6 +280,7 @@ fn three_binary_upgrades_under_load_fail_no_request() {
         t.join().unwrap();
     }
     let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    eprintln!("three upgrades under load: {ok} requests answered 200, {failed} failed");
     assert_eq!(
         failed,
         0,
