@@ -349,3 +349,45 @@ fn new_clients_are_served_while_5000_idle_connections_sit_open() {
     eprintln!("RSS with {n} idle connections: {after} kB (before: {before} kB)");
     drop(idle);
 }
+
+/// `tollgate_config_reloads_total{result="failure"}` as scraped.
+fn reload_failures(gw: &Gateway) -> u64 {
+    http(gw.status_port(), "GET", "/metrics", &[], b"")
+        .text()
+        .lines()
+        .find(|l| l.starts_with("tollgate_config_reloads_total{result=\"failure\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_deploy_that_lost_its_files_is_refused_and_the_old_config_serves() {
+    let up = Upstream::start("up");
+    let route = format!(
+        "routes:\n  - {{id: r, uri: /r, upstream: {}}}\n#END\n",
+        up.yaml()
+    );
+    let gw = Gateway::builder()
+        .resources(&["conf.d/*.yaml"])
+        .file("conf.d/a.yaml", &route)
+        .start("");
+    assert_eq!(http(gw.port(), "GET", "/r", &[], b"").status, 200);
+    // Every file of the glob moved away (an `rm` before a slow `cp`).
+    let (from, to) = (gw.dir().join("conf.d/a.yaml"), gw.dir().join("a.yaml.bak"));
+    fs::rename(&from, &to).unwrap();
+    gw.sighup();
+    wait_until(Duration::from_secs(10), "the reload is refused", || {
+        reload_failures(&gw) >= 1
+    });
+    assert_eq!(http(gw.port(), "GET", "/r", &[], b"").status, 200);
+    // A file truncated to 0 bytes.
+    fs::rename(&to, &from).unwrap();
+    fs::write(gw.dir().join("conf.d/b.yaml"), "").unwrap();
+    let before = reload_failures(&gw);
+    gw.sighup();
+    wait_until(Duration::from_secs(10), "the empty file is refused", || {
+        reload_failures(&gw) > before
+    });
+    assert_eq!(http(gw.port(), "GET", "/r", &[], b"").status, 200);
+    assert!(gw.stderr().contains("empty"), "{}", gw.stderr());
+}
