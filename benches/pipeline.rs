@@ -24,6 +24,7 @@ fn resources(consumers: usize) -> String {
          - {id: basic, uri: /basic/*, upstream: {nodes: {\"127.0.0.1:1980\": 1}}, plugins: {basic-auth: {}}}\n\
          - {id: hmac, uri: /hmac/*, upstream: {nodes: {\"127.0.0.1:1980\": 1}}, plugins: {hmac-auth: {}}}\n\
          - {id: jwt, uri: /jwt/*, upstream: {nodes: {\"127.0.0.1:1980\": 1}}, plugins: {jwt-auth: {}}}\n\
+         - {id: registry, uri: /registry/*, upstream: {nodes: {\"127.0.0.1:1980\": 1}}, plugins: {key-auth: {}, request-id: {}, cors: {}, ip-restriction: {whitelist: [127.0.0.0/8]}, limit-req: {rate: 1000000000, burst: 1000000000, key: remote_addr, nodelay: true}, proxy-rewrite: {uri: /new, headers: {set: {X-Api: v1}}}}}\n\
          consumers:\n",
     );
     for i in 0..consumers {
@@ -105,12 +106,14 @@ fn benches(c: &mut Criterion) {
     )
     .expect("token");
     let jwt = request("/jwt/x", &[("authorization", format!("Bearer {token}"))]);
+    let registry = request("/registry/x", &[("apikey", format!("key-{n}"))]);
     for (name, req) in [
         ("route_only", &open),
         ("key_auth", &key),
         ("basic_auth", &basic),
         ("hmac_auth", &hmac),
         ("jwt_auth", &jwt),
+        ("key_auth_plus_registry_plugins", &registry),
     ] {
         assert!(run(&snap, req, &limiter), "{name} must pass");
         c.bench_function(&format!("pipeline/{name}/{CONSUMERS}_consumers"), |b| {
