@@ -25,10 +25,13 @@
 #   tg-limit       + limit-count, local
 #   tg-all         + metrics consumer label (the full configuration above)
 #   tg-log         + access log, JSON to a file
+#   tg-all-base    tg-all run by BASE_BIN (only when BASE_BIN is set): another build of tollgate,
+#                  e.g. the one before a change, measured in the same rounds              :9080
 #
 # Settings (environment): ROUNDS=3 DURATION=10 WARMUP=3 CONNECTIONS=64 THREADS=1 KEYS=1000
 # GATEWAY_CPU=0 LOADGEN_CPU=1 LADDER=0 TARGETS="..." BUILD=1 (0: use the binaries as they are)
-# TOLLGATE_BIN BARE_BIN (default: the release builds) OUT_DIR=folder (copy results.tsv and
+# TOLLGATE_BIN BARE_BIN (default: the release builds) BASE_BIN (a second tollgate binary, adds
+# target tg-all-base) OUT_DIR=folder (copy results.tsv and
 # summary.txt there). Every process it starts is stopped by PID (its own process group).
 #
 # Figures from different runs or machines are not comparable; ratios from one run are.
@@ -85,9 +88,15 @@ fi
 [[ -x "$BARE_BIN" ]] || die "$BARE_BIN not found (cargo build --release --example bare_proxy)"
 TOLLGATE_BIN="$(realpath "$TOLLGATE_BIN")"
 BARE_BIN="$(realpath "$BARE_BIN")"
+BASE_BIN="${BASE_BIN:-}"
+if [[ -n "$BASE_BIN" ]]; then
+    [[ -x "$BASE_BIN" ]] || die "BASE_BIN $BASE_BIN is not an executable"
+    BASE_BIN="$(realpath "$BASE_BIN")"
+fi
 
 default_targets="upstream nginx-keyauth bare-pingora tg-all"
 [[ "$LADDER" == 1 ]] && default_targets="upstream nginx-keyauth bare-pingora tg-plain tg-key tg-restrict tg-limit tg-all tg-log"
+[[ -n "$BASE_BIN" ]] && default_targets+=" tg-all-base"
 TARGETS="${TARGETS:-$default_targets}"
 
 port_of() {
@@ -102,7 +111,7 @@ port_of() {
 # Consumer header the pre-flight expects upstream for key-42 ("" = no auth checks).
 expected_consumer_of() {
     case "$1" in
-        nginx-keyauth | tg-key | tg-restrict | tg-limit | tg-all | tg-log) echo consumer-42 ;;
+        nginx-keyauth | tg-key | tg-restrict | tg-limit | tg-all | tg-log | tg-all-base) echo consumer-42 ;;
         *) echo "" ;;
     esac
 }
@@ -253,6 +262,8 @@ start_target() {
         bare-pingora)
             FLOOR_LISTEN="127.0.0.1:$port" FLOOR_UPSTREAM="127.0.0.1:$UPSTREAM_PORT" \
                 start_pinned "$GATEWAY_CPU" "$t" "$BARE_BIN" -c "$LOAD_DIR/conf/bare-pingora.yaml" ;;
+        tg-all-base)
+            RUST_LOG=warn start_pinned "$GATEWAY_CPU" "$t" "$BASE_BIN" -c "$RUN/conf/tg-all.yaml" ;;
         tg-*)
             RUST_LOG=warn start_pinned "$GATEWAY_CPU" "$t" "$TOLLGATE_BIN" -c "$RUN/conf/$t.yaml" ;;
     esac
