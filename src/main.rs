@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use tollgate::cli::{Cli, Command, SecretKind};
 use tollgate::config::{self, Node};
 
+/// mimalloc: fewer instructions per allocation than glibc's malloc on the request path
+/// (benches/RESULTS.md, Performance). `tollgate::reload::release_free_memory` purges it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
     init_logger();

@@ -88,10 +88,8 @@ impl Drop for InFlight {
 fn set_identity(snap: &Snapshot, d: &Decision, req: &mut RequestHeader) -> Result<()> {
     let Some(id) = d.identity else { return Ok(()) };
     let consumer = snap.consumers.get(id.consumer);
-    req.insert_header(
-        headers::X_CONSUMER_USERNAME,
-        consumer.username_header.clone(),
-    )?;
+    // Static names: Pingora would copy a custom `HeaderName` into a title-case buffer first.
+    req.insert_header("x-consumer-username", consumer.username_header.clone())?;
     if let Some(cid) = id
         .credential
         .and_then(|c| snap.consumers.credential(c).header.clone())
@@ -99,7 +97,7 @@ fn set_identity(snap: &Snapshot, d: &Decision, req: &mut RequestHeader) -> Resul
         req.insert_header(headers::X_CREDENTIAL_IDENTIFIER, cid)?;
     }
     if let Some(custom) = consumer.label("custom_id").filter(|_| !id.anonymous) {
-        req.insert_header(headers::X_CONSUMER_CUSTOM_ID, custom.clone())?;
+        req.insert_header("x-consumer-custom-id", custom.clone())?;
     }
     for (name, label) in d.attach.iter().flat_map(|a| a.headers.iter()) {
         if let Some(v) = consumer.label(label) {
@@ -629,9 +627,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(q) = ctx.decision.as_ref().and_then(|d| d.quota.as_ref()) {
-            for (name, value) in pipeline::quota_headers(q) {
-                resp.insert_header(name, value)?;
-            }
+            // Static names, as in `forwarded_headers`; the same headers as `quota_headers`.
+            resp.insert_header("x-ratelimit-limit", HeaderValue::from(q.limit))?;
+            resp.insert_header("x-ratelimit-remaining", HeaderValue::from(q.remaining))?;
+            resp.insert_header("x-ratelimit-reset", HeaderValue::from(q.reset_secs))?;
         }
         let upstream = ctx.upstream_addr;
         if let (Some(snap), Some(d)) = (ctx.snap.clone(), ctx.decision.as_mut())
@@ -872,35 +871,68 @@ impl ProxyHttp for Gateway {
 }
 
 /// `X-Forwarded-For` (appended), `X-Real-IP`, `X-Forwarded-Proto/Host/Port`, as APISIX sets them.
+///
+/// Hot path: no `format!`, and names given as `&'static str` (Pingora copies a custom
+/// `HeaderName` into a title-case buffer first; a static name is used as is, same bytes on the
+/// wire).
 fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
+    /// `X-Forwarded-Port`'s value: a listener's port, built once per thread and port.
+    fn port_value(port: u16) -> HeaderValue {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(u16, HeaderValue)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some((p, v)) if *p == port => v.clone(),
+                _ => {
+                    let v = HeaderValue::from(port);
+                    *last = Some((port, v.clone()));
+                    v
+                }
+            }
+        })
+    }
+
     if let Some(ip) = session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
     {
-        let ip = ip.to_string();
+        let mut buf = [0u8; 46];
+        let ip = pipeline::ip_str(Some(ip), &mut buf).as_bytes();
+        let real_ip = HeaderValue::from_bytes(ip)
+            .map_err(|e| Error::because(ErrorType::InternalError, "client ip", e))?;
         let xff = match req
             .headers
             .get(&headers::X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.to_str().is_ok())
         {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip.clone(),
+            Some(prev) => {
+                let mut v = BytesMut::with_capacity(prev.len() + 2 + ip.len());
+                v.extend_from_slice(prev.as_bytes());
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(ip);
+                HeaderValue::from_maybe_shared(v.freeze())
+                    .map_err(|e| Error::because(ErrorType::InternalError, "x-forwarded-for", e))?
+            }
+            None => real_ip.clone(),
         };
-        req.insert_header(headers::X_FORWARDED_FOR, xff)?;
-        req.insert_header(headers::X_REAL_IP, ip)?;
+        req.insert_header("x-forwarded-for", xff)?;
+        req.insert_header("x-real-ip", real_ip)?;
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     req.insert_header(
-        headers::X_FORWARDED_PROTO,
-        if tls { "https" } else { "http" },
+        "x-forwarded-proto",
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
     )?;
     if let Some(port) = session
         .server_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.port())
     {
-        req.insert_header(headers::X_FORWARDED_PORT, port.to_string())?;
+        req.insert_header("x-forwarded-port", port_value(port))?;
     }
     if let Some(h) = session
         .req_header()
@@ -908,7 +940,7 @@ fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
         .get(http::header::HOST)
         .cloned()
     {
-        req.insert_header(headers::X_FORWARDED_HOST, h)?;
+        req.insert_header("x-forwarded-host", h)?;
     }
     Ok(())
 }
