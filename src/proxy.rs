@@ -203,18 +203,7 @@ fn rewrite_reject(
             slot.1 = s.take();
         }
     }
-    let mut h = ResponseHeader::build(r.status, Some(3 + r.headers.len()))?;
-    if !r
-        .headers
-        .iter()
-        .any(|(n, _)| n == http::header::CONTENT_TYPE)
-    {
-        h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    }
-    h.insert_header(http::header::CONTENT_LENGTH, r.body.len())?;
-    for (n, v) in &r.headers {
-        h.append_header(n.clone(), v.clone())?;
-    }
+    let mut h = reject_header(r)?;
     let mut body = Some(r.body.clone());
     let view = RequestView {
         req: session.req_header(),

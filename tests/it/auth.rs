@@ -1357,7 +1357,7 @@ fn hmac_auth_route_options_hide_and_anonymous() {
 }
 
 /// A chunked body: one chunk per part, then the last chunk.
-fn chunked(parts: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn chunked(parts: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::new();
     for p in parts {
         out.extend_from_slice(format!("{:x}\r\n", p.len()).as_bytes());

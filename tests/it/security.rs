@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha2::Digest;
 
-use crate::auth::{HMAC_CONSUMERS, assert_reject, echo, hmac_request};
+use crate::auth::{HMAC_CONSUMERS, assert_reject, chunked, echo, hmac_request};
 use crate::observability::{
     BASIC_USER, HMAC_SECRET, JWT_SECRET, KEY, PASSWORD, WRONG_KEY, auth_resources, b64,
     hmac_headers, jwt_token, log_file, wait_lines, yaml_path,
@@ -182,18 +182,6 @@ routes:
     ));
     assert_eq!(v["headers"]["x-consumer-username"], "bob");
     assert_eq!(v["headers"]["x-consumer-dept"], "ops");
-}
-
-/// A chunked body: one chunk per part, then the last chunk.
-fn chunked(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for p in parts {
-        out.extend_from_slice(format!("{:x}\r\n", p.len()).as_bytes());
-        out.extend_from_slice(p);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"0\r\n\r\n");
-    out
 }
 
 #[test]
