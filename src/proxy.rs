@@ -800,9 +800,7 @@ impl ProxyHttp for Gateway {
                 .into_iter()
                 .chain(ctx.rejected_running.as_ref())
                 .flat_map(|r| r.list.iter())
-                .find(|(p, _)| p.name() == "request-id")
-                .and_then(|(_, st)| crate::plugins::request_id::RequestId::id_of(st))
-                .and_then(|v| v.to_str().ok())
+                .find_map(|(p, st)| p.request_id(st))
                 .unwrap_or("");
             let remote = session
                 .client_addr()

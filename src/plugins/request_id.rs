@@ -90,6 +90,13 @@ impl Plugin for RequestId {
         12015
     }
 
+    fn request_id<'s>(&self, state: &'s State) -> Option<&'s str> {
+        state
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<HeaderValue>())
+            .and_then(|v| v.to_str().ok())
+    }
+
     async fn request(&self, r: &RequestView<'_>, state: &mut State) -> Step {
         let id = match r.req.headers.get(&self.header) {
             Some(v) => v.clone(),
@@ -125,12 +132,5 @@ impl Plugin for RequestId {
             resp.insert_header(self.header.clone(), id.clone())?;
         }
         Ok(())
-    }
-}
-
-impl RequestId {
-    /// The id given to a request, for the access log.
-    pub fn id_of(state: &State) -> Option<&HeaderValue> {
-        state.as_ref().and_then(|s| s.downcast_ref::<HeaderValue>())
     }
 }

@@ -108,6 +108,11 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
 
     /// The request is over (logged): release what the request step took.
     fn done(&self, _state: &mut State) {}
+
+    /// The id this plugin gave the request, for the access log (request-id).
+    fn request_id<'s>(&self, _state: &'s State) -> Option<&'s str> {
+        None
+    }
 }
 
 /// A compiled instance and the resource that holds it (`route:<id>`, `consumer:<name>`...),
