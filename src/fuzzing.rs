@@ -434,7 +434,7 @@ pub fn auth(data: &[u8]) -> bool {
     f.runtime
         .block_on(crate::auth::authenticate(
             &route.auth,
-            &f.snapshot.consumers,
+            &f.snapshot.consumers.creds,
             &ar,
         ))
         .is_ok_and(|r| r.identity.is_some())

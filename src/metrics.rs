@@ -429,7 +429,12 @@ impl Metrics {
     /// Called with the config about to be stored and the one it replaces: drops the series of every consumer `new` no longer has and keeps (with their values) the
     /// others. O(consumers + series), on the reloader; each shard is write-locked only while it
     /// is pruned. Returns the number of series dropped.
-    pub fn config_replaced(&self, new: &Snapshot, old: &Snapshot) -> usize {
+    pub fn config_replaced(
+        &self,
+        new: &Snapshot,
+        old: &Snapshot,
+        old_routes: &[Arc<RouteMetrics>],
+    ) -> usize {
         let names: AHashSet<&str> = new.consumers.list.iter().map(|c| &*c.username).collect();
         let departed: AHashSet<Arc<str>> = old
             .consumers
@@ -439,7 +444,7 @@ impl Metrics {
             .map(|c| c.username.clone())
             .collect();
         self.departed.store(Arc::new(departed));
-        for rm in &old.route_metrics {
+        for rm in old_routes {
             rm.retired.store(true, Ordering::SeqCst);
         }
         let mut dropped = 0;

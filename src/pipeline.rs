@@ -174,7 +174,7 @@ pub async fn run(
         path: &matching,
         now: info.now,
     };
-    let auth = auth::authenticate(&route.auth, &snap.consumers, &ar)
+    let auth = auth::authenticate(&route.auth, &snap.consumers.creds, &ar)
         .await
         .map_err(|a| {
             carrying(

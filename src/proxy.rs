@@ -25,7 +25,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::{self, Decision, RejectKind, RequestInfo};
 use crate::plugins::shape::{RequestView, Running};
 use crate::reject::Reject;
-use crate::reload::ConfigStore;
+use crate::reload::{ConfigStore, Live};
 use crate::snapshot::{RouteId, Snapshot};
 use crate::upstream::HostMode;
 
@@ -46,7 +46,7 @@ pub struct Gateway {
 
 /// Per-request state: the snapshot (held to the end) and what the pipeline decided.
 pub struct Ctx {
-    snap: Option<Arc<Snapshot>>,
+    snap: Option<Arc<Live>>,
     decision: Option<Decision>,
     /// Route and identity of a rejected request, for metrics and the access log.
     route: Option<RouteId>,
@@ -236,7 +236,7 @@ fn rewrite_reject(
 }
 
 impl Ctx {
-    fn snap(&self) -> Result<&Arc<Snapshot>> {
+    fn snap(&self) -> Result<&Arc<Live>> {
         self.snap
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no snapshot"))
@@ -266,7 +266,7 @@ fn too_large() -> Reject {
 
 /// What a main request hands to the subrequest that proxies its checked body.
 struct Handoff {
-    snap: Arc<Snapshot>,
+    snap: Arc<Live>,
     decision: Decision,
     start: Instant,
 }

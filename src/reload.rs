@@ -16,7 +16,7 @@ use pingora_core::services::background::BackgroundService;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::config::{self, Node};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::snapshot::Snapshot;
 
 /// Hands heap memory freed by a config load (the raw YAML tree) back to the system. The binary's
@@ -37,22 +37,45 @@ pub fn release_free_memory() {
     }
 }
 
-/// The snapshot requests read. `load_full` once per request; `store` on a good reload.
+/// What a request reads: a snapshot and the metric handles of its routes, swapped together.
+pub struct Live {
+    pub snapshot: Snapshot,
+    /// Metric handles per route, indexed by `RouteId`.
+    pub route_metrics: Box<[Arc<RouteMetrics>]>,
+}
+
+impl Live {
+    pub fn new(snapshot: Snapshot, metrics: &Metrics) -> Live {
+        Live {
+            route_metrics: metrics.for_routes(&snapshot),
+            snapshot,
+        }
+    }
+}
+
+impl std::ops::Deref for Live {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.snapshot
+    }
+}
+
+/// The [`Live`] config requests read. `load_full` once per request; `store` on a good reload.
 pub struct ConfigStore {
-    current: ArcSwap<Snapshot>,
+    current: ArcSwap<Live>,
 }
 
 impl ConfigStore {
-    pub fn new(snapshot: Snapshot) -> Self {
+    pub fn new(live: Live) -> Self {
         ConfigStore {
-            current: ArcSwap::from_pointee(snapshot),
+            current: ArcSwap::from_pointee(live),
         }
     }
-    pub fn load_full(&self) -> Arc<Snapshot> {
+    pub fn load_full(&self) -> Arc<Live> {
         self.current.load_full()
     }
-    pub fn store(&self, snapshot: Snapshot) {
-        self.current.store(Arc::new(snapshot));
+    pub fn store(&self, live: Live) {
+        self.current.store(Arc::new(live));
     }
 }
 
@@ -205,8 +228,7 @@ impl Reloader {
             }
         };
         match report.result {
-            Ok(mut loaded) => {
-                loaded.snapshot.route_metrics = self.metrics.for_routes(&loaded.snapshot);
+            Ok(loaded) => {
                 let current = self.store.load_full();
                 if current.version == loaded.snapshot.version && trigger == Trigger::FileChange {
                     return;
@@ -221,11 +243,15 @@ impl Reloader {
                     st.memory = loaded.memory.clone();
                 }
                 self.watch(&loaded.files);
-                let dropped = self.metrics.config_replaced(&loaded.snapshot, &current);
+                let dropped = self.metrics.config_replaced(
+                    &loaded.snapshot,
+                    &current.snapshot,
+                    &current.route_metrics,
+                );
                 if dropped > 0 {
                     info!("Dropped {dropped} request series of consumers no longer configured.");
                 }
-                self.store.store(loaded.snapshot);
+                self.store.store(Live::new(loaded.snapshot, &self.metrics));
                 release_free_memory();
             }
             Err(errors) => {

@@ -69,6 +69,21 @@ pub fn hash_for(kind: SecretKind, secret: &str) -> Result<String, String> {
     }
 }
 
+/// Resolves `$env://VAR` secrets at load time.
+pub fn secret_value(v: &str) -> Result<String, String> {
+    if v.starts_with("$secret://") {
+        return Err(
+            "`$secret://` references are not supported by tollgate (use `$env://VAR`)".into(),
+        );
+    }
+    match v.strip_prefix("$env://") {
+        Some(var) => {
+            std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))
+        }
+        None => Ok(v.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

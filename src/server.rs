@@ -23,7 +23,7 @@ use crate::connection::Connections;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
-use crate::reload::{ConfigStore, Reloader, ReloaderService, Trigger};
+use crate::reload::{ConfigStore, Live, Reloader, ReloaderService, Trigger};
 use crate::status::StatusApp;
 
 /// SIGTERM and SIGINT: graceful terminate; SIGQUIT: graceful upgrade.
@@ -219,15 +219,14 @@ pub fn run(node: Node, first: Loaded, upgrade: bool) -> Result<(), String> {
     server.bootstrap();
 
     let Loaded {
-        mut snapshot,
+        snapshot,
         memory,
         files,
     } = first;
     let metrics = Arc::new(Metrics::new(n.metrics.consumer_label));
-    snapshot.route_metrics = metrics.for_routes(&snapshot);
     metrics.loaded(&snapshot);
     info!("Loaded config {}: {}.", snapshot.version, snapshot.counts);
-    let store = Arc::new(ConfigStore::new(snapshot));
+    let store = Arc::new(ConfigStore::new(Live::new(snapshot, &metrics)));
     let reloader = Reloader::new(node.clone(), store.clone(), metrics.clone(), memory, &files);
 
     let limiter = Arc::new(Limiter::new());

@@ -64,8 +64,6 @@ pub struct Snapshot {
     /// Headers removed from every client request: identity headers and every
     /// attach-consumer-label header configured anywhere.
     pub strip: Box<[HeaderName]>,
-    /// Metric handles per route, filled by [`crate::metrics::Metrics::for_routes`] before use.
-    pub route_metrics: Box<[Arc<crate::metrics::RouteMetrics>]>,
 }
 
 impl Snapshot {

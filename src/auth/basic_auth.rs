@@ -26,8 +26,9 @@ use arc_swap::ArcSwapOption;
 use base64::Engine;
 use http::header::AUTHORIZATION;
 
+use super::credentials::CredentialIndex;
 use super::{AuthCommon, AuthRequest, Failure, Hide, Verdict, challenge};
-use crate::consumer::{Consumers, secret_value};
+use crate::secret::secret_value;
 use crate::secret::sha256;
 
 /// How a basic-auth password is checked.
@@ -146,7 +147,7 @@ pub fn parse(value: &[u8]) -> Result<(String, String), &'static str> {
 }
 
 impl BasicAuth {
-    pub async fn verify(&self, consumers: &Consumers, ar: &AuthRequest<'_>) -> Verdict {
+    pub async fn verify(&self, creds: &CredentialIndex, ar: &AuthRequest<'_>) -> Verdict {
         let hide = || vec![Hide::Header(AUTHORIZATION)];
         let Some(value) = ar.req.headers.get(AUTHORIZATION) else {
             return Err((
@@ -156,7 +157,7 @@ impl BasicAuth {
         };
         let (user, pass) = parse(value.as_bytes())
             .map_err(|m| (Failure::unauthorized(INVALID_HEADER, m), hide()))?;
-        let Some((cred, check)) = consumers.creds.basic_auth.get(user.as_str()) else {
+        let Some((cred, check)) = creds.basic_auth.get(user.as_str()) else {
             return Err((Failure::unauthorized(INVALID_USER, "invalid user"), hide()));
         };
         let digest = sha256(pass.as_bytes());

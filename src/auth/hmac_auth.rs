@@ -41,9 +41,10 @@ use base64::Engine;
 use hmac::{KeyInit, Mac};
 use http::header::AUTHORIZATION;
 
+use super::credentials::CredentialIndex;
 use super::{AuthCommon, AuthRequest, Failure, Hide, Verdict, challenge};
-use crate::consumer::{Consumers, secret_value};
 use crate::secret::Secret;
+use crate::secret::secret_value;
 
 /// Compiled hmac-auth on a route.
 #[derive(Debug)]
@@ -258,7 +259,7 @@ const PREFIX: &[u8] = b"{\"message\":\"client request can't be validated: Author
 const GENERIC: &[u8] = b"{\"message\":\"client request can't be validated\"}\n";
 
 impl HmacAuth {
-    pub fn verify(&self, consumers: &Consumers, ar: &AuthRequest<'_>) -> Verdict {
+    pub fn verify(&self, creds: &CredentialIndex, ar: &AuthRequest<'_>) -> Verdict {
         let hide = || vec![Hide::Header(AUTHORIZATION)];
         let fail = |m: &'static str| (Failure::unauthorized(GENERIC, m), hide());
         let Some(value) = ar.req.headers.get(AUTHORIZATION) else {
@@ -284,7 +285,7 @@ impl HmacAuth {
         let Some(alg) = p.algorithm else {
             return Err(fail("algorithm missing"));
         };
-        let Some((cred, secret)) = consumers.creds.hmac_auth.get(key_id) else {
+        let Some((cred, secret)) = creds.hmac_auth.get(key_id) else {
             return Err(fail("Invalid key_id"));
         };
         let Some(alg) = algorithm(alg).filter(|a| self.allowed.contains(a)) else {

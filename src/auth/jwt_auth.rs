@@ -61,10 +61,11 @@ use base64::Engine;
 use http::HeaderName;
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+use super::credentials::CredentialIndex;
 use super::{
     AuthCommon, AuthRequest, Failure, Hide, QueryArg, Verdict, challenge, cookie, query_arg,
 };
-use crate::consumer::{Consumers, secret_value};
+use crate::secret::secret_value;
 
 /// A credential's verification key, built once at compile time.
 pub struct JwtKey {
@@ -244,7 +245,7 @@ impl JwtAuth {
         cookie(ar.req, &self.cookie).map(|c| (c.into(), Hide::Cookie(self.cookie.clone())))
     }
 
-    pub fn verify(&self, consumers: &Consumers, ar: &AuthRequest<'_>) -> Verdict {
+    pub fn verify(&self, creds: &CredentialIndex, ar: &AuthRequest<'_>) -> Verdict {
         let Some((token, hide)) = self.token(ar) else {
             return Err((
                 Failure::unauthorized(MISSING, "missing JWT token"),
@@ -274,7 +275,7 @@ impl JwtAuth {
         let Some(key) = claims.get(&*self.key_claim) else {
             return fail(NO_KEY, "missing user key in JWT token".into());
         };
-        let Some((cred, jk)) = key.as_str().and_then(|k| consumers.creds.jwt_auth.get(k)) else {
+        let Some((cred, jk)) = key.as_str().and_then(|k| creds.jwt_auth.get(k)) else {
             return fail(BAD_KEY, "Invalid user key in JWT token".into());
         };
         if header.alg != jk.algorithm {

@@ -25,10 +25,11 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
+use super::credentials::CredentialIndex;
 use super::{
     AuthCommon, AuthRequest, Failure, Hide, QueryArg, Verdict, challenge, header_str, query_arg,
 };
-use crate::consumer::{Consumers, secret_value};
+use crate::secret::secret_value;
 use crate::secret::{parse_key_hash, sha256};
 
 /// Compiled key-auth on a route.
@@ -100,7 +101,7 @@ const INVALID: &[u8] = b"{\"message\":\"Invalid API key in request\"}\n";
 
 impl KeyAuth {
     /// Header first (present, even empty, means it is the key), then the query argument.
-    pub fn verify(&self, consumers: &Consumers, ar: &AuthRequest<'_>) -> Verdict {
+    pub fn verify(&self, creds: &CredentialIndex, ar: &AuthRequest<'_>) -> Verdict {
         let both = || {
             vec![
                 Hide::Header(self.header.clone()),
@@ -126,7 +127,7 @@ impl KeyAuth {
                 }
             }
         };
-        match consumers.creds.key_auth.get(&sha256(key.as_bytes())) {
+        match creds.key_auth.get(&sha256(key.as_bytes())) {
             Some(&cred) => Ok((cred, vec![hide], None)),
             None => Err((
                 Failure::unauthorized(INVALID, "failed to find consumer: invalid api key"),

@@ -3,6 +3,7 @@
 //! and the snapshot's credential index; failures become APISIX's 401 bodies.
 
 pub mod basic_auth;
+pub mod credentials;
 pub mod hmac_auth;
 pub mod jwt_auth;
 pub mod key_auth;
@@ -17,10 +18,10 @@ use http::{HeaderName, HeaderValue};
 use log::debug;
 use pingora_http::RequestHeader;
 
-use crate::consumer::Consumers;
 use crate::headers::WWW_AUTHENTICATE;
 use crate::ids::{ConsumerId, CredentialId};
 use crate::reject::Reject;
+use credentials::CredentialIndex;
 
 /// Who a request is, once an auth plugin identified it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,16 +154,16 @@ enum Outcome {
     Failed(Failure, Vec<Hide>),
 }
 
-async fn verify_one(p: &AuthPlugin, consumers: &Consumers, ar: &AuthRequest<'_>) -> Outcome {
+async fn verify_one(p: &AuthPlugin, creds: &CredentialIndex, ar: &AuthRequest<'_>) -> Outcome {
     let r = match p {
-        AuthPlugin::Key(k) => k.verify(consumers, ar),
-        AuthPlugin::Basic(b) => b.verify(consumers, ar).await,
-        AuthPlugin::Hmac(h) => h.verify(consumers, ar),
-        AuthPlugin::Jwt(j) => j.verify(consumers, ar),
+        AuthPlugin::Key(k) => k.verify(creds, ar),
+        AuthPlugin::Basic(b) => b.verify(creds, ar).await,
+        AuthPlugin::Hmac(h) => h.verify(creds, ar),
+        AuthPlugin::Jwt(j) => j.verify(creds, ar),
         AuthPlugin::Multi(_) => unreachable_multi(),
     };
     match r {
-        Ok((cred, hide, body)) => match consumers.check_expiry(cred, ar.now) {
+        Ok((cred, hide, body)) => match creds.check_expiry(cred, ar.now) {
             Ok(()) => Outcome::Found(cred, hide, body),
             Err(log) => Outcome::Failed(p.expired_failure(log), hide),
         },
@@ -197,16 +198,16 @@ impl AuthPlugin {
 /// Runs one plugin with its anonymous fallback.
 async fn run_plugin(
     p: &AuthPlugin,
-    consumers: &Consumers,
+    creds: &CredentialIndex,
     ar: &AuthRequest<'_>,
     out: &mut AuthResult,
 ) -> Result<(), AuthReject> {
     if let AuthPlugin::Multi(list) = p {
         let mut last: Option<&AuthPlugin> = None;
         for inner in list.iter() {
-            match verify_one(inner, consumers, ar).await {
+            match verify_one(inner, creds, ar).await {
                 Outcome::Found(cred, hide, body) => {
-                    out.identity = Some(consumers.identity(cred));
+                    out.identity = Some(creds.identity(cred));
                     if inner.common().is_some_and(|c| c.hide_credentials) {
                         out.hide.extend(hide);
                     }
@@ -254,9 +255,9 @@ async fn run_plugin(
     let Some(common) = p.common() else {
         return Ok(());
     };
-    match verify_one(p, consumers, ar).await {
+    match verify_one(p, creds, ar).await {
         Outcome::Found(cred, hide, body) => {
-            out.identity = Some(consumers.identity(cred));
+            out.identity = Some(creds.identity(cred));
             if common.hide_credentials {
                 out.hide.extend(hide);
             }
@@ -293,12 +294,12 @@ async fn run_plugin(
 /// last (lowest priority) is the one attached, as APISIX does.
 pub async fn authenticate(
     plugins: &[Arc<AuthPlugin>],
-    consumers: &Consumers,
+    creds: &CredentialIndex,
     ar: &AuthRequest<'_>,
 ) -> Result<AuthResult, AuthReject> {
     let mut out = AuthResult::default();
     for p in plugins {
-        run_plugin(p, consumers, ar, &mut out).await?;
+        run_plugin(p, creds, ar, &mut out).await?;
     }
     Ok(out)
 }

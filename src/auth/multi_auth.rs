@@ -6,7 +6,7 @@ use super::basic_auth::BasicAuthConf;
 use super::hmac_auth::HmacAuthConf;
 use super::jwt_auth::JwtAuthConf;
 use super::key_auth::KeyAuthConf;
-use crate::plugins::null_is_default;
+use crate::config::de::null_is_default;
 
 /// `auth_plugins`: at least two single-key objects `{ "<auth plugin>": {conf} }`.
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -188,7 +188,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
         &mut errs,
     );
     let consumers: Consumers =
-        crate::consumer::compile(&consumers_t.items, &groups_t.items, &mut errs);
+        crate::config::consumers::compile(&consumers_t.items, &groups_t.items, &mut errs);
 
     // Upstreams: named ones first, then inline ones as routes and services need them.
     let mut upstreams: Vec<Upstream> = Vec::new();
@@ -282,7 +282,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
                 &s.plugins,
                 place,
                 &format!("service:{}", id.0),
-                &consumers,
+                &consumers.by_name,
                 &mut errs,
             );
             services.insert(
@@ -303,7 +303,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             &g.plugins,
             place,
             &format!("global_rule:{}", g.id.0),
-            &consumers,
+            &consumers.by_name,
             &mut errs,
         ));
     }
@@ -317,7 +317,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
                     &pc.plugins,
                     place,
                     &format!("plugin_config:{}", pc.id.0),
-                    &consumers,
+                    &consumers.by_name,
                     &mut errs,
                 ),
             )
@@ -501,7 +501,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             &r.plugins,
             place,
             &format!("route:{id}"),
-            &consumers,
+            &consumers.by_name,
             &mut errs,
         );
         note(&merged, &mut strip);
@@ -565,7 +565,6 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
         upstreams: upstreams.into_boxed_slice(),
         consumers,
         strip: strip.into_boxed_slice(),
-        route_metrics: Box::default(),
     })
 }
 

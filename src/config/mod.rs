@@ -2,6 +2,8 @@
 //! become a snapshot; `tollgate check`, start and every reload go through [`load`].
 
 pub mod compile;
+pub mod consumers;
+pub mod de;
 pub mod env_subst;
 pub mod error;
 pub mod node;

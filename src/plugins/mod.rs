@@ -20,11 +20,11 @@ pub mod vars;
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::auth::AuthPlugin;
+use crate::config::de::null_is_default;
 use crate::config::error::{Errs, Place};
-use crate::consumer::Consumers;
 use crate::ids::ConsumerId;
 
 use crate::auth::basic_auth::{BasicAuthConf, BasicAuthCredentialConf};
@@ -35,15 +35,6 @@ use crate::auth::multi_auth::MultiAuthConf;
 use attach_consumer_label::{AttachConsumerLabel, AttachConsumerLabelConf};
 use consumer_restriction::{ConsumerRestrictionConf, Restriction, Side};
 use limit_count::{LimitCount, LimitCountConf};
-
-/// Reads a plugin slot so that YAML null gives the default conf, not "absent".
-pub(crate) fn null_is_default<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
-}
 
 /// The registry: every plugin built on the one plugin shape ([`shape::Plugin`]), with the sides
 /// it may be configured on. One line per plugin; the macro writes its conf slot into the
@@ -347,7 +338,7 @@ pub fn compile_route_plugins(
     conf: &RoutePluginsConf,
     place: &Place,
     owner: &str,
-    consumers: &Consumers,
+    consumers_by_name: &ahash::AHashMap<Arc<str>, ConsumerId>,
     errs: &mut Errs,
 ) -> RoutePlugins {
     let mut out = RoutePlugins::default();
@@ -355,8 +346,7 @@ pub fn compile_route_plugins(
         match a {
             None => Ok(None),
             Some(name) if name.is_empty() => Err("must not be empty".into()),
-            Some(name) => consumers
-                .by_name
+            Some(name) => consumers_by_name
                 .get(name.as_str())
                 .map(|c| Some(*c))
                 .ok_or_else(|| format!("consumer `{name}` does not exist")),

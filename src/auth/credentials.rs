@@ -1,0 +1,77 @@
+//! The credential index of a snapshot: every credential, and one lookup map per auth scheme
+//! (key-auth by SHA-256 of the key, basic-auth by username, hmac-auth by key_id, jwt-auth by
+//! key). Each lookup a request makes is one hash probe.
+
+use std::time::SystemTime;
+
+use ahash::AHashMap;
+use http::HeaderValue;
+
+use super::Identity;
+use super::basic_auth::PasswordCheck;
+use super::jwt_auth::JwtKey;
+use crate::ids::{ConsumerId, CredentialId};
+use crate::secret::Secret;
+
+/// One credential: nested, id-form, or a consumer's inline auth plugin.
+#[derive(Debug)]
+pub struct Credential {
+    pub consumer: ConsumerId,
+    /// The full id `<username>/credentials/<name>` (access log, metrics); None for an inline
+    /// plugin.
+    pub id: Option<HeaderValue>,
+    /// `X-Credential-Identifier`: the credential's own id, as APISIX sends it (`<name>`).
+    pub header: Option<HeaderValue>,
+    /// Only credentials with an id can expire (inline plugins cannot).
+    pub expires_at: Option<SystemTime>,
+}
+
+/// The lookup maps of every auth scheme, and the credentials they point to.
+#[derive(Debug, Default)]
+pub struct CredentialIndex {
+    pub key_auth: AHashMap<[u8; 32], CredentialId>,
+    pub basic_auth: AHashMap<Box<str>, (CredentialId, PasswordCheck)>,
+    pub hmac_auth: AHashMap<Box<str>, (CredentialId, Secret)>,
+    pub jwt_auth: AHashMap<Box<str>, (CredentialId, JwtKey)>,
+    pub entries: Vec<Credential>,
+}
+
+impl CredentialIndex {
+    pub fn get(&self, id: CredentialId) -> &Credential {
+        &self.entries[id.idx()]
+    }
+
+    /// The identity a matched credential gives.
+    pub fn identity(&self, cred: CredentialId) -> Identity {
+        Identity {
+            consumer: self.get(cred).consumer,
+            credential: Some(cred),
+            anonymous: false,
+        }
+    }
+
+    /// Err with a log line when the credential's `expires_at` has passed.
+    pub fn check_expiry(&self, cred: CredentialId, now: SystemTime) -> Result<(), String> {
+        let c = self.get(cred);
+        match c.expires_at {
+            Some(t) if now >= t => Err(format!(
+                "credential {} expired at {}",
+                c.id.as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("(inline)"),
+                humantime::format_rfc3339_seconds(t)
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Trims the growth slack of every map: it would be paid per credential for the
+    /// snapshot's life.
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+        self.key_auth.shrink_to_fit();
+        self.basic_auth.shrink_to_fit();
+        self.hmac_auth.shrink_to_fit();
+        self.jwt_auth.shrink_to_fit();
+    }
+}
