@@ -232,7 +232,7 @@ pub fn compile(
                 expires_at: None,
             });
         }
-        let mut names = ahash::AHashSet::new();
+        let mut names: AHashMap<&str, usize> = AHashMap::new();
         for (i, cr) in c.credentials.iter().enumerate() {
             let cplace = Place {
                 file: place.file.clone(),
@@ -251,16 +251,18 @@ pub fn compile(
                     "must be 1 to 256 characters of [a-zA-Z0-9-_.]",
                 );
             }
-            if !names.insert(cr.name.as_str()) {
+            if let Some(first) = names.get(cr.name.as_str()) {
                 errs.push(
                     &cplace,
                     "name",
                     format!(
-                        "consumer `{username}` already has a credential named `{}`",
-                        cr.name
+                        "consumer `{username}` already has a credential named `{}` at {}.credentials[{first}].name",
+                        cr.name, place.path
                     ),
                 );
+                continue;
             }
+            names.insert(cr.name.as_str(), i);
             if cr.id.is_some() {
                 errs.push(&cplace, "id", "a nested credential is named by `name`; its id is <username>/credentials/<name>");
             }
@@ -318,13 +320,7 @@ pub fn compile(
                 );
             }
         }
-        if !c.plugins.other_plugin_names().is_empty() {
-            errs.push(
-                place,
-                "plugins",
-                "only auth plugins are allowed in a credential",
-            );
-        }
+        non_auth_plugins(errs, place, "plugins", &c.plugins);
         check_labels(errs, place, &c.labels);
         let Some(&consumer) = out.by_name.get(user) else {
             errs.push(place, "id", format!("consumer `{user}` does not exist"));
@@ -376,13 +372,7 @@ pub fn compile(
                 );
                 continue;
             }
-            if !s.plugins.other_plugin_names().is_empty() {
-                errs.push(
-                    &s.place,
-                    &s.plugins_path,
-                    "only auth plugins are allowed in a credential",
-                );
-            }
+            non_auth_plugins(errs, &s.place, &s.plugins_path, s.plugins);
         }
         index_credential(&mut out.creds, &mut seen, s, errs);
     }
@@ -395,6 +385,17 @@ pub fn compile(
     out.list = list.into_boxed_slice();
     out.groups = groups_out.into_boxed_slice();
     out
+}
+
+/// One error per non-auth plugin found in a credential, at the plugin's own field.
+fn non_auth_plugins(errs: &mut Errs, place: &Place, base: &str, plugins: &ConsumerPluginsConf) {
+    for name in plugins.other_plugin_names() {
+        errs.push(
+            place,
+            &format!("{base}.{name}"),
+            format!("`{name}` is not an auth plugin: a credential holds only auth plugins"),
+        );
+    }
 }
 
 fn parse_expiry(errs: &mut Errs, place: &Place, v: &Option<String>) -> Option<SystemTime> {

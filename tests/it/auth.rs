@@ -2155,6 +2155,23 @@ routes:
             "resources.yaml: consumers[0].credentials[0].plugins",
             &[],
         ),
+        // A credential holding a non-auth plugin names it, at its own field.
+        (
+            "consumers:\n  - username: u\n    credentials:\n      - {name: c, plugins: {key-auth: {key: k}, limit-count: {count: 1, time_window: 1}}}\n",
+            "resources.yaml: consumers[0].credentials[0].plugins.limit-count",
+            &["`limit-count` is not an auth plugin"],
+        ),
+        (
+            "consumers:\n  - {username: u}\n  - {id: u/credentials/c, plugins: {key-auth: {key: k}, proxy-rewrite: {uri: /x}}}\n",
+            "resources.yaml: consumers[1].plugins.proxy-rewrite",
+            &["`proxy-rewrite` is not an auth plugin"],
+        ),
+        // A duplicate credential name names both places.
+        (
+            "consumers:\n  - username: u\n    credentials:\n      - {name: a, plugins: {key-auth: {key: k1}}}\n      - {name: a, plugins: {key-auth: {key: k2}}}\n",
+            "resources.yaml: consumers[0].credentials[1].name",
+            &["named `a` at consumers[0].credentials[0].name"],
+        ),
         (
             "consumers:\n  - {id: ghost/credentials/c, plugins: {key-auth: {key: k}}}\n",
             "resources.yaml: consumers[0]",
