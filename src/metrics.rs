@@ -411,7 +411,12 @@ impl Metrics {
     }
 
     /// A registry plugin answered a request (a rare path: no per-route handle cache).
+    /// consumer-restriction has its own family.
     pub fn plugin_rejection(&self, rm: &RouteMetrics, plugin: &'static str) {
+        if plugin == "consumer-restriction" {
+            rm.restriction_rejections.inc();
+            return;
+        }
         self.plugin_rejections
             .with_label_values(&[&rm.series.route, plugin])
             .inc();
@@ -501,17 +506,21 @@ impl Metrics {
 
     /// The text exposition of every family, sorted by name as the registry sorts them.
     pub fn render(&self) -> Vec<u8> {
+        // The request counter is read before the other families: a request is counted last
+        // (after its durations and bytes), so whatever this scrape counts, it also shows.
+        let mut requests = Vec::new();
+        self.render_requests(&mut requests);
         let mut out = Vec::new();
         let mut requests_done = false;
         for mf in self.registry.gather() {
             if !requests_done && mf.name() > REQUESTS_NAME {
-                self.render_requests(&mut out);
+                out.extend_from_slice(&requests);
                 requests_done = true;
             }
             let _ = TextEncoder::new().encode(std::slice::from_ref(&mf), &mut out);
         }
         if !requests_done {
-            self.render_requests(&mut out);
+            out.extend_from_slice(&requests);
         }
         out
     }

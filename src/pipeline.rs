@@ -22,10 +22,9 @@ use crate::auth::hmac_auth::BodyCheck;
 use crate::auth::{self, AuthRequest, Hide, Identity};
 use crate::path::{self, NormalPath};
 use crate::plugins::attach_consumer_label::AttachConsumerLabel;
-use crate::plugins::consumer_restriction::RestrictionType;
-use crate::plugins::shape::{AUTH_PRIORITY, RequestView, Running, Step};
+use crate::plugins::shape::{AUTH_PRIORITY, Named, RequestView, Running, Step};
 use crate::reject::Reject;
-use crate::router::{method_bit, request_host};
+use crate::router::request_host;
 use crate::snapshot::{RouteId, Snapshot, UpstreamId};
 
 /// What the pipeline decided for a request that goes upstream.
@@ -56,7 +55,6 @@ pub enum RejectKind {
     BadRequest,
     RouteNotFound,
     Auth(&'static str),
-    Restricted,
     RateLimited,
     /// A registry plugin answered (the plugin's name).
     Plugin(&'static str),
@@ -132,9 +130,6 @@ pub async fn run(
         })?;
     let route = snap.route(route_id);
     let mut running = Running::default();
-    if !route.plugins.extra.is_empty() {
-        running.path = matching.to_vec().into_boxed_slice();
-    }
 
     // Registry plugins that run before authentication (cors, ip-restriction, request-id...).
     let anonymous_view = RequestView {
@@ -148,25 +143,26 @@ pub async fn run(
         consumer: None,
         consumer_group: None,
     };
-    for (_, p) in route
-        .plugins
-        .extra
-        .iter()
-        .filter(|(_, p)| p.priority() > AUTH_PRIORITY)
-    {
-        let mut state = None;
-        let step = p.request(&anonymous_view, &mut state).await;
-        running.list.push((p.clone(), state));
-        if let Step::Respond(r) = step {
-            return Err(Rejection {
-                reject: r,
-                kind: RejectKind::Plugin(p.name()),
-                route: Some(route_id),
-                identity: None,
-                running,
-            });
-        }
-    }
+    let instances = Instances {
+        global: &snap.global_plugins,
+        route: &route.plugins.extra,
+        consumer: &[],
+    };
+    run_registry(
+        &mut running,
+        &matching,
+        &anonymous_view,
+        instances.pre_auth(),
+        |_| true,
+    )
+    .await
+    .map_err(|(r, name, running)| Rejection {
+        reject: r,
+        kind: RejectKind::Plugin(name),
+        route: Some(route_id),
+        identity: None,
+        running,
+    })?;
 
     // Auth.
     let ar = AuthRequest {
@@ -185,40 +181,14 @@ pub async fn run(
     let identity = auth.identity;
     let consumer = identity.map(|i| snap.consumers.get(i.consumer));
 
-    // consumer-restriction: the route's (by consumer or group), then the consumer's (by service or route).
-    let method = method_bit(method);
-    if let Some(r) = &route.plugins.restriction {
-        let value = match r.kind {
-            RestrictionType::ConsumerGroupId => consumer.and_then(|c| snap.consumers.group_id(c)),
-            _ => consumer.map(|c| &*c.username),
-        };
-        r.check(value, method).map_err(|rj| {
-            carrying(
-                reject(rj.clone(), RejectKind::Restricted, Some(route_id), identity),
-                &mut running,
-            )
-        })?;
-    }
-    if let Some(r) = consumer.and_then(|c| c.plugins.restriction.as_ref()) {
-        let value = match r.kind {
-            RestrictionType::ServiceId => route.service.as_deref(),
-            _ => Some(&*route.id),
-        };
-        r.check(value, method).map_err(|rj| {
-            carrying(
-                reject(rj.clone(), RejectKind::Restricted, Some(route_id), identity),
-                &mut running,
-            )
-        })?;
-    }
-
-    // Registry plugins after the consumer steps; a consumer's (or its group's) instance of a
-    // plugin replaces the route's. Those above limit-count's priority (forward-auth 2002,
-    // limit-conn 1003, proxy-rewrite 1008) run before it, as in APISIX.
-    let consumer_extra = consumer.map_or(&[][..], |c| &c.plugins.extra[..]);
-    let post_route = route.plugins.extra.iter().filter(|(n, p)| {
-        p.priority() <= AUTH_PRIORITY && !consumer_extra.iter().any(|(m, _)| m == n)
-    });
+    // Registry plugins after authentication: global rules', then the route's and the
+    // consumer's (or its group's) merged by priority. Those above limit-count's priority
+    // (consumer-restriction 2400, forward-auth 2002, proxy-rewrite 1008...) run before it, as
+    // in APISIX.
+    let instances = Instances {
+        consumer: consumer.map_or(&[][..], |c| &c.plugins.extra[..]),
+        ..instances
+    };
     let post_view = RequestView {
         consumer: consumer.map(|c| &*c.username),
         consumer_group: consumer.and_then(|c| snap.consumers.group_id(c)),
@@ -228,7 +198,7 @@ pub async fn run(
         &mut running,
         &matching,
         &post_view,
-        post_route.clone().chain(consumer_extra.iter()),
+        instances.post_auth(),
         |p| p > LIMIT_COUNT_PRIORITY,
     )
     .await
@@ -311,7 +281,7 @@ pub async fn run(
         &mut running,
         &matching,
         &post_view,
-        post_route.clone().chain(consumer_extra.iter()),
+        instances.post_auth(),
         |p| p <= LIMIT_COUNT_PRIORITY,
     )
     .await
@@ -342,6 +312,92 @@ pub async fn run(
     })
 }
 
+/// The registry plugin instances of one request, in the order they run: before
+/// authentication, global rules' then the route's (priority above [`AUTH_PRIORITY`]); after
+/// it, global rules' again, then the route's (those no consumer instance replaces) and the
+/// consumer's (or its group's) merged highest priority first.
+#[derive(Clone, Copy)]
+pub struct Instances<'a> {
+    pub global: &'a [Named],
+    pub route: &'a [Named],
+    pub consumer: &'a [Named],
+}
+
+fn is_pre_auth(n: &&Named) -> bool {
+    n.1.priority() > AUTH_PRIORITY
+}
+
+fn is_post_auth(n: &&Named) -> bool {
+    n.1.priority() <= AUTH_PRIORITY
+}
+
+impl<'a> Instances<'a> {
+    /// Those that run before authentication.
+    pub fn pre_auth(self) -> impl Iterator<Item = &'a Named> {
+        (self.global.iter().filter(is_pre_auth)).chain(self.route.iter().filter(is_pre_auth))
+    }
+
+    /// Those that run after authentication.
+    pub fn post_auth(self) -> impl Iterator<Item = &'a Named> {
+        (self.global.iter().filter(is_post_auth)).chain(PostAuthIter {
+            lists: self,
+            i: 0,
+            j: 0,
+        })
+    }
+
+    /// All of them, in order.
+    pub fn all(self) -> impl Iterator<Item = &'a Named> {
+        self.pre_auth().chain(self.post_auth())
+    }
+
+    /// Whether the route's instance `r` runs after auth: not replaced by the consumer's.
+    fn keeps(&self, r: &Named) -> bool {
+        r.1.priority() <= AUTH_PRIORITY
+            && !(r.1.consumer_replaces_route()
+                && self
+                    .consumer
+                    .iter()
+                    .any(|c| c.0 == r.0 && c.1.consumer_replaces_route()))
+    }
+}
+
+/// The route's and the consumer's post-auth instances, merged (each list is sorted; the
+/// route's first on a tie).
+struct PostAuthIter<'a> {
+    lists: Instances<'a>,
+    i: usize,
+    j: usize,
+}
+
+impl<'a> Iterator for PostAuthIter<'a> {
+    type Item = &'a Named;
+    fn next(&mut self) -> Option<&'a Named> {
+        let Instances {
+            route, consumer, ..
+        } = self.lists;
+        while self.i < route.len() && !self.lists.keeps(&route[self.i]) {
+            self.i += 1;
+        }
+        let r = route.get(self.i);
+        let c = consumer.get(self.j);
+        match (r, c) {
+            (Some(r), Some(c)) if c.1.priority() > r.1.priority() => {
+                self.j += 1;
+                Some(c)
+            }
+            (Some(r), _) => {
+                self.i += 1;
+                Some(r)
+            }
+            (None, c) => {
+                self.j += 1;
+                c
+            }
+        }
+    }
+}
+
 /// limit-count's APISIX priority: registry plugins above it run before it.
 const LIMIT_COUNT_PRIORITY: i32 = 1002;
 
@@ -351,7 +407,7 @@ async fn run_registry<'a>(
     running: &mut Running,
     matching: &[u8],
     view: &RequestView<'_>,
-    list: impl Iterator<Item = &'a (&'static str, crate::plugins::shape::Instance)>,
+    list: impl Iterator<Item = &'a Named>,
     which: impl Fn(i32) -> bool,
 ) -> Result<(), (Reject, &'static str, Running)> {
     for (_, p) in list.filter(|(_, p)| which(p.priority())) {

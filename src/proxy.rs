@@ -172,8 +172,8 @@ async fn write_reject_head(session: &mut Session, h: ResponseHeader, r: &Reject)
     Ok(())
 }
 
-/// A gateway answer on a route with registry plugins: every instance of the route (the
-/// consumer's replacing the route's by name) sees its head and body, as APISIX's header and
+/// A gateway answer on a route with registry plugins: every instance of the request
+/// ([`pipeline::Instances`]) sees its head and body, as APISIX's header and
 /// body filters run after another plugin's exit (response-rewrite can turn a 401 into a 200).
 fn rewrite_reject(
     snap: &Snapshot,
@@ -185,18 +185,15 @@ fn rewrite_reject(
 ) -> Result<(Box<ResponseHeader>, Option<Bytes>)> {
     let route = snap.route(route_id);
     let consumer = identity.map(|i| snap.consumers.get(i.consumer));
-    let consumer_extra = consumer.map_or(&[][..], |c| &c.plugins.extra[..]);
+    let instances = pipeline::Instances {
+        global: &snap.global_plugins,
+        route: &route.plugins.extra,
+        consumer: consumer.map_or(&[][..], |c| &c.plugins.extra[..]),
+    };
     let mut list: Vec<(
         crate::plugins::shape::Instance,
         crate::plugins::shape::State,
-    )> = route
-        .plugins
-        .extra
-        .iter()
-        .filter(|(n, _)| !consumer_extra.iter().any(|(m, _)| m == n))
-        .chain(consumer_extra.iter())
-        .map(|(_, p)| (p.clone(), None))
-        .collect();
+    )> = instances.all().map(|(_, p)| (p.clone(), None)).collect();
     // The instances that ran keep their state (and get it back for `done`).
     for (p, s) in &mut running.list {
         if let Some(slot) = list.iter_mut().find(|(q, _)| Arc::ptr_eq(p, q)) {
@@ -489,7 +486,6 @@ impl ProxyHttp for Gateway {
                 let rm = ctx.route_metrics(&self.metrics);
                 match r.kind {
                     RejectKind::Auth(plugin) => self.metrics.auth_failure(rm, plugin),
-                    RejectKind::Restricted => rm.restriction_rejections.inc(),
                     RejectKind::RateLimited => rm.limit_rejections.inc(),
                     RejectKind::Plugin(name) => self.metrics.plugin_rejection(rm, name),
                     RejectKind::BadRequest
@@ -505,6 +501,7 @@ impl ProxyHttp for Gateway {
                 match (r.route, ctx.snap.clone()) {
                     (Some(route), Some(snap))
                         if !snap.route(route).plugins.extra.is_empty()
+                            || !snap.global_plugins.is_empty()
                             || ctx.identity.is_some_and(|i| {
                                 !snap.consumers.get(i.consumer).plugins.extra.is_empty()
                             }) =>

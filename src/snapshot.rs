@@ -61,6 +61,9 @@ pub struct Snapshot {
     pub routes: Box<[Route]>,
     pub upstreams: Box<[Upstream]>,
     pub consumers: crate::consumer::Consumers,
+    /// The registry plugin instances of every global rule, rule by rule: they run on every
+    /// route, besides the route's own.
+    pub global_plugins: Arc<[crate::plugins::shape::Named]>,
     /// Headers removed from every client request: identity headers and every
     /// attach-consumer-label header configured anywhere.
     pub strip: Box<[HeaderName]>,

@@ -296,16 +296,22 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
         }
     }
 
-    // Global rules: their plugins apply to every route that does not set the same plugin.
+    // Global rules. Their registry plugin instances are never merged: each runs, besides the
+    // route's of the same name, as in APISIX. Their built-in slots (auth, limit-count,
+    // attach-consumer-label) apply to every route that does not set the same plugin.
     let mut global_plugins = RoutePlugins::default();
+    let mut global_instances = Vec::new();
     for (place, g) in &globals_t.items {
-        global_plugins = global_plugins.over(&compile_route_plugins(
+        let mut compiled = compile_route_plugins(
             &g.plugins,
             place,
             &format!("global_rule:{}", g.id.0),
             &consumers.by_name,
             &mut errs,
-        ));
+        );
+        global_instances.extend(compiled.set.extra.iter().cloned());
+        compiled.set.extra = Arc::new([]);
+        global_plugins = global_plugins.over(&compiled);
     }
     let plugin_configs: BTreeMap<&str, RoutePlugins> = pcs_t
         .items
@@ -557,6 +563,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
     strip.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     strip.dedup();
     Ok(Snapshot {
+        global_plugins: global_instances.into(),
         version: "".into(),
         loaded_at: SystemTime::now(),
         counts,

@@ -1,5 +1,11 @@
 //! consumer-restriction: allow or deny by consumer name, consumer group, service or route id.
+//! On the route side it restricts consumers (`consumer_name`, `consumer_group_id`); on a
+//! consumer or group it restricts routes (`service_id`, `route_id`). Both sides run: a
+//! consumer's instance does not replace the route's.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use serde::Deserialize;
 
 use crate::config::raw::MethodConf;
@@ -27,7 +33,7 @@ impl RestrictionType {
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConsumerRestrictionConf {
+pub struct Conf {
     #[serde(default, rename = "type")]
     pub kind: RestrictionType,
     pub whitelist: Option<Vec<String>>,
@@ -47,8 +53,9 @@ pub struct AllowedByMethodsConf {
 
 use ahash::{AHashMap, AHashSet};
 
+use super::shape::{CompileCx, CompileError, Instance, Plugin, RequestView, Side, State, Step};
 use crate::reject::Reject;
-use crate::router::method_mask;
+use crate::router::{method_bit, method_mask};
 
 /// Compiled consumer-restriction: sets for the lists, a method mask per user, prebuilt answers.
 #[derive(Debug)]
@@ -62,26 +69,26 @@ pub struct Restriction {
     no_value: Reject,
 }
 
-/// Where a restriction is configured; each side allows two types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Route,
-    Consumer,
+/// Compiles the conf for its side (each side allows two types).
+pub fn compile(conf: &Conf, cx: &CompileCx) -> Result<Instance, CompileError> {
+    Ok(Arc::new(compile_restriction(conf, cx.side)?))
 }
 
-pub fn compile(
-    conf: &ConsumerRestrictionConf,
-    side: Side,
-) -> Result<Restriction, (String, String)> {
+fn compile_restriction(conf: &Conf, side: Side) -> Result<Restriction, CompileError> {
+    let Conf {
+        kind,
+        whitelist,
+        blacklist,
+        allowed_by_methods,
+        rejected_code,
+        rejected_msg,
+    } = conf;
     let allowed = match side {
         Side::Route => matches!(
-            conf.kind,
+            kind,
             RestrictionType::ConsumerName | RestrictionType::ConsumerGroupId
         ),
-        Side::Consumer => matches!(
-            conf.kind,
-            RestrictionType::ServiceId | RestrictionType::RouteId
-        ),
+        Side::Consumer => matches!(kind, RestrictionType::ServiceId | RestrictionType::RouteId),
     };
     if !allowed {
         let msg = match side {
@@ -104,10 +111,10 @@ pub fn compile(
                 None => Ok(AHashSet::new()),
             }
         };
-    let whitelist = list(&conf.whitelist, "whitelist")?;
-    let blacklist = list(&conf.blacklist, "blacklist")?;
+    let white = list(whitelist, "whitelist")?;
+    let black = list(blacklist, "blacklist")?;
     let mut methods = AHashMap::new();
-    if let Some(abm) = &conf.allowed_by_methods {
+    if let Some(abm) = allowed_by_methods {
         if abm.is_empty() {
             return Err((
                 "allowed_by_methods".into(),
@@ -129,28 +136,27 @@ pub fn compile(
                 .or_insert_with(|| method_mask(&e.methods));
         }
     }
-    if conf.whitelist.is_none() && conf.blacklist.is_none() && conf.allowed_by_methods.is_none() {
+    if whitelist.is_none() && blacklist.is_none() && allowed_by_methods.is_none() {
         return Err((
             "".into(),
             "one of whitelist, blacklist or allowed_by_methods is required".into(),
         ));
     }
-    let code = conf.rejected_code.unwrap_or(403);
+    let code = rejected_code.unwrap_or(403);
     if !(200..=999).contains(&code) {
         return Err((
             "rejected_code".into(),
             "must be an HTTP status of at least 200".into(),
         ));
     }
-    let t = conf.kind.as_str();
-    let msg = conf
-        .rejected_msg
+    let t = kind.as_str();
+    let msg = rejected_msg
         .clone()
         .unwrap_or_else(|| format!("The {t} is forbidden."));
     Ok(Restriction {
-        kind: conf.kind,
-        whitelist,
-        blacklist,
+        kind: *kind,
+        whitelist: white,
+        blacklist: black,
         methods,
         rejected: Reject::new(code, Reject::json_body("message", &msg)),
         no_value: Reject::new(
@@ -190,24 +196,52 @@ impl Restriction {
     }
 }
 
+#[async_trait]
+impl Plugin for Restriction {
+    fn name(&self) -> &'static str {
+        "consumer-restriction"
+    }
+
+    fn priority(&self) -> i32 {
+        2400
+    }
+
+    /// The route's restriction and the consumer's check different things: both run.
+    fn consumer_replaces_route(&self) -> bool {
+        false
+    }
+
+    async fn request(&self, r: &RequestView<'_>, _state: &mut State) -> Step {
+        let value = match self.kind {
+            RestrictionType::ConsumerName => r.consumer,
+            RestrictionType::ConsumerGroupId => r.consumer_group,
+            RestrictionType::ServiceId => r.service_id,
+            RestrictionType::RouteId => Some(r.route_id),
+        };
+        match self.check(value, method_bit(r.req.method.as_str().as_bytes())) {
+            Ok(()) => Step::Continue,
+            Err(reject) => Step::Respond(reject.clone()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::method_bit;
 
-    fn conf(y: &str) -> ConsumerRestrictionConf {
+    fn conf(y: &str) -> Conf {
         serde_yaml::from_str(y).unwrap()
     }
 
     #[test]
     fn precedence() {
-        let r = compile(&conf("{whitelist: [a, b], blacklist: [b], allowed_by_methods: [{user: c, methods: [GET]}]}"), Side::Route).unwrap();
+        let r = compile_restriction(&conf("{whitelist: [a, b], blacklist: [b], allowed_by_methods: [{user: c, methods: [GET]}]}"), Side::Route).unwrap();
         let get = method_bit(b"GET");
         assert!(r.check(Some("a"), get).is_ok());
         assert_eq!(r.check(Some("b"), get).unwrap_err().status, 403);
         assert!(r.check(Some("c"), get).is_err(), "not whitelisted");
         assert_eq!(r.check(None, get).unwrap_err().status, 401);
-        let m = compile(
+        let m = compile_restriction(
             &conf("{allowed_by_methods: [{user: c, methods: [POST]}]}"),
             Side::Route,
         )
@@ -219,26 +253,25 @@ mod tests {
 
     #[test]
     fn invalid_forms() {
-        assert!(compile(&conf("{rejected_code: 404}"), Side::Route).is_err());
+        assert!(compile_restriction(&conf("{rejected_code: 404}"), Side::Route).is_err());
         assert_eq!(
-            compile(&conf("{whitelist: [a], rejected_code: 100}"), Side::Route)
+            compile_restriction(&conf("{whitelist: [a], rejected_code: 100}"), Side::Route)
                 .unwrap_err()
                 .0,
             "rejected_code"
         );
         assert_eq!(
-            compile(&conf("{type: service_id, whitelist: [a]}"), Side::Route)
+            compile_restriction(&conf("{type: service_id, whitelist: [a]}"), Side::Route)
                 .unwrap_err()
                 .0,
             "type"
         );
         assert!(
-            serde_yaml::from_str::<ConsumerRestrictionConf>(
-                "{allowed_by_methods: [{user: a, methods: [FETCH]}]}"
-            )
-            .is_err()
+            serde_yaml::from_str::<Conf>("{allowed_by_methods: [{user: a, methods: [FETCH]}]}")
+                .is_err()
         );
-        let r = compile(&conf("{whitelist: [a], rejected_msg: a/b}"), Side::Route).unwrap();
+        let r =
+            compile_restriction(&conf("{whitelist: [a], rejected_msg: a/b}"), Side::Route).unwrap();
         assert_eq!(
             &r.check(Some("x"), 1).unwrap_err().body[..],
             b"{\"message\":\"a/b\"}\n"

@@ -351,7 +351,7 @@ fn preflight() -> Reject {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::consumer_restriction::Side;
+    use crate::plugins::shape::Side;
 
     fn build(yaml: &str) -> Result<Instance, CompileError> {
         let conf: Conf = serde_yaml::from_str(yaml).unwrap();

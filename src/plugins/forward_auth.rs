@@ -583,7 +583,7 @@ impl Plugin for ForwardAuth {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::plugins::consumer_restriction::Side;
+    use crate::plugins::shape::Side;
 
     fn cx() -> CompileCx<'static> {
         CompileCx {

@@ -155,7 +155,7 @@ impl Plugin for IpRestriction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::consumer_restriction::Side;
+    use crate::plugins::shape::Side;
 
     fn build(yaml: &str) -> Result<IpRestriction, CompileError> {
         let conf: Conf = serde_yaml::from_str(yaml).unwrap();

@@ -33,8 +33,8 @@ use crate::auth::jwt_auth::{JwtAuthConf, JwtAuthCredentialConf};
 use crate::auth::key_auth::{KeyAuthConf, KeyAuthCredentialConf};
 use crate::auth::multi_auth::MultiAuthConf;
 use attach_consumer_label::{AttachConsumerLabel, AttachConsumerLabelConf};
-use consumer_restriction::{ConsumerRestrictionConf, Restriction, Side};
 use limit_count::{LimitCount, LimitCountConf};
+use shape::Side;
 
 /// The registry: every plugin built on the one plugin shape ([`shape::Plugin`]), with the sides
 /// it may be configured on. One line per plugin; the macro writes its conf slot into the
@@ -58,12 +58,6 @@ macro_rules! registry {
             pub jwt_auth: Option<JwtAuthConf>,
             #[serde(rename = "multi-auth", default, deserialize_with = "null_is_default")]
             pub multi_auth: Option<MultiAuthConf>,
-            #[serde(
-                rename = "consumer-restriction",
-                default,
-                deserialize_with = "null_is_default"
-            )]
-            pub consumer_restriction: Option<ConsumerRestrictionConf>,
             #[serde(rename = "limit-count", default, deserialize_with = "null_is_default")]
             pub limit_count: Option<Box<LimitCountConf>>,
             #[serde(
@@ -91,12 +85,6 @@ macro_rules! registry {
             pub hmac_auth: Option<HmacAuthCredentialConf>,
             #[serde(rename = "jwt-auth", default, deserialize_with = "null_is_default")]
             pub jwt_auth: Option<JwtAuthCredentialConf>,
-            #[serde(
-                rename = "consumer-restriction",
-                default,
-                deserialize_with = "null_is_default"
-            )]
-            pub consumer_restriction: Option<ConsumerRestrictionConf>,
             #[serde(rename = "limit-count", default, deserialize_with = "null_is_default")]
             pub limit_count: Option<Box<LimitCountConf>>,
             #[serde(
@@ -113,13 +101,12 @@ macro_rules! registry {
 
         /// Whether tollgate has a plugin of this name (a top-level `plugins:` list may name it).
         pub fn is_known(name: &str) -> bool {
-            const BUILT_IN: [&str; 8] = [
+            const BUILT_IN: [&str; 7] = [
                 "key-auth",
                 "basic-auth",
                 "hmac-auth",
                 "jwt-auth",
                 "multi-auth",
-                "consumer-restriction",
                 "limit-count",
                 "attach-consumer-label",
             ];
@@ -188,6 +175,7 @@ macro_rules! registry {
 
 registry! {
     route: [
+        "consumer-restriction" => consumer_restriction,
         "request-id" => request_id,
         "forward-auth" => forward_auth,
         "cors" => cors,
@@ -198,6 +186,7 @@ registry! {
         "response-rewrite" => response_rewrite,
     ],
     consumer: [
+        "consumer-restriction" => consumer_restriction,
         "ip-restriction" => ip_restriction,
         "limit-conn" => limit_conn,
         "limit-req" => limit_req,
@@ -228,9 +217,6 @@ impl ConsumerPluginsConf {
     /// Names of the non-auth plugins set here.
     pub fn other_plugin_names(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if self.consumer_restriction.is_some() {
-            v.push("consumer-restriction");
-        }
         if self.limit_count.is_some() {
             v.push("limit-count");
         }
@@ -245,7 +231,6 @@ impl ConsumerPluginsConf {
 /// The compiled non-auth plugins of one resource, or of several merged per slot.
 #[derive(Debug, Default, Clone)]
 pub struct PluginSet {
-    pub restriction: Option<Arc<Restriction>>,
     pub attach_labels: Option<Arc<AttachConsumerLabel>>,
     pub limit_count: Option<Arc<OwnedLimit>>,
     /// Registry plugins by name, in priority order (highest first).
@@ -279,10 +264,6 @@ impl PluginSet {
     /// Each slot from `self`, else from `lower`.
     pub fn over(&self, lower: &PluginSet) -> PluginSet {
         PluginSet {
-            restriction: self
-                .restriction
-                .clone()
-                .or_else(|| lower.restriction.clone()),
             attach_labels: self
                 .attach_labels
                 .clone()
@@ -376,12 +357,6 @@ pub fn compile_route_plugins(
             Err((f, msg)) => errs.push(place, &format!("plugins.multi-auth.{f}"), msg),
         }
     }
-    if let Some(r) = &conf.consumer_restriction {
-        match consumer_restriction::compile(r, Side::Route) {
-            Ok(r) => out.set.restriction = Some(Arc::new(r)),
-            Err((f, m)) => errs.push(place, &join("plugins.consumer-restriction", &f), m),
-        }
-    }
     if let Some(a) = &conf.attach_consumer_label {
         match attach_consumer_label::compile(a) {
             Ok(a) => out.set.attach_labels = Some(Arc::new(a)),
@@ -409,12 +384,6 @@ pub fn compile_consumer_plugins(
     errs: &mut Errs,
 ) -> PluginSet {
     let mut out = PluginSet::default();
-    if let Some(r) = &conf.consumer_restriction {
-        match consumer_restriction::compile(r, Side::Consumer) {
-            Ok(r) => out.restriction = Some(Arc::new(r)),
-            Err((f, m)) => errs.push(place, &join(&format!("{base}.consumer-restriction"), &f), m),
-        }
-    }
     if let Some(a) = &conf.attach_consumer_label {
         match attach_consumer_label::compile(a) {
             Ok(a) => out.attach_labels = Some(Arc::new(a)),

@@ -523,7 +523,7 @@ impl Plugin for ProxyRewrite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::consumer_restriction::Side;
+    use crate::plugins::shape::Side;
 
     fn conf(yaml: &str) -> Conf {
         serde_yaml::from_str(yaml).unwrap()

@@ -769,7 +769,7 @@ impl Plugin for ResponseRewrite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::consumer_restriction::Side;
+    use crate::plugins::shape::Side;
     use pingora_http::RequestHeader;
 
     fn cx() -> CompileCx<'static> {

@@ -51,13 +51,21 @@ pub struct RequestView<'a> {
     pub consumer_group: Option<&'a str>,
 }
 
+/// Where a plugin conf is written: on a route, service, plugin config or global rule, or on a
+/// consumer, consumer group or credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Route,
+    Consumer,
+}
+
 /// What a plugin's compile step knows besides its conf.
 pub struct CompileCx<'a> {
     /// The resource that holds the conf (`route:<id>`, `consumer:<name>`, ...): it owns the
     /// instance's counters.
     pub owner: &'a str,
     /// Route side (route, service, plugin config, global rule) or consumer side.
-    pub side: crate::plugins::consumer_restriction::Side,
+    pub side: Side,
 }
 
 /// Where compile errors go: a field path under the plugin (`"rate"`, `""` for the conf itself)
@@ -72,6 +80,12 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
 
     /// APISIX priority: higher runs first.
     fn priority(&self) -> i32;
+
+    /// Whether a consumer's (or its group's) instance of this plugin replaces the route's, as
+    /// APISIX merges consumer plugins over route plugins by name.
+    fn consumer_replaces_route(&self) -> bool {
+        true
+    }
 
     /// Request time, after routing: continue, or answer the client.
     async fn request(&self, _r: &RequestView<'_>, _state: &mut State) -> Step {
@@ -118,6 +132,9 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
 /// A compiled instance and the resource that holds it (`route:<id>`, `consumer:<name>`...),
 /// which owns its counters.
 pub type Instance = Arc<dyn Plugin>;
+
+/// An instance with its plugin name (the name a consumer's instance replaces a route's by).
+pub type Named = (&'static str, Instance);
 
 /// The plugin instances of one request, in the order they run, each with its state.
 #[derive(Debug, Default)]

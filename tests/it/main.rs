@@ -18,6 +18,7 @@ mod plugin_forward_auth;
 mod plugin_ip_restriction;
 mod plugin_limit_conn;
 mod plugin_limit_req;
+mod plugin_order;
 mod plugin_proxy_rewrite;
 mod plugin_request_id;
 mod plugin_response_rewrite;

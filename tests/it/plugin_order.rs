@@ -1,0 +1,102 @@
+//! How plugin instances from global rules, routes and consumers combine (APISIX: global rules
+//! are never merged; a consumer's plugin replaces the route's of the same name, except
+//! consumer-restriction, whose two sides check different things).
+
+use crate::support::{Gateway, Upstream, http};
+
+#[test]
+fn global_rules_run_beside_the_route_and_each_other() {
+    let up = Upstream::start("up");
+    let gw = Gateway::start(&format!(
+        r#"global_rules:
+  - id: g1
+    plugins:
+      response-rewrite: {{headers: {{add: ["X-Rule: g1"]}}}}
+  - id: g2
+    plugins:
+      response-rewrite: {{headers: {{add: ["X-Rule: g2"]}}}}
+      consumer-restriction: {{whitelist: [alice, bob]}}
+routes:
+  - id: r
+    uri: /r
+    plugins:
+      key-auth: {{}}
+      response-rewrite: {{headers: {{add: ["X-Rule: route"]}}}}
+      consumer-restriction: {{blacklist: [bob]}}
+    upstream: {u}
+consumers:
+  - {{username: alice, plugins: {{key-auth: {{key: alice-key}}}}}}
+  - {{username: bob, plugins: {{key-auth: {{key: bob-key}}}}}}
+  - {{username: carol, plugins: {{key-auth: {{key: carol-key}}}}}}
+#END
+"#,
+        u = up.yaml()
+    ));
+    let p = gw.port();
+
+    let r = http(p, "GET", "/r", &[("apikey", "alice-key")], b"");
+    assert_eq!(r.status, 200);
+    let mut rules = r.headers_all("x-rule");
+    rules.sort();
+    assert_eq!(rules, ["g1", "g2", "route"], "all three instances ran");
+
+    // The route's restriction and the global rule's both apply.
+    let r = http(p, "GET", "/r", &[("apikey", "bob-key")], b"");
+    assert_eq!(r.status, 403, "route blacklist");
+    let r = http(p, "GET", "/r", &[("apikey", "carol-key")], b"");
+    assert_eq!(r.status, 403, "global whitelist");
+    assert_eq!(
+        r.text(),
+        "{\"message\":\"The consumer_name is forbidden.\"}\n"
+    );
+    // The gateway's own answer passes every instance's response hook too.
+    let mut rules = r.headers_all("x-rule");
+    rules.sort();
+    assert_eq!(rules, ["g1", "g2", "route"]);
+}
+
+#[test]
+fn consumer_replaces_the_route_instance_but_both_restrictions_run() {
+    let up = Upstream::start("up");
+    let gw = Gateway::start(&format!(
+        r#"routes:
+  - id: r
+    uri: /r
+    plugins:
+      key-auth: {{}}
+      response-rewrite: {{headers: {{set: {{X-From: route}}}}}}
+      consumer-restriction: {{whitelist: [alice, bob]}}
+    upstream: {u}
+  - id: other
+    uri: /other
+    plugins: {{key-auth: {{}}}}
+    upstream: {u}
+consumers:
+  - username: alice
+    plugins:
+      key-auth: {{key: alice-key}}
+      response-rewrite: {{headers: {{set: {{X-From: consumer}}}}}}
+      consumer-restriction: {{type: route_id, whitelist: [r]}}
+  - {{username: bob, plugins: {{key-auth: {{key: bob-key}}}}}}
+#END
+"#,
+        u = up.yaml()
+    ));
+    let p = gw.port();
+
+    let r = http(p, "GET", "/r", &[("apikey", "alice-key")], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-from"),
+        Some("consumer"),
+        "the consumer's replaces"
+    );
+    let r = http(p, "GET", "/r", &[("apikey", "bob-key")], b"");
+    assert_eq!(r.header("x-from"), Some("route"));
+    // alice's own restriction (route ids) still runs beside the route's (consumer names).
+    let r = http(p, "GET", "/other", &[("apikey", "alice-key")], b"");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.text(), "{\"message\":\"The route_id is forbidden.\"}\n");
+    let r = http(p, "GET", "/other", &[("apikey", "bob-key")], b"");
+    assert_eq!(r.status, 200);
+}
