@@ -20,6 +20,7 @@ pub mod path;
 pub mod pipeline;
 pub mod plugins;
 pub mod proxy;
+pub mod query;
 pub mod reject;
 pub mod reload;
 pub mod router;

@@ -120,7 +120,7 @@ fn hide_credentials(
             }
             Hide::Query(arg) => {
                 let Some(q) = req.uri.query() else { continue };
-                let q = auth::query_without(q, arg);
+                let q = crate::query::without(q, arg);
                 let mut uri = req.uri.path().to_string();
                 if !q.is_empty() {
                     uri.push('?');
@@ -1020,8 +1020,8 @@ fn hash_input(
                         .map(|v| v.as_bytes().to_vec())
                         .unwrap_or_default()
                 } else if let Some(a) = k.strip_prefix("arg_") {
-                    match auth::query_arg(req.uri.query(), a) {
-                        auth::QueryArg::One(v) => v.as_bytes().to_vec(),
+                    match crate::query::arg(req.uri.query(), a) {
+                        crate::query::Arg::One(v) => v.as_bytes().to_vec(),
                         _ => Vec::new(),
                     }
                 } else {

@@ -36,29 +36,17 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Parses `sha256:<64 hex>`.
 pub fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
-    let h = s.strip_prefix("sha256:")?;
-    if h.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, chunk) in h.as_bytes().chunks(2).enumerate() {
-        let s = std::str::from_utf8(chunk).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
-    }
+    hex::decode_to_slice(s.strip_prefix("sha256:")?, &mut out).ok()?;
     Some(out)
 }
 
 /// The value `tollgate hash-secret` prints for a secret.
 pub fn hash_for(kind: SecretKind, secret: &str) -> Result<String, String> {
     match kind {
-        SecretKind::Key => Ok(format!("sha256:{}", hex(&sha256(secret.as_bytes())))),
+        SecretKind::Key => Ok(format!("sha256:{}", hex::encode(sha256(secret.as_bytes())))),
         SecretKind::Password => {
             use argon2::password_hash::PasswordHasher;
             argon2::Argon2::default()

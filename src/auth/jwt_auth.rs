@@ -62,9 +62,8 @@ use http::HeaderName;
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::credentials::CredentialIndex;
-use super::{
-    AuthCommon, AuthRequest, Failure, Hide, QueryArg, Verdict, challenge, cookie, query_arg,
-};
+use super::{AuthCommon, AuthRequest, Failure, Hide, Verdict, challenge, cookie};
+use crate::query;
 use crate::secret::secret_value;
 
 /// A credential's verification key, built once at compile time.
@@ -235,12 +234,12 @@ impl JwtAuth {
                 .unwrap_or(v);
             return Some((t.into(), Hide::Header(self.header.clone())));
         }
-        match query_arg(ar.req.uri.query(), &self.query) {
-            QueryArg::One(v) => return Some((v, Hide::Query(self.query.clone()))),
-            QueryArg::Bare | QueryArg::Many => {
+        match query::arg(ar.req.uri.query(), &self.query) {
+            query::Arg::One(v) => return Some((v, Hide::Query(self.query.clone()))),
+            query::Arg::Bare | query::Arg::Many => {
                 return Some(("".into(), Hide::Query(self.query.clone())));
             }
-            QueryArg::Missing => {}
+            query::Arg::Missing => {}
         }
         cookie(ar.req, &self.cookie).map(|c| (c.into(), Hide::Cookie(self.cookie.clone())))
     }

@@ -26,9 +26,8 @@ use std::sync::Arc;
 use http::HeaderName;
 
 use super::credentials::CredentialIndex;
-use super::{
-    AuthCommon, AuthRequest, Failure, Hide, QueryArg, Verdict, challenge, header_str, query_arg,
-};
+use super::{AuthCommon, AuthRequest, Failure, Hide, Verdict, challenge, header_str};
+use crate::query;
 use crate::secret::secret_value;
 use crate::secret::{parse_key_hash, sha256};
 
@@ -114,15 +113,15 @@ impl KeyAuth {
                 Hide::Header(self.header.clone()),
             )
         } else {
-            match query_arg(ar.req.uri.query(), &self.query) {
-                QueryArg::One(v) => (v, Hide::Query(self.query.clone())),
-                QueryArg::Bare | QueryArg::Many => {
+            match query::arg(ar.req.uri.query(), &self.query) {
+                query::Arg::One(v) => (v, Hide::Query(self.query.clone())),
+                query::Arg::Bare | query::Arg::Many => {
                     return Err((
                         Failure::unauthorized(INVALID, "failed to find consumer: invalid api key"),
                         both(),
                     ));
                 }
-                QueryArg::Missing => {
+                query::Arg::Missing => {
                     return Err((Failure::unauthorized(MISSING, "missing api key"), both()));
                 }
             }

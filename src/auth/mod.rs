@@ -304,87 +304,6 @@ pub async fn authenticate(
     Ok(out)
 }
 
-/// The value of query argument `name` in a raw query string.
-#[derive(Debug, PartialEq, Eq)]
-pub enum QueryArg<'a> {
-    Missing,
-    /// `?name` with no `=`: APISIX reads it as `true`, which matches no credential.
-    Bare,
-    One(Cow<'a, str>),
-    /// Repeated: a list, which matches no credential.
-    Many,
-}
-
-/// Percent-decodes (and `+` to space) a query component.
-pub fn query_decode(s: &str) -> Cow<'_, str> {
-    if !s.contains(['%', '+']) {
-        return Cow::Borrowed(s);
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-                {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// Finds query argument `name`.
-pub fn query_arg<'a>(query: Option<&'a str>, name: &str) -> QueryArg<'a> {
-    let Some(q) = query else {
-        return QueryArg::Missing;
-    };
-    let mut found = QueryArg::Missing;
-    for part in q.split('&') {
-        let (k, v) = match part.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (part, None),
-        };
-        if query_decode(k) != name {
-            continue;
-        }
-        found = match (found, v) {
-            (QueryArg::Missing, Some(v)) => QueryArg::One(query_decode(v)),
-            (QueryArg::Missing, None) => QueryArg::Bare,
-            _ => QueryArg::Many,
-        };
-    }
-    found
-}
-
-/// The query string without argument `name` (for `hide_credentials`).
-pub fn query_without(query: &str, name: &str) -> String {
-    query
-        .split('&')
-        .filter(|part| {
-            !part.is_empty() && query_decode(part.split_once('=').map_or(*part, |(k, _)| k)) != name
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
 /// The value of cookie `name` in the request's `Cookie` headers.
 pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     for h in req.headers.get_all(http::header::COOKIE) {
@@ -426,21 +345,6 @@ pub fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_args() {
-        assert_eq!(
-            query_arg(Some("a=1&apikey=k%2B1"), "apikey"),
-            QueryArg::One("k+1".into())
-        );
-        assert_eq!(query_arg(Some("apikey"), "apikey"), QueryArg::Bare);
-        assert_eq!(
-            query_arg(Some("apikey=1&apikey=2"), "apikey"),
-            QueryArg::Many
-        );
-        assert_eq!(query_arg(None, "apikey"), QueryArg::Missing);
-        assert_eq!(query_without("a=1&apikey=x&b=2", "apikey"), "a=1&b=2");
-    }
 
     #[test]
     fn realm_checks() {

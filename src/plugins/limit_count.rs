@@ -5,6 +5,7 @@
 //! request from [`KeyVars`]). The counters themselves live in [`crate::limiter::Limiter`], which
 //! outlives config snapshots.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -267,8 +268,8 @@ pub enum KeyVar {
     ServiceId,
     /// `http_<name>`: the first value of that request header.
     Header(HeaderName),
-    /// `arg_<name>`: the raw (undecoded) value of that query argument, name matched
-    /// ignoring ASCII case, as nginx does.
+    /// `arg_<name>`: the first value of that query argument, decoded, as APISIX's
+    /// `ctx.var.arg_<name>` reads it ([`crate::query::first`]).
     Arg(Box<str>),
 }
 
@@ -343,7 +344,7 @@ impl KeyVar {
     }
 
     /// The variable's value for this request; `None` when unset or empty.
-    pub fn resolve<'a>(&'a self, v: &KeyVars<'a>) -> Option<&'a [u8]> {
+    pub fn resolve<'a>(&'a self, v: &KeyVars<'a>) -> Option<Cow<'a, [u8]>> {
         let value: &[u8] = match self {
             KeyVar::RemoteAddr => v.remote_addr.as_bytes(),
             KeyVar::ServerAddr => v.server_addr.as_bytes(),
@@ -352,18 +353,15 @@ impl KeyVar {
             KeyVar::RouteId => v.route_id.as_bytes(),
             KeyVar::ServiceId => v.service_id?.as_bytes(),
             KeyVar::Header(name) => v.headers.get(name)?.as_bytes(),
-            KeyVar::Arg(name) => query_arg(v.query?, name)?,
+            KeyVar::Arg(name) => {
+                return match crate::query::first(v.query, name)? {
+                    Cow::Borrowed(s) => (!s.is_empty()).then_some(Cow::Borrowed(s.as_bytes())),
+                    Cow::Owned(s) => (!s.is_empty()).then_some(Cow::Owned(s.into_bytes())),
+                };
+            }
         };
-        (!value.is_empty()).then_some(value)
+        (!value.is_empty()).then_some(Cow::Borrowed(value))
     }
-}
-
-/// The raw value of the first query argument named `name` (ASCII case ignored).
-fn query_arg<'a>(query: &'a str, name: &str) -> Option<&'a [u8]> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        k.eq_ignore_ascii_case(name).then_some(v.as_bytes())
-    })
 }
 
 impl KeySpec {
@@ -377,7 +375,7 @@ impl KeySpec {
             }
             KeySpec::Var(var) => match var.resolve(vars) {
                 Some(value) => {
-                    out(value);
+                    out(&value);
                     KeySource::Configured
                 }
                 None => {
@@ -398,7 +396,7 @@ impl KeySpec {
                         KeyPart::Literal(s) => out(s.as_bytes()),
                         KeyPart::Var(v) => {
                             if let Some(value) = v.resolve(vars) {
-                                out(value);
+                                out(&value);
                             }
                         }
                     }
@@ -1213,7 +1211,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-user", "alice".parse().expect("value"));
         h.insert("x-empty", "".parse().expect("value"));
-        let v = vars(&h, Some("a=1&Page=7&b"), Some("FetchBot"));
+        let v = vars(&h, Some("a=1&page=7&Page=8&b&q=x+y%21"), Some("FetchBot"));
         let k = |yaml: &str| key_of(&ok(yaml), &v);
         use KeySource::*;
         assert_eq!(
@@ -1239,6 +1237,16 @@ mod tests {
         assert_eq!(
             k("{count: 1, time_window: 1, key: arg_page}"),
             ("7".into(), Configured)
+        );
+        assert_eq!(
+            k("{count: 1, time_window: 1, key: arg_Page}"),
+            ("8".into(), Configured),
+            "names are exact, as APISIX's ctx.var.arg_<name>"
+        );
+        assert_eq!(
+            k("{count: 1, time_window: 1, key: arg_q}"),
+            ("x y!".into(), Configured),
+            "values are decoded"
         );
         assert_eq!(
             k("{count: 1, time_window: 1, key: arg_b}"),

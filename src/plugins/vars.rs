@@ -167,14 +167,10 @@ impl<'a> VarCx<'a> {
             Var::ConsumerGroupId => b(self.view.consumer_group?),
             Var::RouteId => b(self.view.route_id),
             Var::ServiceId => b(self.view.service_id?),
-            Var::Arg(name) => {
-                let q = req.uri.query()?;
-                q.split('&').find_map(|pair| {
-                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    (crate::auth::query_decode(k) == **name)
-                        .then(|| Cow::Owned(crate::auth::query_decode(v).into_owned().into_bytes()))
-                })
-            }
+            Var::Arg(name) => match crate::query::first(req.uri.query(), name)? {
+                Cow::Borrowed(v) => b(v),
+                Cow::Owned(v) => Some(Cow::Owned(v.into_bytes())),
+            },
             Var::Header(name) => Some(Cow::Borrowed(req.headers.get(name)?.as_bytes())),
             Var::Cookie(name) => b(crate::auth::cookie(req, name)?),
             Var::Status => Some(Cow::Owned(self.resp?.status.as_str().as_bytes().to_vec())),
