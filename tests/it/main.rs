@@ -6,9 +6,14 @@
 mod support;
 
 mod as_users;
-mod auth;
-mod auth_families;
+mod auth_basic;
+mod auth_common;
+mod auth_hmac;
+mod auth_jwt;
+mod auth_key;
+mod auth_multi;
 mod availability;
+mod consumers;
 mod core;
 mod harness;
 mod limit_count;
@@ -25,3 +30,4 @@ mod plugin_response_rewrite;
 mod promises;
 mod restriction;
 mod security;
+mod signing;

@@ -12,12 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-use base64::Engine;
-use hmac::{KeyInit, Mac};
 use serde_json::Value;
 
+use crate::signing::{
+    BASIC_USER, HMAC_SECRET, JWT_SECRET, KEY, PASSWORD, WRONG_KEY, auth_resources, b64,
+    hmac_headers, jwt_token, now_secs,
+};
 use crate::support::{Gateway, Upstream, free_port, http, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -294,13 +296,6 @@ fn send_known_requests(gw: &Gateway) {
 
 const KNOWN_REQUESTS: f64 = 9.0;
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
 // ---------------------------------------------------------------------------------------------
 // /metrics
 
@@ -490,7 +485,7 @@ fn metrics_count_a_known_set_of_requests_exactly() {
     assert_eq!(m.series(res).len(), 6, "{}", m.family_text(res));
     let loaded = m.value("tollgate_config_last_reload_success_timestamp_seconds", &[]);
     assert!(
-        (loaded - unix_now() as f64).abs() < 120.0,
+        (loaded - now_secs() as f64).abs() < 120.0,
         "last reload timestamp {loaded} is not about now"
     );
     // No reload happened: no series, or zeros.
@@ -626,7 +621,7 @@ fn healthz_and_reload_metrics_follow_reloads() {
     assert_health_shape(&h0);
     let v0 = h0["config_version"].as_str().unwrap().to_owned();
     let t0 = rfc3339_secs(h0["last_reload"].as_str().unwrap());
-    assert!(t0.abs_diff(unix_now()) < 120, "initial load at {t0}");
+    assert!(t0.abs_diff(now_secs()) < 120, "initial load at {t0}");
     let m = scrape(&gw);
     assert_eq!(
         m.value("tollgate_config_resources", &[("kind", "routes")]),
@@ -660,7 +655,7 @@ fn healthz_and_reload_metrics_follow_reloads() {
     wait_until(
         Duration::from_secs(3),
         "the clock passes the load's second",
-        || unix_now() > t0,
+        || now_secs() > t0,
     );
 
     // A good reload.
@@ -846,71 +841,6 @@ fn a_reload_drops_the_series_of_consumers_that_left_and_keeps_the_others() {
 
 // ---------------------------------------------------------------------------------------------
 // Access log
-
-pub(crate) const KEY: &str = "ak-Secret-4f1c9e";
-pub(crate) const WRONG_KEY: &str = "wrong-Secret-77aa02";
-pub(crate) const BASIC_USER: &str = "alice-basic";
-pub(crate) const PASSWORD: &str = "pw-Secret-c0ffee";
-pub(crate) const JWT_SECRET: &str = "jwt-Secret-9d8e7f";
-pub(crate) const HMAC_SECRET: &str = "hmac-Secret-a1b2c3";
-
-pub(crate) fn b64(data: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(data)
-}
-
-fn b64url(data: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
-}
-
-fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("hmac key");
-    m.update(data);
-    m.finalize().into_bytes().to_vec()
-}
-
-/// An HS256 JWT for jwt-auth key `alice-jwt`, valid for an hour.
-pub(crate) fn jwt_token() -> String {
-    let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload =
-        b64url(format!(r#"{{"key":"alice-jwt","exp":{}}}"#, unix_now() + 3600).as_bytes());
-    let signed = format!("{header}.{payload}");
-    let sig = b64url(&hmac_sha256(JWT_SECRET.as_bytes(), signed.as_bytes()));
-    format!("{signed}.{sig}")
-}
-
-/// `(Date, Authorization, signature)` for an hmac-auth GET of `target` by key id `alice-hmac`.
-pub(crate) fn hmac_headers(target: &str) -> (String, String, String) {
-    let date = httpdate::fmt_http_date(SystemTime::now());
-    let signing = format!("alice-hmac\nGET {target}\ndate: {date}\n");
-    let sig = b64(&hmac_sha256(HMAC_SECRET.as_bytes(), signing.as_bytes()));
-    let auth = format!(
-        r#"Signature keyId="alice-hmac",algorithm="hmac-sha256",headers="@request-target date",signature="{sig}""#
-    );
-    (date, auth, sig)
-}
-
-/// Routes k (key-auth), b (basic-auth), j (jwt-auth), h (hmac-auth), open; consumer alice with
-/// one credential of each type.
-pub(crate) fn auth_resources(up: &Upstream) -> String {
-    let up = up.yaml();
-    format!(
-        r#"routes:
-  - {{id: k, uri: /k, plugins: {{key-auth: {{}}}}, upstream: {up}}}
-  - {{id: b, uri: /b, plugins: {{basic-auth: {{}}}}, upstream: {up}}}
-  - {{id: j, uri: /j, plugins: {{jwt-auth: {{}}}}, upstream: {up}}}
-  - {{id: h, uri: /h, plugins: {{hmac-auth: {{}}}}, upstream: {up}}}
-  - {{id: open, uri: /open, upstream: {up}}}
-consumers:
-  - username: alice
-    credentials:
-      - {{name: key, plugins: {{key-auth: {{key: {KEY}}}}}}}
-      - {{name: basic, plugins: {{basic-auth: {{username: {BASIC_USER}, password: {PASSWORD}}}}}}}
-      - {{name: jwt, plugins: {{jwt-auth: {{key: alice-jwt, secret: {JWT_SECRET}}}}}}}
-      - {{name: hmac, plugins: {{hmac-auth: {{key_id: alice-hmac, secret_key: {HMAC_SECRET}}}}}}}
-#END
-"#
-    )
-}
 
 /// `(target, headers, status, route id, credential name or "")`.
 type LoggedRequest<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str, &'a str);

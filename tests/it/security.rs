@@ -9,17 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use sha2::Digest;
-
-use crate::auth::{HMAC_CONSUMERS, assert_reject, chunked, echo, hmac_request};
-use crate::observability::{
-    BASIC_USER, HMAC_SECRET, JWT_SECRET, KEY, PASSWORD, WRONG_KEY, auth_resources, b64,
-    hmac_headers, jwt_token, log_file, wait_lines, yaml_path,
+use crate::auth_common::{assert_reject, echo};
+use crate::observability::{log_file, wait_lines, yaml_path};
+use crate::signing::{
+    BASIC_USER, HMAC_CONSUMERS, HMAC_SECRET, JWT_SECRET, KEY, PASSWORD, WRONG_KEY, auth_resources,
+    b64, hmac_headers, hmac_request, jwt_token, sha256_digest,
 };
 use crate::support::assert_line;
-use crate::support::{Gateway, Upstream, check_fails, http, tollgate_check, wait_until};
+use crate::support::{Gateway, Upstream, check_fails, chunked, http, tollgate_check, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -198,7 +195,6 @@ fn hmac_body_digest_is_checked_before_the_upstream_hears_of_the_request() {
 "#,
         t = tap.yaml()
     ));
-    let digest = |body: &[u8]| format!("SHA-256={}", STANDARD.encode(sha2::Sha256::digest(body)));
     let post = |body: &[u8], headers: &[(&str, &str)]| {
         hmac_request(
             &gw,
@@ -216,7 +212,7 @@ fn hmac_body_digest_is_checked_before_the_upstream_hears_of_the_request() {
     let small: Vec<u8> = b"{\"order\":42}".to_vec();
     let big: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let te = ("Transfer-Encoding", "chunked");
-    let other = digest(b"another body");
+    let other = sha256_digest(b"another body");
     let ch = Some(r#"hmac realm="hmac""#);
     let generic = "client request can't be validated";
     for round in 0..5 {
@@ -238,10 +234,10 @@ fn hmac_body_digest_is_checked_before_the_upstream_hears_of_the_request() {
     }
     // Good digests: the whole body arrives, by Content-Length and chunked, small and large.
     for body in [&small, &big] {
-        let r = post(body, &[("Digest", &digest(body))]);
+        let r = post(body, &[("Digest", &sha256_digest(body))]);
         assert_eq!(echo(&r)["body"].as_str().unwrap().as_bytes(), &body[..]);
         let parts: Vec<&[u8]> = body.chunks(50_000).collect();
-        let r = post(&chunked(&parts), &[te, ("Digest", &digest(body))]);
+        let r = post(&chunked(&parts), &[te, ("Digest", &sha256_digest(body))]);
         assert_eq!(echo(&r)["body"].as_str().unwrap().as_bytes(), &body[..]);
         assert_eq!(echo(&r)["headers"]["x-consumer-username"], "hal");
     }

@@ -20,7 +20,7 @@ mod upstream;
 use std::time::{Duration, Instant};
 
 pub use gateway::{Gateway, GatewayBuilder, run_tollgate, tollgate_check};
-pub use http::{Client, Resp, TlsConn, http, make_test_cert, tls_connect, try_http};
+pub use http::{Client, Resp, TlsConn, chunked, http, make_test_cert, tls_connect, try_http};
 pub use redis::{Redis, RedisCluster, redis_cmd};
 pub use upstream::{Seen, Upstream};
 
