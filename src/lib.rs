@@ -4,6 +4,7 @@
 //! one snapshot per request and runs [`pipeline::run`] on it.
 
 pub mod access_log;
+pub mod addr;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -60,7 +60,7 @@ pub struct Metrics {
     plugin_rejections: IntCounterVec,
     restriction_rejections: IntCounterVec,
     limit_rejections: IntCounterVec,
-    pub limit_degraded: IntCounter,
+    limit_degraded: IntCounter,
     upstream_errors: IntCounterVec,
     reloads: IntCounterVec,
     last_reload: IntGauge,
@@ -411,11 +411,12 @@ impl Metrics {
     }
 
     /// A registry plugin answered a request (a rare path: no per-route handle cache).
-    /// consumer-restriction has its own family.
+    /// consumer-restriction and limit-count have their own families.
     pub fn plugin_rejection(&self, rm: &RouteMetrics, plugin: &'static str) {
-        if plugin == "consumer-restriction" {
-            rm.restriction_rejections.inc();
-            return;
+        match plugin {
+            "consumer-restriction" => return rm.restriction_rejections.inc(),
+            "limit-count" => return rm.limit_rejections.inc(),
+            _ => {}
         }
         self.plugin_rejections
             .with_label_values(&[&rm.series.route, plugin])
@@ -504,8 +505,21 @@ impl Metrics {
         self.reloads.with_label_values(&["failure"]).inc();
     }
 
+    /// Brings `tollgate_limit_count_degraded_total` up to limit-count's own count (the plugin
+    /// counts in a process-wide atomic: it has no handle on the metrics).
+    fn sync_degraded(&self) {
+        static SYNC: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = SYNC.lock().unwrap_or_else(PoisonError::into_inner);
+        let total = crate::plugins::limit_count::degraded_total();
+        let shown = self.limit_degraded.get();
+        if total > shown {
+            self.limit_degraded.inc_by(total - shown);
+        }
+    }
+
     /// The text exposition of every family, sorted by name as the registry sorts them.
     pub fn render(&self) -> Vec<u8> {
+        self.sync_degraded();
         // The request counter is read before the other families: a request is counted last
         // (after its durations and bytes), so whatever this scrape counts, it also shows.
         let mut requests = Vec::new();

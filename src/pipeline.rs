@@ -7,17 +7,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use std::sync::atomic::Ordering;
-use std::time::Instant;
-
-use http::{HeaderName, HeaderValue};
-use log::warn;
 use pingora_http::RequestHeader;
 
-use crate::headers::{X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET};
-use crate::limiter::{CounterKey, Limiter, Quota};
-use crate::plugins::limit_count::{KeySource, KeyVars, LimitCount};
+use crate::limiter::Limiter;
 
+pub(crate) use crate::addr::ip_str;
 use crate::auth::hmac_auth::BodyCheck;
 use crate::auth::{self, AuthRequest, Hide, Identity};
 use crate::path::{self, NormalPath};
@@ -41,10 +35,6 @@ pub struct Decision {
     pub body_check: Option<BodyCheck>,
     /// The attach-consumer-label conf in force (consumer's over the route's).
     pub attach: Option<Arc<AttachConsumerLabel>>,
-    /// limit-count's quota, when its headers are to be shown.
-    pub quota: Option<Quota>,
-    /// limit-count's backend failed and `allow_degradation` let the request through.
-    pub degraded: bool,
     /// The registry plugin instances of this request, with their state.
     pub running: Running,
 }
@@ -55,10 +45,8 @@ pub enum RejectKind {
     BadRequest,
     RouteNotFound,
     Auth(&'static str),
-    RateLimited,
     /// A registry plugin answered (the plugin's name).
     Plugin(&'static str),
-    LimiterDown,
 }
 
 /// A request the gateway answers itself.
@@ -136,12 +124,14 @@ pub async fn run(
         req,
         path: &matching,
         remote: info.remote,
+        local: info.local,
         tls: info.tls,
         upstream: None,
         route_id: &route.id,
         service_id: route.service.as_deref(),
         consumer: None,
         consumer_group: None,
+        limiter,
     };
     let instances = Instances {
         global: &snap.global_plugins,
@@ -153,7 +143,6 @@ pub async fn run(
         &matching,
         &anonymous_view,
         instances.pre_auth(),
-        |_| true,
     )
     .await
     .map_err(|(r, name, running)| Rejection {
@@ -181,10 +170,9 @@ pub async fn run(
     let identity = auth.identity;
     let consumer = identity.map(|i| snap.consumers.get(i.consumer));
 
-    // Registry plugins after authentication: global rules', then the route's and the
-    // consumer's (or its group's) merged by priority. Those above limit-count's priority
-    // (consumer-restriction 2400, forward-auth 2002, proxy-rewrite 1008...) run before it, as
-    // in APISIX.
+    // Plugins after authentication: global rules', then the route's and the consumer's (or its
+    // group's) merged by priority (consumer-restriction 2400, forward-auth 2002, proxy-rewrite
+    // 1008, limit-count 1002, limit-req 1001...).
     let instances = Instances {
         consumer: consumer.map_or(&[][..], |c| &c.plugins.extra[..]),
         ..instances
@@ -194,104 +182,19 @@ pub async fn run(
         consumer_group: consumer.and_then(|c| snap.consumers.group_id(c)),
         ..anonymous_view
     };
-    run_registry(
-        &mut running,
-        &matching,
-        &post_view,
-        instances.post_auth(),
-        |p| p > LIMIT_COUNT_PRIORITY,
-    )
-    .await
-    .map_err(|(r, name, running)| Rejection {
-        reject: r,
-        kind: RejectKind::Plugin(name),
-        route: Some(route_id),
-        identity,
-        running,
-    })?;
+    run_registry(&mut running, &matching, &post_view, instances.post_auth())
+        .await
+        .map_err(|(r, name, running)| Rejection {
+            reject: r,
+            kind: RejectKind::Plugin(name),
+            route: Some(route_id),
+            identity,
+            running,
+        })?;
 
     let attach = consumer
         .and_then(|c| c.plugins.attach_labels.clone())
         .or_else(|| route.plugins.attach_labels.clone());
-    // limit-count: the consumer's (or its group's) conf over the route's.
-    let mut quota = None;
-    let mut degraded = false;
-    let limit = consumer
-        .and_then(|c| c.plugins.limit_count.as_ref())
-        .or(route.plugins.limit_count.as_ref());
-    if let Some(ol) = limit {
-        let (mut remote_buf, mut local_buf) = ([0u8; 46], [0u8; 46]);
-        let vars = KeyVars {
-            remote_addr: ip_str(info.remote, &mut remote_buf),
-            server_addr: ip_str(info.local, &mut local_buf),
-            consumer_name: consumer.map(|c| &*c.username),
-            consumer_group_id: consumer.and_then(|c| snap.consumers.group_id(c)),
-            route_id: &route.id,
-            service_id: route.service.as_deref(),
-            headers: &req.headers,
-            query: req.uri.query(),
-        };
-        let (key, source) = CounterKey::new(&ol.owner, &ol.conf, &vars);
-        if source == KeySource::FallbackRemoteAddr
-            && !route.key_fallback_warned.swap(true, Ordering::Relaxed)
-        {
-            warn!(
-                "route {}: limit-count key is empty for a request, using the client IP instead",
-                route.id
-            );
-        }
-        let lc = &ol.conf;
-        match limiter.acquire(lc, key, Instant::now()).await {
-            Ok(q) if q.allowed => quota = Some(q).filter(|_| lc.show_limit_quota_header),
-            Ok(q) => {
-                let mut r = lc.rejection.clone();
-                if lc.show_limit_quota_header {
-                    r.headers.extend(quota_headers(&q));
-                }
-                return Err(carrying(
-                    reject(r, RejectKind::RateLimited, Some(route_id), identity),
-                    &mut running,
-                ));
-            }
-            Err(e) if lc.allow_degradation => {
-                crate::limited_log!(
-                    log::Level::Warn,
-                    "route {}: limit-count: {e}; allow_degradation lets the request through",
-                    route.id
-                );
-                degraded = true;
-            }
-            Err(e) => {
-                crate::limited_log!(log::Level::Warn, "route {}: limit-count: {e}", route.id);
-                return Err(carrying(
-                    reject(
-                        LimitCount::backend_failure(),
-                        RejectKind::LimiterDown,
-                        Some(route_id),
-                        identity,
-                    ),
-                    &mut running,
-                ));
-            }
-        }
-    }
-
-    // Registry plugins below limit-count's priority (limit-req...).
-    run_registry(
-        &mut running,
-        &matching,
-        &post_view,
-        instances.post_auth(),
-        |p| p <= LIMIT_COUNT_PRIORITY,
-    )
-    .await
-    .map_err(|(r, name, running)| Rejection {
-        reject: r,
-        kind: RejectKind::Plugin(name),
-        route: Some(route_id),
-        identity,
-        running,
-    })?;
 
     let new_path = if !origin_form || *upstream != *raw {
         Some(upstream.into_owned().into_boxed_slice())
@@ -306,8 +209,6 @@ pub async fn run(
         hide: auth.hide,
         body_check: auth.body_check,
         attach,
-        quota,
-        degraded,
         running,
     })
 }
@@ -398,19 +299,15 @@ impl<'a> Iterator for PostAuthIter<'a> {
     }
 }
 
-/// limit-count's APISIX priority: registry plugins above it run before it.
-const LIMIT_COUNT_PRIORITY: i32 = 1002;
-
-/// Runs the request step of each instance whose priority `which` selects; a plugin that
-/// answers ends the request (with the instances that ran, for their `done`).
+/// Runs the request step of each instance; a plugin that answers ends the request (with the
+/// instances that ran, for their `done`).
 async fn run_registry<'a>(
     running: &mut Running,
     matching: &[u8],
     view: &RequestView<'_>,
     list: impl Iterator<Item = &'a Named>,
-    which: impl Fn(i32) -> bool,
 ) -> Result<(), (Reject, &'static str, Running)> {
-    for (_, p) in list.filter(|(_, p)| which(p.priority())) {
+    for (_, p) in list {
         if running.path.is_empty() {
             running.path = matching.to_vec().into_boxed_slice();
         }
@@ -429,50 +326,4 @@ async fn run_registry<'a>(
 fn carrying(mut r: Rejection, running: &mut Running) -> Rejection {
     r.running = std::mem::take(running);
     r
-}
-
-/// `X-RateLimit-Limit`, `-Remaining`, `-Reset` for a quota.
-pub fn quota_headers(q: &Quota) -> [(HeaderName, HeaderValue); 3] {
-    [
-        (X_RATELIMIT_LIMIT, HeaderValue::from(q.limit)),
-        (X_RATELIMIT_REMAINING, HeaderValue::from(q.remaining)),
-        (X_RATELIMIT_RESET, HeaderValue::from(q.reset_secs)),
-    ]
-}
-
-/// Writes an IP into `buf` without allocating; "" when unknown. IPv4 by hand: `Display` goes
-/// through the formatter's padding machinery, over a thousand instructions per address.
-pub(crate) fn ip_str(ip: Option<IpAddr>, buf: &mut [u8; 46]) -> &str {
-    use std::io::Write;
-    match ip {
-        None => "",
-        Some(IpAddr::V4(v4)) => {
-            let mut n = 0;
-            for (i, o) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[n] = b'.';
-                    n += 1;
-                }
-                if o >= 100 {
-                    buf[n] = b'0' + o / 100;
-                    n += 1;
-                }
-                if o >= 10 {
-                    buf[n] = b'0' + (o / 10) % 10;
-                    n += 1;
-                }
-                buf[n] = b'0' + o % 10;
-                n += 1;
-            }
-            std::str::from_utf8(&buf[..n]).unwrap_or("")
-        }
-        Some(ip) => {
-            let mut cur = std::io::Cursor::new(&mut buf[..]);
-            if write!(cur, "{ip}").is_err() {
-                return "";
-            }
-            let n = cur.position() as usize;
-            std::str::from_utf8(&buf[..n]).unwrap_or("")
-        }
-    }
 }

@@ -182,6 +182,7 @@ fn rewrite_reject(
     running: &mut Running,
     session: &Session,
     r: &Reject,
+    limiter: &Limiter,
 ) -> Result<(Box<ResponseHeader>, Option<Bytes>)> {
     let route = snap.route(route_id);
     let consumer = identity.map(|i| snap.consumers.get(i.consumer));
@@ -202,20 +203,15 @@ fn rewrite_reject(
     }
     let mut h = reject_header(r)?;
     let mut body = Some(r.body.clone());
-    let view = RequestView {
-        req: session.req_header(),
-        path: &running.path,
-        remote: session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip()),
-        tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
-        upstream: None,
-        route_id: &route.id,
-        service_id: route.service.as_deref(),
-        consumer: consumer.map(|c| &*c.username),
-        consumer_group: consumer.and_then(|c| snap.consumers.group_id(c)),
-    };
+    let view = view_of(
+        snap,
+        route_id,
+        identity,
+        &running.path,
+        session,
+        None,
+        limiter,
+    );
     let mut result = Ok(());
     for (p, state) in &mut list {
         result = result.and(p.response(&mut h, &view, state));
@@ -465,9 +461,6 @@ impl ProxyHttp for Gateway {
         ctx.snap = Some(snap);
         match outcome {
             Ok(d) => {
-                if d.degraded {
-                    self.metrics.limit_degraded.inc();
-                }
                 ctx.route = Some(d.route);
                 ctx.identity = d.identity;
                 let req = session.req_header();
@@ -486,11 +479,8 @@ impl ProxyHttp for Gateway {
                 let rm = ctx.route_metrics(&self.metrics);
                 match r.kind {
                     RejectKind::Auth(plugin) => self.metrics.auth_failure(rm, plugin),
-                    RejectKind::RateLimited => rm.limit_rejections.inc(),
                     RejectKind::Plugin(name) => self.metrics.plugin_rejection(rm, name),
-                    RejectKind::BadRequest
-                    | RejectKind::RouteNotFound
-                    | RejectKind::LimiterDown => {}
+                    RejectKind::BadRequest | RejectKind::RouteNotFound => {}
                 }
                 debug!(
                     "rejected {} {}",
@@ -513,6 +503,7 @@ impl ProxyHttp for Gateway {
                             running,
                             session,
                             &r.reject,
+                            &self.limiter,
                         )?;
                         session.write_response_header(head, false).await?;
                         session.write_response_body(body, true).await?;
@@ -598,7 +589,7 @@ impl ProxyHttp for Gateway {
         }
         forwarded_headers(session, req)?;
         if !d.running.list.is_empty() {
-            let view = request_view(&snap, d, session, ctx.upstream_addr);
+            let view = request_view(&snap, d, session, ctx.upstream_addr, &self.limiter);
             for (p, state) in &d.running.list {
                 p.upstream_request(req, &view, state)?;
             }
@@ -612,18 +603,12 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(q) = ctx.decision.as_ref().and_then(|d| d.quota.as_ref()) {
-            // Static names, as in `forwarded_headers`; the same headers as `quota_headers`.
-            resp.insert_header("x-ratelimit-limit", HeaderValue::from(q.limit))?;
-            resp.insert_header("x-ratelimit-remaining", HeaderValue::from(q.remaining))?;
-            resp.insert_header("x-ratelimit-reset", HeaderValue::from(q.reset_secs))?;
-        }
         let upstream = ctx.upstream_addr;
         if let (Some(snap), Some(d)) = (ctx.snap.clone(), ctx.decision.as_mut())
             && !d.running.list.is_empty()
         {
             let mut list = std::mem::take(&mut d.running.list);
-            let view = request_view(&snap, d, session, upstream);
+            let view = request_view(&snap, d, session, upstream, &self.limiter);
             let mut result = Ok(());
             for (p, state) in &mut list {
                 result = result.and(p.response(resp, &view, state));
@@ -704,15 +689,32 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
-        let (mut r, kind) = Reject::from_pingora(e);
-        if let Some(q) = ctx.decision.as_ref().and_then(|d| d.quota.as_ref()) {
-            r.headers.extend(pipeline::quota_headers(q));
-        }
+        let (r, kind) = Reject::from_pingora(e);
         if e.esource() == &ErrorSource::Upstream {
             self.metrics
                 .upstream_error(ctx.route_metrics(&self.metrics), kind);
         }
-        let _ = write_reject(session, &r).await;
+        // The instances that ran see the gateway's answer too (limit-count's quota headers,
+        // CORS headers on a 502).
+        match (ctx.snap.clone(), ctx.decision.as_mut()) {
+            (Some(snap), Some(d)) if !d.running.list.is_empty() => {
+                if let Ok((head, body)) = rewrite_reject(
+                    &snap,
+                    d.route,
+                    d.identity,
+                    &mut d.running,
+                    session,
+                    &r,
+                    &self.limiter,
+                ) && session.write_response_header(head, false).await.is_ok()
+                {
+                    let _ = session.write_response_body(body, true).await;
+                }
+            }
+            _ => {
+                let _ = write_reject(session, &r).await;
+            }
+        }
         FailToProxy {
             error_code: r.status,
             can_reuse_downstream: e.esource() == &ErrorSource::Upstream,
@@ -935,6 +937,7 @@ fn request_view<'a>(
     d: &'a Decision,
     session: &'a Session,
     upstream: Option<SocketAddr>,
+    limiter: &'a Limiter,
 ) -> RequestView<'a> {
     view_of(
         snap,
@@ -943,6 +946,7 @@ fn request_view<'a>(
         &d.running.path,
         session,
         upstream,
+        limiter,
     )
 }
 
@@ -954,6 +958,7 @@ fn view_of<'a>(
     path: &'a [u8],
     session: &'a Session,
     upstream: Option<SocketAddr>,
+    limiter: &'a Limiter,
 ) -> RequestView<'a> {
     let route = snap.route(route);
     let consumer = identity.map(|i| snap.consumers.get(i.consumer));
@@ -970,7 +975,17 @@ fn view_of<'a>(
         service_id: route.service.as_deref(),
         consumer: consumer.map(|c| &*c.username),
         consumer_group: consumer.and_then(|c| snap.consumers.group_id(c)),
+        local: local_ip(session),
+        limiter,
     }
+}
+
+/// The gateway's own address the request came in on.
+fn local_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .server_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 /// The bytes a chash upstream hashes: a variable, a header, a cookie, or the consumer.

@@ -47,8 +47,6 @@ pub struct Route {
     /// Auth plugins in priority order (multi, hmac, basic, jwt, key).
     pub auth: Box<[Arc<crate::auth::AuthPlugin>]>,
     pub plugins: crate::plugins::PluginSet,
-    /// Set once the "limit-count key is empty" warning was logged for this route.
-    pub key_fallback_warned: std::sync::atomic::AtomicBool,
 }
 
 /// One good load of the resource files.

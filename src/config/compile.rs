@@ -540,7 +540,6 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             timeouts,
             auth: merged.auth_chain(),
             plugins: merged.set,
-            key_fallback_warned: Default::default(),
         });
     }
 

@@ -1,20 +1,27 @@
 //! limit-count: fixed-window request quotas, counted locally or in Redis.
 //!
 //! This file owns the plugin's raw conf ([`LimitCountConf`]), its validation and compiled form
-//! ([`compile_limit_count`] → [`LimitCount`]), and the counting key ([`KeySpec`], resolved per
-//! request from [`KeyVars`]). The counters themselves live in [`crate::limiter::Limiter`], which
-//! outlives config snapshots.
+//! ([`compile_limit_count`] → [`LimitCount`]), the counting key ([`KeySpec`], resolved per
+//! request from [`KeyVars`]), and the instance the pipeline runs ([`LimitCountPlugin`]). The
+//! counters themselves live in [`crate::limiter::Limiter`], which outlives config snapshots.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderName};
+use async_trait::async_trait;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use log::warn;
+use pingora_http::ResponseHeader;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use sha2::{Digest, Sha256};
 
+use super::shape::{Plugin, RequestView, State, Step};
+use crate::addr::ip_str;
+use crate::limiter::{CounterKey, Quota};
 use crate::reject::Reject;
 use crate::secret::Secret;
 
@@ -200,6 +207,116 @@ impl LimitCount {
             500,
             bytes::Bytes::from_static(b"{\"error_msg\":\"failed to limit count\"}\n"),
         )
+    }
+}
+
+/// A compiled limit-count and the resource that holds it (`route:<id>`, `service:<id>`,
+/// `consumer:<name>`, `global_rule:<id>`...): the counters belong to that owner, or to the conf's
+/// `group`.
+#[derive(Debug)]
+pub struct LimitCountPlugin {
+    pub owner: Arc<str>,
+    pub conf: LimitCount,
+    /// Set once the "key is empty" warning was logged for this instance.
+    fallback_warned: AtomicBool,
+}
+
+impl LimitCountPlugin {
+    pub fn new(owner: &str, conf: LimitCount) -> LimitCountPlugin {
+        LimitCountPlugin {
+            owner: owner.into(),
+            conf,
+            fallback_warned: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Requests let through by `allow_degradation` while the counter backend failed, since start.
+static DEGRADED: AtomicU64 = AtomicU64::new(0);
+
+/// Requests let through by `allow_degradation` since start (`tollgate_limit_count_degraded_total`).
+pub fn degraded_total() -> u64 {
+    DEGRADED.load(Ordering::Relaxed)
+}
+
+#[async_trait]
+impl Plugin for LimitCountPlugin {
+    fn name(&self) -> &'static str {
+        "limit-count"
+    }
+
+    fn priority(&self) -> i32 {
+        1002
+    }
+
+    async fn request(&self, r: &RequestView<'_>, state: &mut State) -> Step {
+        let (mut remote_buf, mut local_buf) = ([0u8; 46], [0u8; 46]);
+        let vars = KeyVars {
+            remote_addr: ip_str(r.remote, &mut remote_buf),
+            server_addr: ip_str(r.local, &mut local_buf),
+            consumer_name: r.consumer,
+            consumer_group_id: r.consumer_group,
+            route_id: r.route_id,
+            service_id: r.service_id,
+            headers: &r.req.headers,
+            query: r.req.uri.query(),
+        };
+        let (key, source) = CounterKey::new(&self.owner, &self.conf, &vars);
+        if source == KeySource::FallbackRemoteAddr
+            && !self.fallback_warned.swap(true, Ordering::Relaxed)
+        {
+            warn!(
+                "route {}: limit-count key is empty for a request, using the client IP instead",
+                r.route_id
+            );
+        }
+        let lc = &self.conf;
+        match r.limiter.acquire(lc, key, Instant::now()).await {
+            Ok(q) if q.allowed => {
+                if lc.show_limit_quota_header {
+                    *state = Some(Box::new(q));
+                }
+                Step::Continue
+            }
+            Ok(q) => {
+                // The quota headers come from `response`, which runs on the rejection too, in
+                // the order the instances ran: the last to count sets them, as in APISIX.
+                if lc.show_limit_quota_header {
+                    *state = Some(Box::new(q));
+                }
+                Step::Respond(lc.rejection.clone())
+            }
+            Err(e) if lc.allow_degradation => {
+                crate::limited_log!(
+                    log::Level::Warn,
+                    "route {}: limit-count: {e}; allow_degradation lets the request through",
+                    r.route_id
+                );
+                DEGRADED.fetch_add(1, Ordering::Relaxed);
+                Step::Continue
+            }
+            Err(e) => {
+                crate::limited_log!(log::Level::Warn, "route {}: limit-count: {e}", r.route_id);
+                Step::Respond(LimitCount::backend_failure())
+            }
+        }
+    }
+
+    /// The quota headers, on every answer of a request that was counted (the upstream's, a
+    /// 429/503 of its own or a later plugin's, a 502).
+    fn response(
+        &self,
+        resp: &mut ResponseHeader,
+        _r: &RequestView<'_>,
+        state: &mut State,
+    ) -> pingora_core::Result<()> {
+        if let Some(q) = state.as_ref().and_then(|s| s.downcast_ref::<Quota>()) {
+            // Static names: Pingora uses a `&'static str` as is.
+            resp.insert_header("x-ratelimit-limit", HeaderValue::from(q.limit))?;
+            resp.insert_header("x-ratelimit-remaining", HeaderValue::from(q.remaining))?;
+            resp.insert_header("x-ratelimit-reset", HeaderValue::from(q.reset_secs))?;
+        }
+        Ok(())
     }
 }
 

@@ -19,7 +19,6 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -33,6 +32,7 @@ use super::limit_count::{
     parse_template,
 };
 use super::shape::{CompileCx, CompileError, Instance, Plugin, RequestView, State, Step};
+use crate::addr::ip_str;
 use crate::limiter::CounterKey;
 use crate::limiter::local::{Expiring, Sharded};
 use crate::reject::Reject;
@@ -200,18 +200,6 @@ impl KeyHasher {
         }
         CounterKey((u128::from(a.finish()) << 64) | u128::from(b.finish()))
     }
-}
-
-/// Writes an IP into `buf` without allocating; "" when unknown.
-fn ip_str(ip: Option<IpAddr>, buf: &mut [u8; 46]) -> &str {
-    use std::io::Write;
-    let Some(ip) = ip else { return "" };
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    if write!(cur, "{ip}").is_err() {
-        return "";
-    }
-    let n = cur.position() as usize;
-    std::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 
 /// The tables of one plugin, by (owner, conf text), held weakly: compiling an unchanged conf

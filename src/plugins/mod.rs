@@ -33,7 +33,7 @@ use crate::auth::jwt_auth::{JwtAuthConf, JwtAuthCredentialConf};
 use crate::auth::key_auth::{KeyAuthConf, KeyAuthCredentialConf};
 use crate::auth::multi_auth::MultiAuthConf;
 use attach_consumer_label::{AttachConsumerLabel, AttachConsumerLabelConf};
-use limit_count::{LimitCount, LimitCountConf};
+use limit_count::{LimitCountConf, LimitCountPlugin};
 use shape::Side;
 
 /// The registry: every plugin built on the one plugin shape ([`shape::Plugin`]), with the sides
@@ -232,7 +232,6 @@ impl ConsumerPluginsConf {
 #[derive(Debug, Default, Clone)]
 pub struct PluginSet {
     pub attach_labels: Option<Arc<AttachConsumerLabel>>,
-    pub limit_count: Option<Arc<OwnedLimit>>,
     /// Registry plugins by name, in priority order (highest first).
     pub extra: Arc<[(&'static str, shape::Instance)]>,
 }
@@ -252,14 +251,6 @@ fn merge_extra(
     v.into()
 }
 
-/// A limit-count conf and the resource that holds it (`route:<id>`, `service:<id>`,
-/// `consumer:<name>`, ...): the counter belongs to that owner.
-#[derive(Debug)]
-pub struct OwnedLimit {
-    pub owner: Arc<str>,
-    pub conf: LimitCount,
-}
-
 impl PluginSet {
     /// Each slot from `self`, else from `lower`.
     pub fn over(&self, lower: &PluginSet) -> PluginSet {
@@ -268,10 +259,6 @@ impl PluginSet {
                 .attach_labels
                 .clone()
                 .or_else(|| lower.attach_labels.clone()),
-            limit_count: self
-                .limit_count
-                .clone()
-                .or_else(|| lower.limit_count.clone()),
             extra: merge_extra(&self.extra, &lower.extra),
         }
     }
@@ -363,14 +350,15 @@ pub fn compile_route_plugins(
             Err((f, m)) => errs.push(place, &join("plugins.attach-consumer-label", &f), m),
         }
     }
-    if let Some(l) = &conf.limit_count {
-        out.set.limit_count = compile_limit(l, place, "plugins.limit-count", owner, errs);
-    }
     let cx = shape::CompileCx {
         owner,
         side: Side::Route,
     };
-    out.set.extra = merge_extra(&conf.compile_registry(&cx, place, "plugins", errs), &[]);
+    let mut instances = conf.compile_registry(&cx, place, "plugins", errs);
+    if let Some(l) = &conf.limit_count {
+        instances.extend(compile_limit(l, place, "plugins.limit-count", owner, errs));
+    }
+    out.set.extra = merge_extra(&instances, &[]);
     out
 }
 
@@ -394,14 +382,16 @@ pub fn compile_consumer_plugins(
             ),
         }
     }
-    if let Some(l) = &conf.limit_count {
-        out.limit_count = compile_limit(l, place, &format!("{base}.limit-count"), owner, errs);
-    }
     let cx = shape::CompileCx {
         owner,
         side: Side::Consumer,
     };
-    out.extra = merge_extra(&conf.compile_registry(&cx, place, base, errs), &[]);
+    let mut instances = conf.compile_registry(&cx, place, base, errs);
+    if let Some(l) = &conf.limit_count {
+        let field = format!("{base}.limit-count");
+        instances.extend(compile_limit(l, place, &field, owner, errs));
+    }
+    out.extra = merge_extra(&instances, &[]);
     out
 }
 
@@ -412,7 +402,7 @@ fn compile_limit(
     field: &str,
     owner: &str,
     errs: &mut Errs,
-) -> Option<Arc<OwnedLimit>> {
+) -> Option<shape::Named> {
     match limit_count::compile_limit_count(conf) {
         Ok(lc) => {
             if let Some(g) = &lc.group {
@@ -432,10 +422,7 @@ fn compile_limit(
                     }
                 }
             }
-            Some(Arc::new(OwnedLimit {
-                owner: owner.into(),
-                conf: lc,
-            }))
+            Some(("limit-count", Arc::new(LimitCountPlugin::new(owner, lc))))
         }
         Err(list) => {
             for (f, m) in list {

@@ -546,6 +546,8 @@ mod tests {
         let client = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
         let mut up = client.clone();
         let view = RequestView {
+            local: None,
+            limiter: crate::plugins::shape::test_limiter(),
             req: &client,
             path,
             remote: None,
@@ -631,6 +633,8 @@ method: POST
         client.insert_header("Accept", "*/*").unwrap();
         let mut up = client.clone();
         let view = RequestView {
+            local: None,
+            limiter: crate::plugins::shape::test_limiter(),
             req: &client,
             path: b"/u/42",
             remote: None,

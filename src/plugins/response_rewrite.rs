@@ -796,6 +796,8 @@ mod tests {
         chunks: &[&str],
     ) -> (ResponseHeader, String) {
         let view = RequestView {
+            local: None,
+            limiter: crate::plugins::shape::test_limiter(),
             req,
             path: b"/get",
             remote: None,

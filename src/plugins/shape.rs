@@ -40,6 +40,8 @@ pub struct RequestView<'a> {
     /// The normalised, decoded path (what routes match).
     pub path: &'a [u8],
     pub remote: Option<IpAddr>,
+    /// The gateway's own address the request came in on (`$server_addr`).
+    pub local: Option<IpAddr>,
     /// The request came in over TLS (`$scheme` is `https`).
     pub tls: bool,
     /// The upstream node, once picked (None in the request step).
@@ -49,6 +51,8 @@ pub struct RequestView<'a> {
     /// The consumer's username, once authenticated (None before auth and for anonymous routes).
     pub consumer: Option<&'a str>,
     pub consumer_group: Option<&'a str>,
+    /// The counters of limit-count, which outlive config snapshots.
+    pub limiter: &'a crate::limiter::Limiter,
 }
 
 /// Where a plugin conf is written: on a route, service, plugin config or global rule, or on a
@@ -149,4 +153,12 @@ impl Running {
     pub fn filters_body(&self) -> bool {
         self.list.iter().any(|(p, _)| p.filters_body())
     }
+}
+
+/// A limiter for unit tests that build a [`RequestView`] by hand.
+#[cfg(test)]
+pub fn test_limiter() -> &'static crate::limiter::Limiter {
+    static LIMITER: std::sync::LazyLock<crate::limiter::Limiter> =
+        std::sync::LazyLock::new(crate::limiter::Limiter::new);
+    &LIMITER
 }

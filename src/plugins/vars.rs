@@ -334,6 +334,8 @@ mod tests {
 
     fn view<'a>(req: &'a RequestHeader, path: &'a [u8]) -> RequestView<'a> {
         RequestView {
+            local: None,
+            limiter: crate::plugins::shape::test_limiter(),
             req,
             path,
             remote: Some("10.0.0.7".parse().unwrap()),

@@ -100,3 +100,35 @@ consumers:
     let r = http(p, "GET", "/other", &[("apikey", "bob-key")], b"");
     assert_eq!(r.status, 200);
 }
+
+#[test]
+fn two_global_rules_with_limit_count_both_count() {
+    let up = Upstream::start("up");
+    let gw = Gateway::start(&format!(
+        r#"global_rules:
+  - id: g1
+    plugins: {{limit-count: {{count: 5, time_window: 60, key_type: constant, key: all}}}}
+  - id: g2
+    plugins: {{limit-count: {{count: 2, time_window: 60, key_type: constant, key: all}}}}
+routes:
+  - id: r
+    uri: /r
+    plugins: {{limit-count: {{count: 10, time_window: 60, key_type: constant, key: all}}}}
+    upstream: {u}
+  - id: s
+    uri: /s
+    upstream: {u}
+#END
+"#,
+        u = up.yaml()
+    ));
+    let p = gw.port();
+    assert_eq!(http(p, "GET", "/r", &[], b"").status, 200);
+    assert_eq!(http(p, "GET", "/s", &[], b"").status, 200);
+    // g2's quota (2) is spent on the two routes together; g1 and the route's still have room.
+    let r = http(p, "GET", "/r", &[], b"");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.text(), "{\"error_msg\":\"API rate limit exceeded\"}\n");
+    assert_eq!(r.header("x-ratelimit-limit"), Some("2"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+}
