@@ -30,6 +30,7 @@ pub struct Entry<'a> {
     pub upstream_addr: &'a str,
     /// `HTTP/1.1`, `HTTP/2.0`: for the combined format.
     pub protocol: &'a str,
+    /// Combined format only ("" is fine for JSON; see [`AccessLog::shows_client_headers`]).
     pub referer: &'a str,
     pub user_agent: &'a str,
     /// The request-id plugin's id, when it ran ("" otherwise; JSON only then).
@@ -37,7 +38,7 @@ pub struct Entry<'a> {
 }
 
 pub struct AccessLog {
-    tx: SyncSender<String>,
+    tx: SyncSender<Vec<u8>>,
     format: LogFormat,
     dropped: AtomicU64,
     /// Lines queued and not yet written.
@@ -57,14 +58,14 @@ impl AccessLog {
                 .map_err(|e| format!("access_log.path `{}`: {e}", conf.path))?;
             Box::new(std::io::LineWriter::new(f))
         };
-        let (tx, rx) = sync_channel::<String>(QUEUE);
+        let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
         let queued = std::sync::Arc::new(AtomicU64::new(0));
         let written = queued.clone();
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
                 for line in rx {
-                    let _ = out.write_all(line.as_bytes());
+                    let _ = out.write_all(&line);
                     written.fetch_sub(1, Ordering::Relaxed);
                 }
             })
@@ -80,7 +81,7 @@ impl AccessLog {
     pub fn log(&self, e: &Entry<'_>) {
         let line = match self.format {
             LogFormat::Json => json_line(e),
-            LogFormat::Combined => combined_line(e),
+            LogFormat::Combined => combined_line(e).into_bytes(),
         };
         self.queued.fetch_add(1, Ordering::Relaxed);
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line) {
@@ -95,34 +96,96 @@ impl AccessLog {
 }
 
 impl AccessLog {
+    /// Whether lines show `Referer` and `User-Agent` (the combined format; JSON does not).
+    pub fn shows_client_headers(&self) -> bool {
+        matches!(self.format, LogFormat::Combined)
+    }
+
     /// True once every queued line is written.
     pub fn is_flushed(&self) -> bool {
         self.queued.load(Ordering::Relaxed) == 0
     }
 }
 
-fn json_line(e: &Entry<'_>) -> String {
-    let mut s: serde_json::Value = serde_json::json!({
-        "time": humantime::format_rfc3339_millis(e.time).to_string(),
-        "remote_addr": e.remote_addr,
-        "method": e.method,
-        "path": e.path,
-        "status": e.status,
-        "bytes_sent": e.bytes_sent,
-        "request_time": (e.request_time * 1000.0).round() / 1000.0,
-        "upstream_time": e.upstream_time.map(|t| (t * 1000.0).round() / 1000.0),
-        "route": e.route,
-        "service": e.service,
-        "consumer": e.consumer,
-        "credential": e.credential,
-        "upstream_addr": e.upstream_addr,
-    });
-    if !e.request_id.is_empty() {
-        s["request_id"] = e.request_id.into();
+/// The JSON line, written straight into one buffer. Keys in alphabetical order and values
+/// encoded by serde_json (strings escaped, control characters included; floats as serde_json
+/// prints them): the same bytes a `serde_json::Value` map would print, without building one.
+fn json_line(e: &Entry<'_>) -> Vec<u8> {
+    /// `,"key":value`.
+    fn field<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, key: &str, v: &T) {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        // Writing into a Vec cannot fail, and these values always serialize.
+        let _ = serde_json::to_writer(&mut *out, v);
     }
-    let mut s = s.to_string();
-    s.push('\n');
-    s
+    let millis = |t: f64| (t * 1000.0).round() / 1000.0;
+    let strings = [
+        e.remote_addr,
+        e.method,
+        e.path,
+        e.route,
+        e.service,
+        e.consumer,
+        e.credential,
+        e.upstream_addr,
+        e.request_id,
+    ];
+    let mut out = Vec::with_capacity(256 + strings.iter().map(|s| s.len()).sum::<usize>());
+    out.extend_from_slice(b"{\"bytes_sent\":");
+    let _ = serde_json::to_writer(&mut out, &e.bytes_sent);
+    field(&mut out, "consumer", e.consumer);
+    field(&mut out, "credential", e.credential);
+    field(&mut out, "method", e.method);
+    field(&mut out, "path", e.path);
+    field(&mut out, "remote_addr", e.remote_addr);
+    if !e.request_id.is_empty() {
+        field(&mut out, "request_id", e.request_id);
+    }
+    field(&mut out, "request_time", &millis(e.request_time));
+    field(&mut out, "route", e.route);
+    field(&mut out, "service", e.service);
+    field(&mut out, "status", &e.status);
+    out.extend_from_slice(b",\"time\":\"");
+    rfc3339_millis(e.time, &mut out);
+    out.push(b'"');
+    field(&mut out, "upstream_addr", e.upstream_addr);
+    field(&mut out, "upstream_time", &e.upstream_time.map(millis));
+    out.extend_from_slice(b"}\n");
+    out
+}
+
+/// `2026-12-03T08:59:07.123Z`, as `humantime::format_rfc3339_millis`; the part up to the
+/// seconds is formatted once per second and thread.
+fn rfc3339_millis(t: std::time::SystemTime, out: &mut Vec<u8>) {
+    thread_local! {
+        static LAST: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+    }
+    let Ok(d) = t.duration_since(std::time::UNIX_EPOCH) else {
+        out.extend_from_slice(humantime::format_rfc3339_millis(t).to_string().as_bytes());
+        return;
+    };
+    let secs = d.as_secs();
+    let (cached, mut prefix) = LAST.get();
+    if cached != secs {
+        // `YYYY-MM-DDTHH:MM:SSZ`; other shapes (years past 9999) are written whole.
+        let whole = humantime::format_rfc3339_seconds(t).to_string();
+        let Some(p) = whole.as_bytes().get(..19).filter(|_| whole.len() == 20) else {
+            out.extend_from_slice(humantime::format_rfc3339_millis(t).to_string().as_bytes());
+            return;
+        };
+        prefix.copy_from_slice(p);
+        LAST.set((secs, prefix));
+    }
+    let ms = d.subsec_millis();
+    out.extend_from_slice(&prefix);
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+    ]);
 }
 
 /// nginx's `combined` format; the remote user is the consumer. The request shows the path
@@ -197,5 +260,84 @@ mod redact_tests {
         assert_eq!(redact_referer("https://u:pw@a.b/p/q"), "https://a.b/p/q");
         assert_eq!(redact_referer("/rel/path?x"), "/rel/path");
         assert_eq!(redact_referer(""), "");
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::{Entry, json_line};
+
+    /// The line as the former `serde_json::Value` map printed it: the reference format.
+    fn reference(e: &Entry<'_>) -> String {
+        let mut s: serde_json::Value = serde_json::json!({
+            "time": humantime::format_rfc3339_millis(e.time).to_string(),
+            "remote_addr": e.remote_addr,
+            "method": e.method,
+            "path": e.path,
+            "status": e.status,
+            "bytes_sent": e.bytes_sent,
+            "request_time": (e.request_time * 1000.0).round() / 1000.0,
+            "upstream_time": e.upstream_time.map(|t| (t * 1000.0).round() / 1000.0),
+            "route": e.route,
+            "service": e.service,
+            "consumer": e.consumer,
+            "credential": e.credential,
+            "upstream_addr": e.upstream_addr,
+        });
+        if !e.request_id.is_empty() {
+            s["request_id"] = e.request_id.into();
+        }
+        let mut s = s.to_string();
+        s.push('\n');
+        s
+    }
+
+    #[test]
+    fn same_bytes_as_the_value_map() {
+        let epoch = std::time::UNIX_EPOCH;
+        let times = [
+            epoch,
+            epoch + std::time::Duration::from_millis(1_764_752_347_007),
+            epoch + std::time::Duration::from_nanos(1_764_752_347_999_999_999),
+            epoch + std::time::Duration::from_secs(253_402_300_799),
+        ];
+        let nasty = "a\"b\\c\nd\re\tf\u{0}\u{1b}[31m\u{7f}\u{2028}é\u{1F600}";
+        let floats = [
+            0.0,
+            0.0004,
+            0.0005,
+            0.012345,
+            1.0,
+            2.5,
+            1234567.891,
+            f64::NAN,
+            1e300,
+        ];
+        for (i, time) in times.into_iter().enumerate() {
+            for (j, &rt) in floats.iter().enumerate() {
+                let s = |plain: &'static str| if (i + j) % 2 == 0 { plain } else { nasty };
+                let e = Entry {
+                    time,
+                    remote_addr: s("127.0.0.1"),
+                    method: s("GET"),
+                    path: s("/p/q"),
+                    status: [200, 0, 404, 65535][j % 4],
+                    bytes_sent: [0, 10, usize::MAX][j % 3],
+                    request_time: rt,
+                    upstream_time: (j % 3 != 0).then_some(floats[(j + 3) % floats.len()]),
+                    route: s("r1"),
+                    service: s(""),
+                    consumer: s("alice"),
+                    credential: s("alice/credentials/key"),
+                    upstream_addr: s("127.0.0.1:1980"),
+                    protocol: "HTTP/1.1",
+                    referer: "",
+                    user_agent: "",
+                    request_id: ["", "4f1c-id", nasty][j % 3],
+                };
+                let line = String::from_utf8(json_line(&e)).expect("utf-8");
+                assert_eq!(line, reference(&e));
+            }
+        }
     }
 }

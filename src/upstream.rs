@@ -302,6 +302,10 @@ impl Upstream {
 
     /// Picks a node. `key` is the hash input for chash upstreams (ignored otherwise).
     pub fn pick(&self, key: &[u8]) -> Option<&Node> {
+        // One node (the common case): the balancer could only answer it.
+        if let [only] = &*self.nodes {
+            return Some(only);
+        }
         let backend = match &self.balancer {
             Balancer::RoundRobin(lb) => lb.select(b"", 256),
             Balancer::Hash(lb, _, _) => lb.select(key, 256),

@@ -32,7 +32,8 @@
 # GATEWAY_CPU=0 LOADGEN_CPU=1 LADDER=0 TARGETS="..." BUILD=1 (0: use the binaries as they are)
 # TOLLGATE_BIN BARE_BIN (default: the release builds) BASE_BIN (a second tollgate binary, adds
 # target tg-all-base) OUT_DIR=folder (copy results.tsv and
-# summary.txt there). Every process it starts is stopped by PID (its own process group).
+# summary.txt there). CONFIG_ONLY=1: only write the configurations and print their folder.
+# Every process it starts is stopped by PID (its own process group).
 #
 # Figures from different runs or machines are not comparable; ratios from one run are.
 set -euo pipefail
@@ -117,6 +118,7 @@ expected_consumer_of() {
 }
 for t in $TARGETS; do port_of "$t" >/dev/null; done
 for p in "$UPSTREAM_PORT" 9082 9083 "$TG_PORT" "$TG_STATUS_PORT"; do
+    [[ "${CONFIG_ONLY:-0}" == 1 ]] && break
     if ss -Hltn "sport = :$p" | grep -q .; then
         die "port $p is already in use on this machine; stop whatever listens there"
     fi
@@ -177,6 +179,10 @@ tg_node tg-restrict restrict.yaml false 0
 tg_node tg-limit all.yaml false 0
 tg_node tg-all all.yaml true 0
 tg_node tg-log all.yaml true 1
+if [[ "${CONFIG_ONLY:-0}" == 1 ]]; then # only the configurations (e.g. for benches/load/ipr.sh)
+    echo "$RUN/conf"
+    exit 0
+fi
 
 RAW="$RUN/results.tsv"
 printf 'round\ttarget\trps\tp50_us\tp90_us\tp99_us\tmax_us\tnon2xx3xx\tsock_err\tcpu_gw\tcpu_load\tpeak_rss_kb\n' >"$RAW"
