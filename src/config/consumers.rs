@@ -319,7 +319,8 @@ impl Builder {
                 expires_at: None,
             });
         }
-        let mut names: AHashMap<&str, usize> = AHashMap::new();
+        // Names seen so far; a consumer has few credentials, so a list is quicker than a map.
+        let mut names: Vec<(&str, usize)> = Vec::new();
         for (i, cr) in c.credentials.iter().enumerate() {
             let ci = i as u32;
             if cr.name.is_empty()
@@ -335,7 +336,7 @@ impl Builder {
                     "must be 1 to 256 characters of [a-zA-Z0-9-_.]",
                 );
             }
-            if let Some(first) = names.get(cr.name.as_str()) {
+            if let Some((_, first)) = names.iter().find(|(n, _)| *n == cr.name) {
                 self.errs.push(
                     &place(ci),
                     "name",
@@ -346,7 +347,7 @@ impl Builder {
                 );
                 continue;
             }
-            names.insert(cr.name.as_str(), i);
+            names.push((cr.name.as_str(), i));
             if cr.id.is_some() {
                 self.errs.push(&place(ci), "id", "a nested credential is named by `name`; its id is <username>/credentials/<name>");
             }

@@ -238,11 +238,13 @@ fn parse_item<T: serde::de::DeserializeOwned>(
             return Err(item_ident(list, &v));
         }
     }
-    match serde_path_to_error::deserialize::<_, T>(&v) {
+    // Taken before: deserialising consumes the value (its strings move into the result).
+    let ident = item_ident(list, &v);
+    match serde_path_to_error::deserialize::<_, T>(v) {
         Ok(t) => Ok(t),
         Err(e) => {
             errors.push(typed_error(file, &at, &e));
-            Err(item_ident(list, &v))
+            Err(ident)
         }
     }
 }
@@ -371,8 +373,8 @@ impl Sink<'_> {
 const PIPELINE_BYTES: usize = 1 << 20;
 
 /// [`yaml::read_resources`] with every item parsed and handed to `sink`; for a big file the
-/// reading and parsing run on a second thread, in batches, so the two halves of the work
-/// overlap on two cores.
+/// YAML is read on a second thread and handed over in batches, while this one deserialises and
+/// stores (compiles) the items: the two halves of the work overlap on two cores.
 fn read_items(
     name: &str,
     text: &str,
@@ -386,32 +388,27 @@ fn read_items(
         });
     }
     const BATCH: usize = 512;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u32, Item)>>(8);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(usize, usize, serde_yaml::Value)>>(8);
     std::thread::scope(|s| {
         let reader = s.spawn(move || {
-            let mut errors = Vec::new();
             let mut batch = Vec::with_capacity(BATCH);
             let rest = yaml::read_resources(text, &LISTS, |list, i, v| {
-                batch.push(parse_list_item(name, features, list, i, v, &mut errors));
+                batch.push((list, i, v));
                 if batch.len() == BATCH {
                     let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
                 }
             });
             let _ = tx.send(batch);
-            (rest, errors)
+            rest
         });
         for batch in rx {
-            for item in batch {
-                sink.store(item);
+            for (list, i, v) in batch {
+                sink.item(name, features, list, i, v, errors);
             }
         }
-        match reader.join() {
-            Ok((rest, errs)) => {
-                errors.extend(errs);
-                rest
-            }
-            Err(_) => Err("the reader thread failed".into()),
-        }
+        reader
+            .join()
+            .unwrap_or_else(|_| Err("the reader thread failed".into()))
     })
 }
 
