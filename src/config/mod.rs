@@ -44,6 +44,12 @@ pub struct LoadReport {
     pub result: Result<Loaded, Vec<ConfigError>>,
 }
 
+const TRUNCATED: &str = "ended with #END at the last good load and does not now: refused as truncated (write it atomically and end it with #END)";
+
+fn no_end_warning(name: &str) -> String {
+    format!("{name}: warning: no #END line at the end, so a truncated file cannot be detected")
+}
+
 fn has_end_marker(text: &str) -> bool {
     text.trim_end().ends_with("#END")
 }
@@ -377,13 +383,15 @@ const PIPELINE_BYTES: usize = 1 << 20;
 /// stores (compiles) the items: the two halves of the work overlap on two cores.
 fn read_items(
     name: &str,
-    text: &str,
+    input: yaml::Input<'_>,
     features: &TextFeatures,
     sink: &mut Sink<'_>,
     errors: &mut Vec<ConfigError>,
-) -> Result<yaml::Rest, String> {
-    if text.len() < PIPELINE_BYTES {
-        return yaml::read_resources(text, &LISTS, |list, i, v| {
+) -> (Result<yaml::Rest, String>, Option<Box<yaml::Source>>) {
+    if let yaml::Input::Text(t) = &input
+        && t.len() < PIPELINE_BYTES
+    {
+        return yaml::read_input(input, &LISTS, |list, i, v| {
             sink.item(name, features, list, i, v, errors);
         });
     }
@@ -392,14 +400,14 @@ fn read_items(
     std::thread::scope(|s| {
         let reader = s.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
-            let rest = yaml::read_resources(text, &LISTS, |list, i, v| {
+            let out = yaml::read_input(input, &LISTS, |list, i, v| {
                 batch.push((list, i, v));
                 if batch.len() == BATCH {
                     let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
                 }
             });
             let _ = tx.send(batch);
-            rest
+            out
         });
         for batch in rx {
             for (list, i, v) in batch {
@@ -408,7 +416,7 @@ fn read_items(
         }
         reader
             .join()
-            .unwrap_or_else(|_| Err("the reader thread failed".into()))
+            .unwrap_or_else(|_| (Err("the reader thread failed".into()), None))
     })
 }
 
@@ -416,7 +424,6 @@ fn read_items(
 /// ([`yaml::read_resources`]), each item checked and deserialised on its own, so one bad item
 /// does not hide the errors of the others; top-level `x-` keys (anchor holders) are dropped.
 fn parse_into(name: &str, text: &str, sink: &mut Sink<'_>, errors: &mut Vec<ConfigError>) {
-    use serde_yaml::Value;
     let text = match env_subst::substitute(text, |k| std::env::var(k).ok()) {
         Ok(t) => t,
         Err(m) => {
@@ -430,7 +437,40 @@ fn parse_into(name: &str, text: &str, sink: &mut Sink<'_>, errors: &mut Vec<Conf
         meta: text.contains("_meta"),
         unset_vars: text.contains(env_subst::UNSET_MARK),
     };
-    let rest = read_items(name, &text, &features, sink, errors);
+    let (rest, _) = read_items(
+        name,
+        yaml::Input::Text(text.as_bytes()),
+        &features,
+        sink,
+        errors,
+    );
+    finish_file(name, rest, &features, sink, errors);
+}
+
+/// [`parse_into`] for a big file read from disk as it is parsed (it has no `${{`, so nothing
+/// to substitute); gives back its source, whose hasher has seen every byte read.
+fn parse_stream(
+    name: &str,
+    source: Box<yaml::Source>,
+    features: &TextFeatures,
+    sink: &mut Sink<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Box<yaml::Source>> {
+    let (rest, source) = read_items(name, yaml::Input::File(source), features, sink, errors);
+    finish_file(name, rest, features, sink, errors);
+    source
+}
+
+/// The rest of a file once its lists were read: the top-level keys besides the lists, and
+/// the lists that could not be streamed.
+fn finish_file(
+    name: &str,
+    rest: Result<yaml::Rest, String>,
+    features: &TextFeatures,
+    sink: &mut Sink<'_>,
+    errors: &mut Vec<ConfigError>,
+) {
+    use serde_yaml::Value;
     let mut map = match rest {
         Ok(yaml::Rest::Mapping(m)) => m,
         Ok(yaml::Rest::Null) => return,
@@ -469,7 +509,7 @@ fn parse_into(name: &str, text: &str, sink: &mut Sink<'_>, errors: &mut Vec<Conf
             None | Some(Value::Null) => {}
             Some(Value::Sequence(seq)) => {
                 for (i, v) in seq.into_iter().enumerate() {
-                    sink.item(name, &features, l, i, v, errors);
+                    sink.item(name, features, l, i, v, errors);
                 }
             }
             Some(_) => errors.push(ConfigError::new(name, *key, "expected a list")),
@@ -521,6 +561,45 @@ pub fn parse_resources(name: &str, text: &str) -> Result<raw::ResourcesConf, Vec
     }
 }
 
+/// Files at least this big are read from disk as they are parsed, never whole in memory
+/// (unless they hold `${{`, which is substituted in the whole text).
+const STREAM_BYTES: u64 = 1 << 20;
+
+/// What a file holds, found by reading it in chunks without keeping it: whether it has `${{`
+/// (then it is read whole), the [`TextFeatures`], and whether it ends with `#END`.
+fn scan_file(file: &mut std::fs::File) -> std::io::Result<(bool, TextFeatures, bool)> {
+    use std::io::Read;
+    const CHUNK: usize = 1 << 20;
+    const KEEP: usize = 64 << 10;
+    let mut buf = vec![0u8; CHUNK + KEEP];
+    let mut kept = 0;
+    let (mut env, mut merge, mut meta, mut unset) = (false, false, false, false);
+    loop {
+        let n = file.read(&mut buf[kept..])?;
+        if n == 0 {
+            break;
+        }
+        let seen = &buf[..kept + n];
+        let has = |pat: &[u8]| memchr::memmem::find(seen, pat).is_some();
+        env = env || has(b"${{");
+        merge = merge || has(b"<<");
+        meta = meta || has(b"_meta");
+        unset = unset || has(env_subst::UNSET_MARK.as_bytes());
+        // Keep the last KEEP bytes: patterns across two chunks, and the end of the file.
+        let len = kept + n;
+        let from = len.saturating_sub(KEEP);
+        buf.copy_within(from..len, 0);
+        kept = len - from;
+    }
+    let tail = String::from_utf8_lossy(&buf[..kept]);
+    let features = TextFeatures {
+        merge_keys: merge,
+        meta,
+        unset_vars: unset,
+    };
+    Ok((env, features, has_end_marker(&tail)))
+}
+
 /// Reads, parses and compiles every resource file of `node`. `prev` is what the last good load
 /// saw: a file that ended with `#END` then and does not now is refused as truncated, and a glob
 /// that matched files then and matches none now is refused as a lost deploy.
@@ -556,14 +635,80 @@ pub fn load(node: &Node, prev: &Memory) -> LoadReport {
     let mut builder = consumers::Builder::default();
     let mut broken = compile::Broken::default();
     for (name, path) in &files {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        let opened = std::fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
+        let (len, mut file) = match opened {
+            Ok(f) => f,
             Err(e) => {
                 errors.push(ConfigError::new(name, "", format!("cannot read: {e}")));
                 broken.all = true;
                 continue;
             }
         };
+        if len >= STREAM_BYTES {
+            match scan_file(&mut file) {
+                Err(e) => {
+                    errors.push(ConfigError::new(name, "", format!("cannot read: {e}")));
+                    broken.all = true;
+                    continue;
+                }
+                Ok((false, features, end)) => {
+                    if end {
+                        marked.insert(path.clone());
+                    } else if end_marked.contains(path) {
+                        errors.push(ConfigError::new(name, "", TRUNCATED));
+                        broken.all = true;
+                        continue;
+                    } else {
+                        warnings.push(no_end_warning(name));
+                    }
+                    use std::io::Seek;
+                    if let Err(e) = file.rewind() {
+                        errors.push(ConfigError::new(name, "", format!("cannot read: {e}")));
+                        broken.all = true;
+                        continue;
+                    }
+                    hasher.update(name.as_bytes());
+                    hasher.update([0]);
+                    builder.reserve((len / 60) as usize);
+                    let f = builder.file(name);
+                    let mut sink = Sink {
+                        conf: raw::ResourcesConf::default(),
+                        consumers: Some((&mut builder, f)),
+                        broken: &mut broken,
+                    };
+                    let source = Box::new(yaml::Source {
+                        file,
+                        hasher: std::mem::take(&mut hasher),
+                        error: None,
+                    });
+                    let before = errors.len();
+                    if let Some(src) = parse_stream(name, source, &features, &mut sink, &mut errors)
+                    {
+                        hasher = src.hasher;
+                    }
+                    if errors[before..]
+                        .iter()
+                        .any(|e| e.message.starts_with("cannot read"))
+                    {
+                        sink.broken.all = true;
+                    }
+                    parsed.push((name.clone(), sink.conf));
+                    continue;
+                }
+                // `${{` in the file: it is substituted in the whole text, read below.
+                Ok((true, _, _)) => {
+                    use std::io::Seek;
+                    let _ = file.rewind();
+                }
+            }
+        }
+        let mut text = String::new();
+        if let Err(e) = std::io::Read::read_to_string(&mut file, &mut text) {
+            errors.push(ConfigError::new(name, "", format!("cannot read: {e}")));
+            broken.all = true;
+            continue;
+        }
+        drop(file);
         if text.is_empty() {
             errors.push(ConfigError::new(
                 name,
@@ -579,17 +724,11 @@ pub fn load(node: &Node, prev: &Memory) -> LoadReport {
         if has_end_marker(&text) {
             marked.insert(path.clone());
         } else if end_marked.contains(path) {
-            errors.push(ConfigError::new(
-                name,
-                "",
-                "ended with #END at the last good load and does not now: refused as truncated (write it atomically and end it with #END)",
-            ));
+            errors.push(ConfigError::new(name, "", TRUNCATED));
             broken.all = true;
             continue;
         } else {
-            warnings.push(format!(
-                "{name}: warning: no #END line at the end, so a truncated file cannot be detected"
-            ));
+            warnings.push(no_end_warning(name));
         }
         if is_blank_yaml(&text) {
             parsed.push((name.clone(), raw::ResourcesConf::default()));

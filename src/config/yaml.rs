@@ -56,28 +56,91 @@ impl From<unsafe_sys::yaml_mark_t> for Mark {
     }
 }
 
-/// The libyaml parser over one text; the text outlives it (`'a`).
+/// A file read in chunks as libyaml asks for them, each chunk also fed to a hasher.
+pub struct Source {
+    pub file: std::fs::File,
+    pub hasher: sha2::Sha256,
+    pub error: Option<std::io::Error>,
+}
+
+/// libyaml's read callback for a [`Source`].
+///
+/// SAFETY: libyaml calls it with the `data` given to `yaml_parser_set_input` (a live, boxed
+/// `Source` that nothing else touches meanwhile) and a writable buffer of `size` bytes.
+unsafe fn read_source(
+    data: *mut std::ffi::c_void,
+    buffer: *mut u8,
+    size: u64,
+    size_read: *mut u64,
+) -> i32 {
+    use sha2::Digest;
+    use std::io::Read;
+    // SAFETY: per this function's contract.
+    let (src, buf) = unsafe {
+        (
+            &mut *data.cast::<Source>(),
+            std::slice::from_raw_parts_mut(buffer, size as usize),
+        )
+    };
+    loop {
+        match src.file.read(buf) {
+            Ok(n) => {
+                src.hasher.update(&buf[..n]);
+                // SAFETY: per this function's contract.
+                unsafe { *size_read = n as u64 };
+                return 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                src.error = Some(e);
+                return 0;
+            }
+        }
+    }
+}
+
+/// What libyaml reads: a text that outlives the parser (`'a`), or a file it owns.
+pub enum Input<'a> {
+    Text(&'a [u8]),
+    File(Box<Source>),
+}
+
+/// The libyaml parser over one input.
 struct Parser<'a> {
     sys: Box<MaybeUninit<unsafe_sys::yaml_parser_t>>,
+    /// Kept (at a fixed address, boxed) for as long as the parser reads from it.
+    source: Option<Box<Source>>,
     _input: std::marker::PhantomData<&'a [u8]>,
 }
 
 impl<'a> Parser<'a> {
-    fn new(input: &'a [u8]) -> Result<Parser<'a>, String> {
+    fn new(input: Input<'a>) -> Result<Parser<'a>, String> {
         let mut sys = Box::<unsafe_sys::yaml_parser_t>::new_uninit();
         let p = sys.as_mut_ptr();
+        let mut source = None;
         // SAFETY: `p` points to memory owned by the box, which stays at that address (boxed)
         // until `Drop` deletes the parser; initialize writes every field before any is read.
-        // The input is borrowed for 'a, which outlives the parser.
+        // A text is borrowed for 'a, which outlives the parser; a file source is boxed and
+        // owned by the parser, dropped only after the parser is deleted.
         unsafe {
             if unsafe_sys::yaml_parser_initialize(p).fail {
                 return Err("libyaml: out of memory".into());
             }
             unsafe_sys::yaml_parser_set_encoding(p, unsafe_sys::YAML_UTF8_ENCODING);
-            unsafe_sys::yaml_parser_set_input_string(p, input.as_ptr(), input.len() as u64);
+            match input {
+                Input::Text(t) => {
+                    unsafe_sys::yaml_parser_set_input_string(p, t.as_ptr(), t.len() as u64)
+                }
+                Input::File(mut src) => {
+                    let data: *mut Source = &mut *src;
+                    unsafe_sys::yaml_parser_set_input(p, read_source, data.cast());
+                    source = Some(src);
+                }
+            }
         }
         Ok(Parser {
             sys,
+            source,
             _input: std::marker::PhantomData,
         })
     }
@@ -97,8 +160,11 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// The parser's error, worded as serde_yaml words it.
+    /// The parser's error, worded as serde_yaml words it (a read error as `cannot read: ...`).
     fn error(&self) -> String {
+        if let Some(e) = self.source.as_ref().and_then(|s| s.error.as_ref()) {
+            return format!("cannot read: {e}");
+        }
         // SAFETY: the parser is initialised; problem and context are null or static C strings.
         let (problem, problem_mark, problem_offset, context, context_mark) = unsafe {
             let p = &*self.sys.as_ptr();
@@ -500,12 +566,35 @@ impl Reader<'_> {
 pub fn read_resources(
     text: &str,
     lists: &[&str],
+    on_item: impl FnMut(usize, usize, Value),
+) -> Result<Rest, String> {
+    read_input(Input::Text(text.as_bytes()), lists, on_item).0
+}
+
+/// [`read_resources`] from any [`Input`]; gives back a file source (its hasher) at the end.
+pub fn read_input(
+    input: Input<'_>,
+    lists: &[&str],
+    on_item: impl FnMut(usize, usize, Value),
+) -> (Result<Rest, String>, Option<Box<Source>>) {
+    let mut r = match Parser::new(input) {
+        Ok(parser) => Reader {
+            parser,
+            anchors: AHashMap::new(),
+        },
+        Err(e) => return (Err(e), None),
+    };
+    let rest = read_document(&mut r, lists, on_item);
+    let source = r.parser.source.take();
+    drop(r);
+    (rest, source)
+}
+
+fn read_document(
+    r: &mut Reader<'_>,
+    lists: &[&str],
     mut on_item: impl FnMut(usize, usize, Value),
 ) -> Result<Rest, String> {
-    let mut r = Reader {
-        parser: Parser::new(text.as_bytes())?,
-        anchors: AHashMap::new(),
-    };
     let mut ev = r.parser.next()?;
     if ev.kind() == unsafe_sys::YAML_STREAM_START_EVENT {
         ev = r.parser.next()?;
