@@ -212,6 +212,13 @@ echo "$report"
 if [ -n "$RESULTS" ]; then
     grep -q '^## Scale' "$RESULTS" 2>/dev/null ||
         printf '\n## Scale\n\nAppended by `benches/scale/run.sh` (issue 13), newest last.\n' >>"$RESULTS"
-    printf '\n%s' "$report" >>"$RESULTS"
+    # At the end of the Scale section (before the next `## ` heading), not of the file.
+    printf '%s\n' "$report" >"$tmp/report.md"
+    awk -v rep="$tmp/report.md" '
+        function put() { while ((getline l < rep) > 0) print l; print ""; done = 1 }
+        /^## / && in_scale && !done { put() }
+        /^## Scale/ { in_scale = 1 } { print }
+        END { if (!done) { print ""; put() } }' "$RESULTS" >"$tmp/results.md"
+    cp "$tmp/results.md" "$RESULTS"
     log "appended to $RESULTS"
 fi
