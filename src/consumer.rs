@@ -18,8 +18,9 @@ pub struct Consumer {
     pub group: Option<GroupId>,
     /// Labels as header values; a consumer has few, so a slice is smaller than a map.
     pub labels: Box<[(Box<str>, HeaderValue)]>,
-    /// Consumer over group, per plugin.
-    pub plugins: PluginSet,
+    /// Consumer over group, per plugin; one shared set for every consumer without plugins of
+    /// its own (most of a million consumers that each hold only a key).
+    pub plugins: Arc<PluginSet>,
 }
 
 #[derive(Debug)]

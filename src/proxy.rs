@@ -92,7 +92,7 @@ fn set_identity(snap: &Snapshot, d: &Decision, req: &mut RequestHeader) -> Resul
     req.insert_header("x-consumer-username", consumer.username_header.clone())?;
     if let Some(cid) = id
         .credential
-        .and_then(|c| snap.consumers.credential(c).header.clone())
+        .and_then(|c| snap.consumers.credential(c).header().cloned())
     {
         req.insert_header(headers::X_CREDENTIAL_IDENTIFIER, cid)?;
     }
@@ -819,7 +819,7 @@ impl ProxyHttp for Gateway {
                     let cred = ctx
                         .identity
                         .and_then(|i| i.credential)
-                        .and_then(|c| s.consumers.credential(c).id.as_ref())
+                        .and_then(|c| s.consumers.credential(c).id())
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
                     (&*route.id, route.service.as_deref().unwrap_or(""), cred)

@@ -5,12 +5,14 @@
 #   start            exec to the first 200 through the proxy port
 #   steady RSS       VmRSS 1 s after that; peak RSS (load) = VmHWM then
 #   one key / random wrk through a Lua script: the same key on every request, then a random key
-#                    out of N per request (RANDOM_RUNS runs, to show whether it decays), with p99
+#                    out of N per request, alternating (RANDOM_RUNS pairs, to show whether it
+#                    decays and so that a neighbour's load weighs on both), with p99 and the ratios
 #   RSS after        VmRSS after the random runs (every called consumer has its series)
 #   SIGHUP reload    with one consumer removed from the file: SIGHUP to "Reloaded config" in the
 #                    log, while wrk sends random keys; peak RSS during it (VmHWM reset before
 #                    through /proc/PID/clear_refs), failed requests and max latency of that wrk
-# and prints a Markdown table, appended to RESULTS (a "Scale" section) unless RESULTS is empty.
+# and prints a Markdown table, appended to RESULTS (a "Scale" section) unless RESULTS is empty,
+# with `uptime` before and after (the machine may be shared).
 #
 # Settings (environment): SIZES="100000 1000000" DURATION=10 (s per wrk run) RANDOM_RUNS=3
 # THREADS=2 CONNECTIONS=50 (wrk) GATEWAY_THREADS=2 BUILD=1 (0 skips `cargo build --release`)
@@ -97,13 +99,14 @@ errors() {
 }
 count_reloads() { grep -c "Reloaded config" "$tmp/tollgate.log" || true; }
 
+load_before=$(uptime | sed 's/.*load average: //')
 echo_port=$(free_port)
 "$ECHO_BIN" "127.0.0.1:$echo_port" 2>"$tmp/echo.log" &
 pids+=($!)
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$echo_port/" && break; sleep 0.1; done
 
-table="| consumers | check (peak RSS) | start to listening | steady RSS | peak RSS (load) | one key: req/s, p99 | random keys: req/s, p99 (each run) | RSS after | SIGHUP reload | peak RSS (reload) | during reload: failed, max latency |
-|---|---|---|---|---|---|---|---|---|---|---|"
+table="| consumers | check (peak RSS) | start to listening | steady RSS | peak RSS (load) | one key: req/s, p99 (each run) | random keys: req/s, p99 (each run) | random / one key: req/s, p99 | RSS after | SIGHUP reload | peak RSS (reload) | during reload: failed, max latency |
+|---|---|---|---|---|---|---|---|---|---|---|---|"
 for n in $SIZES; do
     log "$n consumers: writing the config"
     keys=$n
@@ -142,16 +145,22 @@ EOF2
     sleep 1
     steady=$(mem "$gw" VmRSS)
 
-    log "$n: one key, ${DURATION}s"
-    run_wrk "$tmp/one.out" "${DURATION}s" 1
-    one="$(rps "$tmp/one.out"), $(p99 "$tmp/one.out")"
-    [ "$(errors "$tmp/one.out")" = 0 ] || one="$one ($(errors "$tmp/one.out") failed)"
-    random=""
+    # One-key and random-key runs alternate, so a neighbour's load that comes or goes during
+    # the measurement weighs on both alike; each pair gives a ratio.
+    one="" random="" ratio=""
     for r in $(seq "$RANDOM_RUNS"); do
+        log "$n: one key, run $r, ${DURATION}s"
+        run_wrk "$tmp/one.out" "${DURATION}s" 1
+        one="$one${one:+ / }$(rps "$tmp/one.out"), $(p99 "$tmp/one.out")"
+        [ "$(errors "$tmp/one.out")" = 0 ] || one="$one ($(errors "$tmp/one.out") failed)"
         log "$n: random keys, run $r, ${DURATION}s"
         run_wrk "$tmp/random.out" "${DURATION}s"
         random="$random${random:+ / }$(rps "$tmp/random.out"), $(p99 "$tmp/random.out")"
         [ "$(errors "$tmp/random.out")" = 0 ] || random="$random ($(errors "$tmp/random.out") failed)"
+        ratio="$ratio${ratio:+ / }$(awk -v a="$(rps "$tmp/random.out")" -v b="$(rps "$tmp/one.out")" \
+            -v p="$(p99 "$tmp/random.out")" -v q="$(p99 "$tmp/one.out")" '
+            function ms(x) { if (x ~ /us$/) return x / 1000; if (x ~ /ms$/) return x + 0; return x * 1000 }
+            BEGIN { printf "%.2f, %.2f", a / b, ms(p) / ms(q) }')"
     done
     after=$(mem "$gw" VmRSS)
 
@@ -182,17 +191,19 @@ EOF2
     stop "$wrk_pid"
     during="$(errors "$tmp/reload.out") of $(awk '/requests in/ {print $1}' "$tmp/reload.out"), $(max_lat "$tmp/reload.out")"
     stop "$gw"
-    table+=$'\n'"| $n | $check | $start | $steady | $peak_load | $one | $random | $after | $reload | $peak_reload | $during |"
+    table+=$'\n'"| $n | $check | $start | $steady | $peak_load | $one | $random | $ratio | $after | $reload | $peak_reload | $during |"
     echo "$table" | tail -1 >&2
 done
 
+load_after=$(uptime | sed 's/.*load average: //')
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || rev="$rev+changes"
 report="### $(date -u '+%Y-%m-%d %H:%M UTC'): ${cpu:-unknown CPU}, $(nproc) CPUs, tollgate $rev
 
 \`benches/scale/run.sh\`: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s through a Lua script; tollgate threads:
-$GATEWAY_THREADS; wrk, tollgate and the echo upstream share the CPUs. MB = 10^6 bytes.
+$GATEWAY_THREADS; wrk, tollgate and the echo upstream share the CPUs. MB = 10^6 bytes. Load average
+before: $load_before; after: $load_after.
 
 $table
 "
@@ -201,6 +212,13 @@ echo "$report"
 if [ -n "$RESULTS" ]; then
     grep -q '^## Scale' "$RESULTS" 2>/dev/null ||
         printf '\n## Scale\n\nAppended by `benches/scale/run.sh` (issue 13), newest last.\n' >>"$RESULTS"
-    printf '\n%s' "$report" >>"$RESULTS"
+    # At the end of the Scale section (before the next `## ` heading), not of the file.
+    printf '%s\n' "$report" >"$tmp/report.md"
+    awk -v rep="$tmp/report.md" '
+        function put() { while ((getline l < rep) > 0) print l; print ""; done = 1 }
+        /^## / && in_scale && !done { put() }
+        /^## Scale/ { in_scale = 1 } { print }
+        END { if (!done) { print ""; put() } }' "$RESULTS" >"$tmp/results.md"
+    cp "$tmp/results.md" "$RESULTS"
     log "appended to $RESULTS"
 fi

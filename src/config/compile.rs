@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use ahash::AHashSet;
 use ipnet::IpNet;
 
 use super::error::ConfigError;
@@ -38,7 +39,9 @@ impl<'a, T> Table<'a, T> {
         let mut n = 0;
         for (name, conf) in files {
             let file: Arc<str> = name.as_str().into();
+            let positions = conf.positions.get(kind);
             for (i, item) in list(conf).iter().enumerate() {
+                let i = positions.and_then(|p| p.get(i)).map_or(i, |&p| p as usize);
                 n += 1;
                 let place = Place {
                     file: file.clone(),
@@ -80,9 +83,50 @@ fn unsupported(errs: &mut Errs, place: &Place, fields: &[(&str, bool)]) {
     }
 }
 
+/// Ids of items that failed to parse, by kind: a reference to one is not reported as missing
+/// (the item's own error says what is wrong).
+#[derive(Debug, Default)]
+pub struct Broken {
+    pub upstreams: AHashSet<String>,
+    pub services: AHashSet<String>,
+    pub plugin_configs: AHashSet<String>,
+    pub consumer_groups: AHashSet<String>,
+    /// A file could not be read whole: no reference is reported as missing.
+    pub all: bool,
+}
+
+impl Broken {
+    fn has(&self, set: &AHashSet<String>, id: &Id) -> bool {
+        self.all || set.contains(&id.0)
+    }
+}
+
 /// Compiles the parsed files into a snapshot (version and time are set by the caller).
 pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<ConfigError>> {
-    let mut errs = Errs::default();
+    let mut files = files;
+    let mut consumers = crate::config::consumers::Builder::default();
+    for (name, conf) in &mut files {
+        let f = consumers.file(name);
+        let positions = conf.positions.get("consumers").cloned();
+        for (i, c) in std::mem::take(&mut conf.consumers).into_iter().enumerate() {
+            let i = positions
+                .as_ref()
+                .and_then(|p| p.get(i))
+                .map_or(i, |&p| p as usize);
+            consumers.add(f, i as u32, c);
+        }
+    }
+    compile_with(files, consumers, &Broken::default())
+}
+
+/// [`compile`] for files whose `consumers` went to `consumers` as they were read; `broken`
+/// names the items that failed to parse (their errors are already reported).
+pub fn compile_with(
+    files: Vec<(String, ResourcesConf)>,
+    mut consumers: crate::config::consumers::Builder,
+    broken: &Broken,
+) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut errs = std::mem::take(&mut consumers.errs);
     for (name, conf) in &files {
         let place = Place {
             file: name.as_str().into(),
@@ -168,18 +212,6 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
         |g: &super::raw::GlobalRuleConf, _| Some(g.id.0.clone()),
         &mut errs,
     );
-
-    let consumers_t = Table::build(
-        "consumers",
-        &files,
-        |c| &c.consumers,
-        |c: &super::raw::ConsumerConf, _| match (&c.username, &c.id) {
-            (Some(u), _) => Some(u.clone()),
-            (None, Some(id)) => Some(id.0.clone()),
-            _ => None,
-        },
-        &mut errs,
-    );
     let groups_t = Table::build(
         "consumer_groups",
         &files,
@@ -187,8 +219,12 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
         |g: &super::raw::ConsumerGroupConf, _| Some(g.id.0.clone()),
         &mut errs,
     );
-    let consumers: Consumers =
-        crate::config::consumers::compile(&consumers_t.items, &groups_t.items, &mut errs);
+    let consumers: Consumers = consumers.finish(
+        &groups_t.items,
+        &broken.consumer_groups,
+        broken.all,
+        &mut errs,
+    );
 
     // Upstreams: named ones first, then inline ones as routes and services need them.
     let mut upstreams: Vec<Upstream> = Vec::new();
@@ -241,7 +277,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             (None, Some(id)) => match named_upstream.get(&id.0) {
                 Some(u) => Some(Some(*u)),
                 None => {
-                    if upstreams_t.get(id).is_none() {
+                    if upstreams_t.get(id).is_none() && !broken.has(&broken.upstreams, id) {
                         errs.push(
                             place,
                             "upstream_id",
@@ -448,7 +484,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
             Some(sid) => match services.get(&sid.0) {
                 Some(s) => Some((sid.0.clone(), s)),
                 None => {
-                    if services_t.get(sid).is_none() {
+                    if services_t.get(sid).is_none() && !broken.has(&broken.services, sid) {
                         errs.push(
                             place,
                             "service_id",
@@ -463,6 +499,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
         let plugin_config = match &r.plugin_config_id {
             Some(pid) => match plugin_configs.get(pid.0.as_str()) {
                 Some(pc) => Some(pc),
+                None if broken.has(&broken.plugin_configs, pid) => None,
                 None => {
                     errs.push(
                         place,

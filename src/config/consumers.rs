@@ -1,6 +1,12 @@
 //! Compiles `consumers` entries (consumers, nested and id-form credentials) and
 //! `consumer_groups` into [`Consumers`]: names, labels, groups, plugins merged under the group's,
 //! and the credential index with duplicates named at both places.
+//!
+//! A [`Builder`] takes the entries one at a time, as the files are read, and compiles each at
+//! once: a million consumers never exist as raw config all together. What depends on entries
+//! that may come later (consumer groups, id-form credentials of a consumer defined further on)
+//! is finished in [`Builder::finish`]. Places are kept as (file, index) numbers and written out
+//! only for an error.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -10,7 +16,7 @@ use http::HeaderValue;
 
 use crate::auth::credentials::{Credential, CredentialIndex};
 use crate::config::error::{Errs, Place};
-use crate::config::raw::{ConsumerConf, ConsumerGroupConf, Id};
+use crate::config::raw::{ConsumerConf, ConsumerGroupConf};
 use crate::consumer::{Consumer, ConsumerGroup, Consumers};
 use crate::ids::{ConsumerId, CredentialId, GroupId};
 use crate::plugins::{ConsumerPluginsConf, PluginSet, compile_consumer_plugins};
@@ -44,168 +50,234 @@ fn check_labels(
     }
 }
 
-/// Where each unique credential key was first seen, to name both places of a duplicate.
-#[derive(Default)]
-struct Seen {
-    by_key: AHashMap<(&'static str, Vec<u8>), FirstSeen>,
+/// A consumer id for an entry that failed to parse or compile: references to its name are not
+/// reported as missing (its own error says what is wrong), and nothing indexes with it, since a
+/// config with an error never becomes a snapshot.
+const BROKEN: ConsumerId = ConsumerId(u32::MAX);
+
+/// `cred` of an [`Origin`] for a consumer's inline plugins or an id-form entry.
+const NO_CRED: u32 = u32::MAX;
+
+/// Where a credential was written: entry order across files, file, index in `consumers`, index
+/// in its consumer's `credentials` (or [`NO_CRED`]), and whether a key-auth key was given as
+/// `key_hash`. Kept per credential until [`Builder::finish`], to name the first place of a
+/// duplicate without keeping a copy of every key.
+#[derive(Clone, Copy)]
+struct Origin {
+    ord: u32,
+    file: u32,
+    index: u32,
+    cred: u32,
+    key_hash: bool,
 }
 
-/// The first place a credential key appeared: place, field path, consumer.
-struct FirstSeen {
-    place: Place,
-    field: String,
-    owner: Arc<str>,
-}
-
-impl Seen {
-    /// Records `key` for `plugin`; on a duplicate, pushes an error naming the first place.
-    fn claim(
-        &mut self,
-        errs: &mut Errs,
-        plugin: &'static str,
-        what: &str,
-        key: Vec<u8>,
-        s: &CredSource,
-        field: &str,
-    ) -> bool {
-        if let Some(first) = self.by_key.get(&(plugin, key.clone())) {
-            let at = first.place.named_from(&s.place.file, &first.field);
-            errs.push(
-                &s.place,
-                field,
-                format!("same {what} as {at} ({})", first.owner),
-            );
-            return false;
-        }
-        let first = FirstSeen {
-            place: s.place.clone(),
-            field: field.to_string(),
-            owner: s.owner.clone(),
-        };
-        self.by_key.insert((plugin, key), first);
-        true
-    }
-}
-
-/// A credential to index: where it was written and its plugins.
-struct CredSource<'a> {
-    /// Position of the `consumers` entry across files: duplicates are reported on the later one.
-    ord: usize,
+/// A credential to index.
+struct Src<'a> {
+    origin: Origin,
     consumer: ConsumerId,
-    owner: Arc<str>,
-    place: Place,
-    plugins_path: String,
     plugins: &'a ConsumerPluginsConf,
+    /// The full id, `<username>/credentials/<name>`; None for inline plugins.
     id: Option<String>,
     expires_at: Option<SystemTime>,
 }
 
-/// Compiles `consumers` entries (consumers and id-form credentials) and `consumer_groups`.
-pub fn compile(
-    consumers: &[(Place, &ConsumerConf)],
-    groups: &[(Place, &ConsumerGroupConf)],
-    errs: &mut Errs,
-) -> Consumers {
-    let mut out = Consumers::default();
-    // Groups.
-    let mut group_ids: AHashMap<String, GroupId> = AHashMap::new();
-    let mut group_plugins: Vec<PluginSet> = Vec::new();
-    let mut groups_out = Vec::new();
-    for (place, g) in groups {
-        if !g.plugins.auth_plugin_names().is_empty() {
-            errs.push(
-                place,
-                "plugins",
-                "auth plugins belong on consumers and credentials, not on a consumer group",
-            );
+/// The place of `consumers[index]` (and `.credentials[cred]`) in `file`.
+fn place_at(file: &Arc<str>, index: u32, cred: u32) -> Place {
+    let path = if cred == NO_CRED {
+        format!("consumers[{index}]")
+    } else {
+        format!("consumers[{index}].credentials[{cred}]")
+    };
+    Place {
+        file: file.clone(),
+        path,
+    }
+}
+
+/// Number of auth plugins in `p`, without building the list of their names.
+fn auth_count(p: &ConsumerPluginsConf) -> usize {
+    usize::from(p.key_auth.is_some())
+        + usize::from(p.basic_auth.is_some())
+        + usize::from(p.hmac_auth.is_some())
+        + usize::from(p.jwt_auth.is_some())
+}
+
+/// Compiles `consumers` entries as they are read; [`Builder::finish`] adds the groups and
+/// id-form credentials and returns the [`Consumers`].
+pub struct Builder {
+    files: Vec<Arc<str>>,
+    next_ord: u32,
+    list: Vec<Consumer>,
+    /// (file, index) of each consumer of `list`.
+    at: Vec<(u32, u32)>,
+    /// Consumers with a `group_id`, resolved when the groups are known.
+    grouped: Vec<(ConsumerId, Box<str>)>,
+    by_name: AHashMap<Arc<str>, ConsumerId>,
+    /// id-form entries, compiled when every consumer is known: (order, file, index, conf).
+    id_form: Vec<(u32, u32, u32, ConsumerConf)>,
+    /// The key (username, else id) of each id-form entry, for duplicates.
+    id_form_keys: AHashMap<String, (u32, u32)>,
+    creds: CredentialIndex,
+    origins: Vec<Origin>,
+    credential_count: usize,
+    label_headers: Vec<http::HeaderName>,
+    /// Shared by every consumer without plugins of its own.
+    empty: Arc<PluginSet>,
+    /// Errors found so far; [`crate::config::compile`] goes on with them.
+    pub errs: Errs,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            files: Vec::new(),
+            next_ord: 0,
+            list: Vec::new(),
+            at: Vec::new(),
+            grouped: Vec::new(),
+            by_name: AHashMap::new(),
+            id_form: Vec::new(),
+            id_form_keys: AHashMap::new(),
+            creds: CredentialIndex::default(),
+            origins: Vec::new(),
+            credential_count: 0,
+            label_headers: Vec::new(),
+            empty: Arc::new(PluginSet::default()),
+            errs: Errs::default(),
         }
-        check_labels(errs, place, &g.labels);
-        let set = compile_consumer_plugins(
-            &g.plugins,
-            place,
-            "plugins",
-            &format!("consumer_group:{}", g.id.0),
-            errs,
-        );
-        group_ids.insert(g.id.0.clone(), GroupId(groups_out.len() as u32));
-        out.label_headers.extend(
-            set.attach_labels
-                .iter()
-                .flat_map(|a| a.headers.iter().map(|(n, _)| n.clone())),
-        );
-        group_plugins.push(set);
-        groups_out.push(ConsumerGroup {
-            id: g.id.0.as_str().into(),
-        });
+    }
+}
+
+impl Builder {
+    /// Registers a file; its entries are added with the number returned.
+    pub fn file(&mut self, name: &str) -> u32 {
+        self.files.push(name.into());
+        (self.files.len() - 1) as u32
     }
 
-    // Consumers first, credentials (id form) after, so order in the file does not matter.
-    let mut list: Vec<Consumer> = Vec::new();
-    let mut sources: Vec<CredSource> = Vec::new();
-    let mut id_form: Vec<(usize, &Place, &ConsumerConf, &Id)> = Vec::new();
-    for (ord, (place, c)) in consumers.iter().enumerate() {
+    /// Makes room for `n` more consumers (a guess from the file size is fine).
+    pub fn reserve(&mut self, n: usize) {
+        self.list.reserve(n);
+        self.at.reserve(n);
+        self.by_name.reserve(n);
+        self.creds.key_auth.reserve(n);
+        self.creds.entries.reserve(n);
+        self.origins.reserve(n);
+    }
+
+    /// An entry that failed to parse, known by `name` (its username or id): references to it
+    /// are not reported as missing.
+    pub fn broken(&mut self, name: String) {
+        self.next_ord += 1;
+        self.by_name.entry(name.into()).or_insert(BROKEN);
+    }
+
+    fn place(&self, file: u32, index: u32, cred: u32) -> Place {
+        place_at(&self.files[file as usize], index, cred)
+    }
+
+    fn same_username(&mut self, file: u32, index: u32, key: &str, first: (u32, u32)) {
+        let what = if key.contains("/credentials/") {
+            "id"
+        } else {
+            "username"
+        };
+        let place = self.place(file, index, NO_CRED);
+        let prev = self.place(first.0, first.1, NO_CRED);
+        self.errs.push(
+            &place,
+            what,
+            format!(
+                "same {what} `{key}` as {}",
+                prev.named_from(&place.file, what)
+            ),
+        );
+    }
+
+    /// Compiles `consumers[index]` of file `file`.
+    pub fn add(&mut self, file: u32, index: u32, c: ConsumerConf) {
+        let ord = self.next_ord;
+        self.next_ord += 1;
         if let Some(id) = c.id.as_ref().filter(|id| id.0.contains("/credentials/")) {
-            id_form.push((ord, place, c, id));
-            continue;
+            let key = c.username.clone().unwrap_or_else(|| id.0.clone());
+            let first = self.id_form_keys.get(&key).copied().or_else(|| {
+                self.by_name
+                    .get(key.as_str())
+                    .filter(|&&c| c != BROKEN)
+                    .map(|c| self.at[c.idx()])
+            });
+            if let Some(first) = first {
+                self.same_username(file, index, &key, first);
+                return;
+            }
+            self.id_form_keys.insert(key, (file, index));
+            self.id_form.push((ord, file, index, c));
+            return;
         }
+        let fname = self.files[file as usize].clone();
+        let place = |cred: u32| place_at(&fname, index, cred);
         let Some(username) = &c.username else {
-            errs.push(
-                place,
+            self.errs.push(
+                &place(NO_CRED),
                 "username",
                 "required (or an `id` of the form <username>/credentials/<name>)",
             );
-            continue;
+            return;
         };
+        let first = match self.by_name.get(username.as_str()) {
+            Some(&BROKEN) => return,
+            Some(&c) => Some(self.at[c.idx()]),
+            None => self.id_form_keys.get(username).copied(),
+        };
+        if let Some(first) = first {
+            self.same_username(file, index, username, first);
+            return;
+        }
         if let Err(m) = check_username(username) {
-            errs.push(place, "username", m);
-            continue;
+            self.errs.push(&place(NO_CRED), "username", m);
+            self.by_name.insert(username.as_str().into(), BROKEN);
+            return;
         }
         if c.name.is_some() {
-            errs.push(
-                place,
+            self.errs.push(
+                &place(NO_CRED),
                 "name",
                 "a consumer has no `name` (only credentials do)",
             );
         }
         if c.expires_at.is_some() {
-            errs.push(
-                place,
+            self.errs.push(
+                &place(NO_CRED),
                 "expires_at",
                 "inline plugins on a consumer cannot expire; put the key in a credential",
             );
         }
-        check_labels(errs, place, &c.labels);
-        let group = match &c.group_id {
-            Some(g) => match group_ids.get(&g.0) {
-                Some(id) => Some(*id),
-                None => {
-                    errs.push(
-                        place,
-                        "group_id",
-                        format!("consumer group `{}` does not exist", g.0),
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
-        let owner: Arc<str> = username.as_str().into();
-        let id = ConsumerId(list.len() as u32);
-        let own = compile_consumer_plugins(
-            &c.plugins,
-            place,
-            "plugins",
-            &format!("consumer:{username}"),
-            errs,
-        );
-        out.label_headers.extend(
-            own.attach_labels
-                .iter()
-                .flat_map(|a| a.headers.iter().map(|(n, _)| n.clone())),
-        );
-        let plugins = match group {
-            Some(g) => own.over(&group_plugins[g.idx()]),
-            None => own,
+        if c.labels.is_some() {
+            check_labels(&mut self.errs, &place(NO_CRED), &c.labels);
+        }
+        let id = ConsumerId(self.list.len() as u32);
+        if let Some(g) = &c.group_id {
+            self.grouped.push((id, g.0.as_str().into()));
+        }
+        let plugins = if c.plugins.other_plugin_names().is_empty() {
+            self.empty.clone()
+        } else {
+            let mut own = compile_consumer_plugins(
+                &c.plugins,
+                &place(NO_CRED),
+                "plugins",
+                &format!("consumer:{username}"),
+                &mut self.errs,
+            );
+            self.label_headers.extend(
+                own.attach_labels
+                    .iter()
+                    .flat_map(|a| a.headers.iter().map(|(n, _)| n.clone())),
+            );
+            if own.extra.is_empty() {
+                own.extra = self.empty.extra.clone();
+            }
+            Arc::new(own)
         };
         let labels = c
             .labels
@@ -218,26 +290,39 @@ pub fn compile(
             })
             .collect::<Box<[(Box<str>, HeaderValue)]>>();
         let Ok(username_header) = HeaderValue::from_str(username) else {
-            continue;
+            return;
         };
-        if !c.plugins.auth_plugin_names().is_empty() {
-            sources.push(CredSource {
-                ord,
+        let owner: Arc<str> = username.as_str().into();
+        self.by_name.insert(owner.clone(), id);
+        self.at.push((file, index));
+        self.list.push(Consumer {
+            username: owner,
+            username_header,
+            group: None,
+            labels,
+            plugins,
+        });
+        let n = auth_count(&c.plugins);
+        if n > 0 {
+            self.credential_count += n;
+            self.index(Src {
+                origin: Origin {
+                    ord,
+                    file,
+                    index,
+                    cred: NO_CRED,
+                    key_hash: false,
+                },
                 consumer: id,
-                owner: owner.clone(),
-                place: place.clone(),
-                plugins_path: "plugins".into(),
                 plugins: &c.plugins,
                 id: None,
                 expires_at: None,
             });
         }
-        let mut names: AHashMap<&str, usize> = AHashMap::new();
+        // Names seen so far; a consumer has few credentials, so a list is quicker than a map.
+        let mut names: Vec<(&str, usize)> = Vec::new();
         for (i, cr) in c.credentials.iter().enumerate() {
-            let cplace = Place {
-                file: place.file.clone(),
-                path: format!("{}.credentials[{i}]", place.path),
-            };
+            let ci = i as u32;
             if cr.name.is_empty()
                 || cr.name.len() > 256
                 || !cr
@@ -245,146 +330,367 @@ pub fn compile(
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
             {
-                errs.push(
-                    &cplace,
+                self.errs.push(
+                    &place(ci),
                     "name",
                     "must be 1 to 256 characters of [a-zA-Z0-9-_.]",
                 );
             }
-            if let Some(first) = names.get(cr.name.as_str()) {
-                errs.push(
-                    &cplace,
+            if let Some((_, first)) = names.iter().find(|(n, _)| *n == cr.name) {
+                self.errs.push(
+                    &place(ci),
                     "name",
                     format!(
-                        "consumer `{username}` already has a credential named `{}` at {}.credentials[{first}].name",
-                        cr.name, place.path
+                        "consumer `{username}` already has a credential named `{}` at consumers[{index}].credentials[{first}].name",
+                        cr.name
                     ),
                 );
                 continue;
             }
-            names.insert(cr.name.as_str(), i);
+            names.push((cr.name.as_str(), i));
             if cr.id.is_some() {
-                errs.push(&cplace, "id", "a nested credential is named by `name`; its id is <username>/credentials/<name>");
+                self.errs.push(&place(ci), "id", "a nested credential is named by `name`; its id is <username>/credentials/<name>");
             }
-            check_labels(errs, &cplace, &cr.labels);
-            sources.push(CredSource {
-                ord,
+            if cr.labels.is_some() {
+                check_labels(&mut self.errs, &place(ci), &cr.labels);
+            }
+            let expires_at = match &cr.expires_at {
+                Some(_) => parse_expiry(&mut self.errs, &place(ci), &cr.expires_at),
+                None => None,
+            };
+            let n = auth_count(&cr.plugins);
+            self.credential_count += n;
+            if n != 1 {
+                self.errs.push(
+                    &place(ci),
+                    "plugins",
+                    format!("a credential holds exactly one auth plugin, found {n}"),
+                );
+                continue;
+            }
+            non_auth_plugins(&mut self.errs, &place(ci), "plugins", &cr.plugins);
+            self.index(Src {
+                origin: Origin {
+                    ord,
+                    file,
+                    index,
+                    cred: ci,
+                    key_hash: false,
+                },
                 consumer: id,
-                owner: owner.clone(),
-                place: cplace.clone(),
-                plugins_path: "plugins".into(),
                 plugins: &cr.plugins,
                 id: Some(format!("{username}/credentials/{}", cr.name)),
-                expires_at: parse_expiry(errs, &cplace, &cr.expires_at),
+                expires_at,
             });
         }
-        out.by_name.insert(owner.clone(), id);
-        list.push(Consumer {
-            username: owner,
-            username_header,
-            group,
-            labels,
-            plugins,
-        });
-    }
-    for (ord, place, c, id) in id_form {
-        let Some((user, _)) = id.0.split_once("/credentials/") else {
-            continue;
-        };
-        let valid = id.0.split_once("/credentials/").is_some_and(|(u, n)| {
-            !u.is_empty()
-                && !n.is_empty()
-                && u.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        });
-        if !valid {
-            errs.push(
-                place,
-                "id",
-                "must match <username>/credentials/<[a-zA-Z0-9-_.]+>",
-            );
-            continue;
-        }
-        for (f, present) in [
-            ("username", c.username.is_some()),
-            ("group_id", c.group_id.is_some()),
-            ("credentials", !c.credentials.is_empty()),
-        ] {
-            if present {
-                errs.push(
-                    place,
-                    f,
-                    "not allowed on a credential (id <username>/credentials/<name>)",
-                );
-            }
-        }
-        non_auth_plugins(errs, place, "plugins", &c.plugins);
-        check_labels(errs, place, &c.labels);
-        let Some(&consumer) = out.by_name.get(user) else {
-            errs.push(place, "id", format!("consumer `{user}` does not exist"));
-            continue;
-        };
-        sources.push(CredSource {
-            ord,
-            consumer,
-            owner: list[consumer.idx()].username.clone(),
-            place: place.clone(),
-            plugins_path: "plugins".into(),
-            plugins: &c.plugins,
-            id: Some(id.0.clone()),
-            expires_at: parse_expiry(errs, place, &c.expires_at),
-        });
     }
 
-    // Index every credential, in file order; a credential id may be defined once.
-    sources.sort_by_key(|s| s.ord);
-    let mut ids: AHashMap<&str, &Place> = AHashMap::new();
-    for s in &sources {
-        if let Some(id) = s.id.as_deref() {
-            if let Some(first) = ids.get(id) {
-                errs.push(
-                    &s.place,
+    /// Reports a key claimed twice: on the later of the two places, naming the earlier.
+    fn duplicate(
+        &mut self,
+        cur: (&Origin, ConsumerId),
+        first: CredentialId,
+        what: &str,
+        field: impl Fn(&Origin) -> String,
+    ) {
+        let f = self.origins[first.idx()];
+        let f_owner = self.creds.entries[first.idx()].consumer;
+        let (late, early, early_owner) = if f.ord <= cur.0.ord {
+            (*cur.0, f, f_owner)
+        } else {
+            (f, *cur.0, cur.1)
+        };
+        let late_place = self.place(late.file, late.index, late.cred);
+        let early_place = self.place(early.file, early.index, early.cred);
+        let owner = &self.list[early_owner.idx()].username;
+        let msg = format!(
+            "same {what} as {} ({owner})",
+            early_place.named_from(&late_place.file, &field(&early))
+        );
+        self.errs.push(&late_place, &field(&late), msg);
+    }
+
+    fn index(&mut self, s: Src<'_>) {
+        use std::collections::hash_map::Entry;
+        let cred = CredentialId(self.creds.entries.len() as u32);
+        let mut origin = s.origin;
+        let (pf, pi, pc) = (origin.file, origin.index, origin.cred);
+        let err_place = move |b: &Builder| b.place(pf, pi, pc);
+        if let Some(k) = &s.plugins.key_auth {
+            match crate::auth::key_auth::compile_credential(k) {
+                Ok((digest, which)) => {
+                    origin.key_hash = which == "key_hash";
+                    match self.creds.key_auth.entry(digest) {
+                        Entry::Vacant(v) => {
+                            v.insert(cred);
+                        }
+                        Entry::Occupied(o) => {
+                            let first = *o.get();
+                            self.duplicate((&origin, s.consumer), first, "key", |o| {
+                                let which = if o.key_hash { "key_hash" } else { "key" };
+                                format!("plugins.key-auth.{which}")
+                            });
+                        }
+                    }
+                }
+                Err((f, m)) => {
+                    let p = err_place(self);
+                    self.errs.push(&p, &format!("plugins.key-auth.{f}"), m);
+                }
+            }
+        }
+        if let Some(b) = &s.plugins.basic_auth {
+            match crate::auth::basic_auth::compile_credential(b) {
+                Ok((user, check)) => match self.creds.basic_auth.get(user.as_str()) {
+                    Some(&(first, _)) => {
+                        self.duplicate((&origin, s.consumer), first, "username", |_| {
+                            "plugins.basic-auth.username".into()
+                        });
+                    }
+                    None => {
+                        self.creds.basic_auth.insert(user.into(), (cred, check));
+                    }
+                },
+                Err((f, m)) => {
+                    let p = err_place(self);
+                    self.errs.push(&p, &format!("plugins.basic-auth.{f}"), m);
+                }
+            }
+        }
+        if let Some(h) = &s.plugins.hmac_auth {
+            match crate::auth::hmac_auth::compile_credential(h) {
+                Ok((key_id, secret)) => match self.creds.hmac_auth.get(key_id.as_str()) {
+                    Some(&(first, _)) => {
+                        self.duplicate((&origin, s.consumer), first, "key_id", |_| {
+                            "plugins.hmac-auth.key_id".into()
+                        });
+                    }
+                    None => {
+                        self.creds.hmac_auth.insert(key_id.into(), (cred, secret));
+                    }
+                },
+                Err((f, m)) => {
+                    let p = err_place(self);
+                    self.errs.push(&p, &format!("plugins.hmac-auth.{f}"), m);
+                }
+            }
+        }
+        if let Some(j) = &s.plugins.jwt_auth {
+            match crate::auth::jwt_auth::compile_credential(j) {
+                Ok((key, jk)) => match self.creds.jwt_auth.get(key.as_str()) {
+                    Some(&(first, _)) => {
+                        self.duplicate((&origin, s.consumer), first, "key", |_| {
+                            "plugins.jwt-auth.key".into()
+                        });
+                    }
+                    None => {
+                        self.creds.jwt_auth.insert(key.into(), (cred, jk));
+                    }
+                },
+                Err((f, m)) => {
+                    let p = err_place(self);
+                    self.errs.push(&p, &format!("plugins.jwt-auth.{f}"), m);
+                }
+            }
+        }
+        // An inline consumer with several auth plugins shares one entry; each counts as a credential.
+        let named = s.id.as_deref().and_then(|i| {
+            let name = i.rsplit("/credentials/").next()?;
+            Some((
+                HeaderValue::from_str(i).ok()?,
+                HeaderValue::from_str(name).ok()?,
+            ))
+        });
+        self.creds.entries.push(match named {
+            Some((id, header)) => Credential::named(s.consumer, id, header, s.expires_at),
+            None => Credential::inline(s.consumer),
+        });
+        self.origins.push(origin);
+    }
+
+    /// Compiles the groups, gives each consumer its group, indexes the id-form credentials and
+    /// returns every consumer. `broken_groups` are groups that failed to parse; with
+    /// `all_broken` (a file could not be read whole) no reference is reported as missing.
+    pub fn finish(
+        mut self,
+        groups: &[(Place, &ConsumerGroupConf)],
+        broken_groups: &ahash::AHashSet<String>,
+        all_broken: bool,
+        errs: &mut Errs,
+    ) -> Consumers {
+        std::mem::swap(&mut self.errs, errs);
+        let mut out = Consumers::default();
+        // Groups.
+        let mut group_ids: AHashMap<&str, GroupId> = AHashMap::new();
+        let mut group_plugins: Vec<PluginSet> = Vec::new();
+        let mut groups_out = Vec::new();
+        for (place, g) in groups {
+            if auth_count(&g.plugins) > 0 {
+                self.errs.push(
+                    place,
+                    "plugins",
+                    "auth plugins belong on consumers and credentials, not on a consumer group",
+                );
+            }
+            check_labels(&mut self.errs, place, &g.labels);
+            let set = compile_consumer_plugins(
+                &g.plugins,
+                place,
+                "plugins",
+                &format!("consumer_group:{}", g.id.0),
+                &mut self.errs,
+            );
+            group_ids.insert(g.id.0.as_str(), GroupId(groups_out.len() as u32));
+            self.label_headers.extend(
+                set.attach_labels
+                    .iter()
+                    .flat_map(|a| a.headers.iter().map(|(n, _)| n.clone())),
+            );
+            group_plugins.push(set);
+            groups_out.push(ConsumerGroup {
+                id: g.id.0.as_str().into(),
+            });
+        }
+        for (id, g) in std::mem::take(&mut self.grouped) {
+            match group_ids.get(&*g) {
+                Some(&gid) => {
+                    let c = &mut self.list[id.idx()];
+                    c.group = Some(gid);
+                    c.plugins = Arc::new(c.plugins.over(&group_plugins[gid.idx()]));
+                }
+                None if all_broken || broken_groups.contains(&*g) => {}
+                None => {
+                    let (f, i) = self.at[id.idx()];
+                    let place = self.place(f, i, NO_CRED);
+                    self.errs.push(
+                        &place,
+                        "group_id",
+                        format!("consumer group `{g}` does not exist"),
+                    );
+                }
+            }
+        }
+
+        // id-form credentials, in file order.
+        let mut id_form_ids: AHashMap<String, Origin> = AHashMap::new();
+        for (ord, file, index, c) in std::mem::take(&mut self.id_form) {
+            let place = self.place(file, index, NO_CRED);
+            let Some(id) = c.id.as_ref() else { continue };
+            let Some((user, _)) = id.0.split_once("/credentials/") else {
+                continue;
+            };
+            let valid = id.0.split_once("/credentials/").is_some_and(|(u, n)| {
+                !u.is_empty()
+                    && !n.is_empty()
+                    && u.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            });
+            if !valid {
+                self.errs.push(
+                    &place,
+                    "id",
+                    "must match <username>/credentials/<[a-zA-Z0-9-_.]+>",
+                );
+                continue;
+            }
+            for (f, present) in [
+                ("username", c.username.is_some()),
+                ("group_id", c.group_id.is_some()),
+                ("credentials", !c.credentials.is_empty()),
+            ] {
+                if present {
+                    self.errs.push(
+                        &place,
+                        f,
+                        "not allowed on a credential (id <username>/credentials/<name>)",
+                    );
+                }
+            }
+            non_auth_plugins(&mut self.errs, &place, "plugins", &c.plugins);
+            check_labels(&mut self.errs, &place, &c.labels);
+            let consumer = match self.by_name.get(user) {
+                Some(&BROKEN) => continue,
+                Some(&c) => c,
+                None => {
+                    if !all_broken {
+                        self.errs
+                            .push(&place, "id", format!("consumer `{user}` does not exist"));
+                    }
+                    continue;
+                }
+            };
+            let expires_at = parse_expiry(&mut self.errs, &place, &c.expires_at);
+            let n = auth_count(&c.plugins);
+            self.credential_count += n;
+            let origin = Origin {
+                ord,
+                file,
+                index,
+                cred: NO_CRED,
+                key_hash: false,
+            };
+            id_form_ids.insert(id.0.clone(), origin);
+            if n != 1 {
+                self.errs.push(
+                    &place,
+                    "plugins",
+                    format!("a credential holds exactly one auth plugin, found {n}"),
+                );
+                continue;
+            }
+            self.index(Src {
+                origin,
+                consumer,
+                plugins: &c.plugins,
+                id: Some(id.0.clone()),
+                expires_at,
+            });
+        }
+        // A nested credential and an id-form one with the same id: reported on the later.
+        if !id_form_ids.is_empty() {
+            for (k, e) in self.creds.entries.iter().enumerate() {
+                let o = self.origins[k];
+                if o.cred == NO_CRED {
+                    continue;
+                }
+                let Some(id) = e.id().and_then(|v| v.to_str().ok()) else {
+                    continue;
+                };
+                let Some(other) = id_form_ids.get(id) else {
+                    continue;
+                };
+                let (late, early) = if other.ord < o.ord {
+                    (o, *other)
+                } else {
+                    (*other, o)
+                };
+                let late_place = place_at(&self.files[late.file as usize], late.index, late.cred);
+                let early_place =
+                    place_at(&self.files[early.file as usize], early.index, early.cred);
+                self.errs.push(
+                    &late_place,
                     "id",
                     format!(
                         "same id `{id}` as {}",
-                        first.named_from(&s.place.file, "id")
+                        early_place.named_from(&late_place.file, "id")
                     ),
                 );
-            } else {
-                ids.insert(id, &s.place);
             }
         }
+
+        std::mem::swap(&mut self.errs, errs);
+        // Built by pushing; trim the growth slack, it is paid per consumer for the snapshot's life.
+        self.creds.shrink_to_fit();
+        out.creds = self.creds;
+        out.credential_count = self.credential_count;
+        out.label_headers = self.label_headers;
+        out.by_name = self.by_name;
+        out.list = self.list.into_boxed_slice();
+        out.groups = groups_out.into_boxed_slice();
+        out
     }
-    let mut seen = Seen::default();
-    for s in &sources {
-        let auth = s.plugins.auth_plugin_names();
-        if s.id.is_some() {
-            if auth.len() != 1 {
-                errs.push(
-                    &s.place,
-                    &s.plugins_path,
-                    format!(
-                        "a credential holds exactly one auth plugin, found {}",
-                        auth.len()
-                    ),
-                );
-                continue;
-            }
-            non_auth_plugins(errs, &s.place, &s.plugins_path, s.plugins);
-        }
-        index_credential(&mut out.creds, &mut seen, s, errs);
-    }
-    out.credential_count = sources
-        .iter()
-        .map(|s| s.plugins.auth_plugin_names().len())
-        .sum();
-    // Built by pushing; trim the growth slack, it is paid per consumer for the snapshot's life.
-    out.creds.shrink_to_fit();
-    out.list = list.into_boxed_slice();
-    out.groups = groups_out.into_boxed_slice();
-    out
 }
 
 /// One error per non-auth plugin found in a credential, at the plugin's own field.
@@ -411,102 +717,6 @@ fn parse_expiry(errs: &mut Errs, place: &Place, v: &Option<String>) -> Option<Sy
         );
     }
     t
-}
-
-fn index_credential(idx: &mut CredentialIndex, seen: &mut Seen, s: &CredSource, errs: &mut Errs) {
-    let cred = CredentialId(idx.entries.len() as u32);
-    let mut added = false;
-    let base = format!("{}.", s.plugins_path);
-    if let Some(k) = &s.plugins.key_auth {
-        let field = format!("{base}key-auth");
-        match crate::auth::key_auth::compile_credential(k) {
-            Ok((digest, which)) => {
-                if seen.claim(
-                    errs,
-                    "key-auth",
-                    "key",
-                    digest.to_vec(),
-                    s,
-                    &format!("{field}.{which}"),
-                ) {
-                    idx.key_auth.insert(digest, cred);
-                    added = true;
-                }
-            }
-            Err((f, m)) => errs.push(&s.place, &format!("{field}.{f}"), m),
-        }
-    }
-    if let Some(b) = &s.plugins.basic_auth {
-        let field = format!("{base}basic-auth");
-        match crate::auth::basic_auth::compile_credential(b) {
-            Ok((user, check)) => {
-                if seen.claim(
-                    errs,
-                    "basic-auth",
-                    "username",
-                    user.as_bytes().to_vec(),
-                    s,
-                    &format!("{field}.username"),
-                ) {
-                    idx.basic_auth.insert(user.into(), (cred, check));
-                    added = true;
-                }
-            }
-            Err((f, m)) => errs.push(&s.place, &format!("{field}.{f}"), m),
-        }
-    }
-    if let Some(h) = &s.plugins.hmac_auth {
-        let field = format!("{base}hmac-auth");
-        match crate::auth::hmac_auth::compile_credential(h) {
-            Ok((key_id, secret)) => {
-                if seen.claim(
-                    errs,
-                    "hmac-auth",
-                    "key_id",
-                    key_id.as_bytes().to_vec(),
-                    s,
-                    &format!("{field}.key_id"),
-                ) {
-                    idx.hmac_auth.insert(key_id.into(), (cred, secret));
-                    added = true;
-                }
-            }
-            Err((f, m)) => errs.push(&s.place, &format!("{field}.{f}"), m),
-        }
-    }
-    if let Some(j) = &s.plugins.jwt_auth {
-        let field = format!("{base}jwt-auth");
-        match crate::auth::jwt_auth::compile_credential(j) {
-            Ok((key, jk)) => {
-                if seen.claim(
-                    errs,
-                    "jwt-auth",
-                    "key",
-                    key.as_bytes().to_vec(),
-                    s,
-                    &format!("{field}.key"),
-                ) {
-                    idx.jwt_auth.insert(key.into(), (cred, jk));
-                    added = true;
-                }
-            }
-            Err((f, m)) => errs.push(&s.place, &format!("{field}.{f}"), m),
-        }
-    }
-    if added || !s.plugins.auth_plugin_names().is_empty() {
-        let id = s.id.as_deref().and_then(|i| HeaderValue::from_str(i).ok());
-        let header =
-            s.id.as_deref()
-                .and_then(|i| i.rsplit("/credentials/").next())
-                .and_then(|n| HeaderValue::from_str(n).ok());
-        // An inline consumer with several auth plugins shares one entry; each counts as a credential.
-        idx.entries.push(Credential {
-            consumer: s.consumer,
-            id,
-            header,
-            expires_at: s.expires_at,
-        });
-    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,12 @@
 pub const UNSET_MARK: &str = "__tollgate_unset_env__";
 
 /// The text with every `${{...}}` replaced; `Err` for a `${{` without its `}}` or a bad name.
-pub fn substitute(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn substitute(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<std::borrow::Cow<'_, str>, String> {
     if !text.contains("${{") {
-        return Ok(text.to_owned());
+        return Ok(std::borrow::Cow::Borrowed(text));
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -54,7 +57,7 @@ pub fn substitute(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
         rest = &after[end + 2..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// The variable named by an unset marker inside `s`, if any.

@@ -8,6 +8,7 @@ pub mod env_subst;
 pub mod error;
 pub mod node;
 pub mod raw;
+pub mod yaml;
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -41,6 +42,12 @@ pub struct Loaded {
 pub struct LoadReport {
     pub warnings: Vec<String>,
     pub result: Result<Loaded, Vec<ConfigError>>,
+}
+
+const TRUNCATED: &str = "ended with #END at the last good load and does not now: refused as truncated (write it atomically and end it with #END)";
+
+fn no_end_warning(name: &str) -> String {
+    format!("{name}: warning: no #END line at the end, so a truncated file cannot be detected")
 }
 
 fn has_end_marker(text: &str) -> bool {
@@ -110,8 +117,9 @@ fn unset_vars(v: &serde_yaml::Value, path: &str, out: &mut Vec<(String, String)>
 }
 
 /// `_meta` on every plugin (APISIX's plugin-common fields): `disable: true` removes that plugin
-/// instance; any other `_meta` field is refused by name, never ignored.
-fn apply_plugin_meta(file: &str, top: &mut serde_yaml::Mapping) -> Vec<ConfigError> {
+/// instance; any other `_meta` field is refused by name, never ignored. `item` is one entry of
+/// the list `list`, at `at` (`routes[2]`).
+fn apply_plugin_meta(file: &str, at: &str, item: &mut serde_yaml::Value) -> Vec<ConfigError> {
     use serde_yaml::Value;
     fn plugins_map(file: &str, at: &str, plugins: &mut Value, errs: &mut Vec<ConfigError>) {
         let Value::Mapping(m) = plugins else { return };
@@ -149,129 +157,447 @@ fn apply_plugin_meta(file: &str, top: &mut serde_yaml::Mapping) -> Vec<ConfigErr
         }
     }
     let mut errs = Vec::new();
-    for list in [
-        "routes",
-        "services",
-        "plugin_configs",
-        "global_rules",
-        "consumers",
-        "consumer_groups",
-    ] {
-        let Some(Value::Sequence(items)) = top.get_mut(list) else {
-            continue;
-        };
-        for (i, item) in items.iter_mut().enumerate() {
-            let Value::Mapping(item) = item else { continue };
-            if let Some(p) = item.get_mut("plugins") {
-                plugins_map(file, &format!("{list}[{i}].plugins"), p, &mut errs);
-            }
-            if let Some(Value::Sequence(creds)) = item.get_mut("credentials") {
-                for (j, c) in creds.iter_mut().enumerate() {
-                    if let Some(p) = c.get_mut("plugins") {
-                        let at = format!("{list}[{i}].credentials[{j}].plugins");
-                        plugins_map(file, &at, p, &mut errs);
-                    }
-                }
+    let Value::Mapping(item) = item else {
+        return errs;
+    };
+    if let Some(p) = item.get_mut("plugins") {
+        plugins_map(file, &format!("{at}.plugins"), p, &mut errs);
+    }
+    if let Some(Value::Sequence(creds)) = item.get_mut("credentials") {
+        for (j, c) in creds.iter_mut().enumerate() {
+            if let Some(p) = c.get_mut("plugins") {
+                plugins_map(
+                    file,
+                    &format!("{at}.credentials[{j}].plugins"),
+                    p,
+                    &mut errs,
+                );
             }
         }
     }
     errs
 }
 
-/// Parses one resource file's text: `${{VAR}}` substituted, YAML merge keys applied, top-level
-/// `x-` keys (anchor holders) dropped, then every list item deserialised on its own from the
-/// YAML tree, so scalars keep their YAML types (`header: 123` is not a string) and one bad item
-/// does not hide the errors of the others.
-pub fn parse_resources(name: &str, text: &str) -> Result<raw::ResourcesConf, Vec<ConfigError>> {
-    use serde::de::DeserializeOwned;
+/// The top-level lists of a resource file, read item by item.
+const LISTS: [&str; 7] = [
+    "routes",
+    "services",
+    "upstreams",
+    "consumers",
+    "consumer_groups",
+    "plugin_configs",
+    "global_rules",
+];
+
+/// What the text of one file needs besides plain parsing (each a whole-text check, so a file
+/// without them costs nothing per item).
+struct TextFeatures {
+    merge_keys: bool,
+    meta: bool,
+    unset_vars: bool,
+}
+
+/// The id an item is referred to by (`username` for consumers), read from its YAML.
+fn item_ident(list: &str, v: &serde_yaml::Value) -> Option<String> {
+    let field = |k: &str| match v.get(k) {
+        Some(serde_yaml::Value::String(s)) => Some(s.clone()),
+        Some(serde_yaml::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    if list == "consumers" {
+        field("username").or_else(|| field("id"))
+    } else {
+        field("id")
+    }
+}
+
+/// One list item: merge keys applied, `_meta` honoured, unset `${{VAR}}` reported, then
+/// deserialised on its own so scalars keep their YAML types (`header: 123` is not a string).
+/// `Err` carries the item's id (if it has one) after its errors were pushed.
+fn parse_item<T: serde::de::DeserializeOwned>(
+    file: &str,
+    features: &TextFeatures,
+    list: &str,
+    i: usize,
+    mut v: serde_yaml::Value,
+    errors: &mut Vec<ConfigError>,
+) -> Result<T, Option<String>> {
+    let at = format!("{list}[{i}]");
+    if features.merge_keys
+        && let Err(e) = v.apply_merge()
+    {
+        errors.push(ConfigError::new(file, at, format!("YAML merge key: {e}")));
+        return Err(item_ident(list, &v));
+    }
+    if features.meta {
+        errors.extend(apply_plugin_meta(file, &at, &mut v));
+    }
+    if features.unset_vars {
+        let mut unset = Vec::new();
+        unset_vars(&v, &at, &mut unset);
+        if !unset.is_empty() {
+            errors.extend(
+                unset
+                    .into_iter()
+                    .map(|(path, var)| unset_error(file, path, &var)),
+            );
+            return Err(item_ident(list, &v));
+        }
+    }
+    // Taken before: deserialising consumes the value (its strings move into the result).
+    let ident = item_ident(list, &v);
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            errors.push(typed_error(file, &at, &e));
+            Err(ident)
+        }
+    }
+}
+
+fn unset_error(file: &str, path: String, var: &str) -> ConfigError {
+    ConfigError::new(
+        file,
+        path,
+        format!(
+            "environment variable {var} is not set and `${{{{{var}}}}}` has no default (write `${{{{{var}:=default}}}}`)"
+        ),
+    )
+}
+
+/// One list item, parsed (on the reading thread) and not yet stored.
+enum Item {
+    Route(Box<raw::RouteConf>),
+    Service(Box<raw::ServiceConf>),
+    Upstream(Box<raw::UpstreamConf>),
+    Consumer(Box<raw::ConsumerConf>),
+    Group(Box<raw::ConsumerGroupConf>),
+    PluginConfig(Box<raw::PluginConfigConf>),
+    GlobalRule(Box<raw::GlobalRuleConf>),
+    /// Failed to parse (its errors are reported): the list and the id it is known by.
+    Broken(usize, Option<String>),
+}
+
+/// Parses item `i` of list `list` (an index into [`LISTS`]); returns it with its index.
+fn parse_list_item(
+    file: &str,
+    features: &TextFeatures,
+    list: usize,
+    i: usize,
+    v: serde_yaml::Value,
+    errors: &mut Vec<ConfigError>,
+) -> (u32, Item) {
+    let key = LISTS[list];
+    let r = match list {
+        0 => parse_item(file, features, key, i, v, errors).map(Item::Route),
+        1 => parse_item(file, features, key, i, v, errors).map(Item::Service),
+        2 => parse_item(file, features, key, i, v, errors).map(Item::Upstream),
+        3 => parse_item(file, features, key, i, v, errors).map(Item::Consumer),
+        4 => parse_item(file, features, key, i, v, errors).map(Item::Group),
+        5 => parse_item(file, features, key, i, v, errors).map(Item::PluginConfig),
+        _ => parse_item(file, features, key, i, v, errors).map(Item::GlobalRule),
+    };
+    (i as u32, r.unwrap_or_else(|id| Item::Broken(list, id)))
+}
+
+/// Where the items of the files go as they are parsed.
+struct Sink<'a> {
+    conf: raw::ResourcesConf,
+    /// Consumers go here, compiled at once; None keeps them in `conf.consumers`.
+    consumers: Option<(&'a mut consumers::Builder, u32)>,
+    broken: &'a mut compile::Broken,
+}
+
+impl Sink<'_> {
+    fn store(&mut self, (i, item): (u32, Item)) {
+        let c = &mut self.conf;
+        let mut at = |list: &'static str| c.positions.entry(list).or_default().push(i);
+        match item {
+            Item::Route(r) => {
+                at("routes");
+                c.routes.push(*r);
+            }
+            Item::Service(s) => {
+                at("services");
+                c.services.push(*s);
+            }
+            Item::Upstream(u) => {
+                at("upstreams");
+                c.upstreams.push(*u);
+            }
+            Item::Consumer(conf) => match &mut self.consumers {
+                Some((b, f)) => b.add(*f, i, *conf),
+                None => {
+                    at("consumers");
+                    c.consumers.push(*conf);
+                }
+            },
+            Item::Group(g) => {
+                at("consumer_groups");
+                c.consumer_groups.push(*g);
+            }
+            Item::PluginConfig(p) => {
+                at("plugin_configs");
+                c.plugin_configs.push(*p);
+            }
+            Item::GlobalRule(g) => {
+                at("global_rules");
+                c.global_rules.push(*g);
+            }
+            Item::Broken(list, Some(id)) => match list {
+                1 => drop(self.broken.services.insert(id)),
+                2 => drop(self.broken.upstreams.insert(id)),
+                3 => {
+                    if let Some((b, _)) = &mut self.consumers {
+                        b.broken(id);
+                    }
+                }
+                4 => drop(self.broken.consumer_groups.insert(id)),
+                5 => drop(self.broken.plugin_configs.insert(id)),
+                _ => {}
+            },
+            Item::Broken(_, None) => {}
+        }
+    }
+
+    fn item(
+        &mut self,
+        file: &str,
+        features: &TextFeatures,
+        list: usize,
+        i: usize,
+        v: serde_yaml::Value,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        let item = parse_list_item(file, features, list, i, v, errors);
+        self.store(item);
+    }
+}
+
+/// Above this size a file is read on a thread of its own while the items already read are
+/// stored (and consumers compiled) on this one.
+const PIPELINE_BYTES: usize = 1 << 20;
+
+/// [`yaml::read_resources`] with every item parsed and handed to `sink`; for a big file the
+/// YAML is read on a second thread and handed over in batches, while this one deserialises and
+/// stores (compiles) the items: the two halves of the work overlap on two cores.
+fn read_items(
+    name: &str,
+    input: yaml::Input<'_>,
+    features: &TextFeatures,
+    sink: &mut Sink<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> (Result<yaml::Rest, String>, Option<Box<yaml::Source>>) {
+    if let yaml::Input::Text(t) = &input
+        && t.len() < PIPELINE_BYTES
+    {
+        return yaml::read_input(input, &LISTS, |list, i, v| {
+            sink.item(name, features, list, i, v, errors);
+        });
+    }
+    const BATCH: usize = 512;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(usize, usize, serde_yaml::Value)>>(8);
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            let out = yaml::read_input(input, &LISTS, |list, i, v| {
+                batch.push((list, i, v));
+                if batch.len() == BATCH {
+                    let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                }
+            });
+            let _ = tx.send(batch);
+            out
+        });
+        for batch in rx {
+            for (list, i, v) in batch {
+                sink.item(name, features, list, i, v, errors);
+            }
+        }
+        reader
+            .join()
+            .unwrap_or_else(|_| (Err("the reader thread failed".into()), None))
+    })
+}
+
+/// Parses one resource file's text into `sink`: `${{VAR}}` substituted, then read item by item
+/// ([`yaml::read_resources`]), each item checked and deserialised on its own, so one bad item
+/// does not hide the errors of the others; top-level `x-` keys (anchor holders) are dropped.
+fn parse_into(name: &str, text: &str, sink: &mut Sink<'_>, errors: &mut Vec<ConfigError>) {
+    let text = match env_subst::substitute(text, |k| std::env::var(k).ok()) {
+        Ok(t) => t,
+        Err(m) => {
+            errors.push(ConfigError::new(name, "", m));
+            sink.broken.all = true;
+            return;
+        }
+    };
+    let features = TextFeatures {
+        merge_keys: text.contains("<<"),
+        meta: text.contains("_meta"),
+        unset_vars: text.contains(env_subst::UNSET_MARK),
+    };
+    let (rest, _) = read_items(
+        name,
+        yaml::Input::Text(text.as_bytes()),
+        &features,
+        sink,
+        errors,
+    );
+    finish_file(name, rest, &features, sink, errors);
+}
+
+/// [`parse_into`] for a big file read from disk as it is parsed (it has no `${{`, so nothing
+/// to substitute); gives back its source, whose hasher has seen every byte read.
+fn parse_stream(
+    name: &str,
+    source: Box<yaml::Source>,
+    features: &TextFeatures,
+    sink: &mut Sink<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Box<yaml::Source>> {
+    let (rest, source) = read_items(name, yaml::Input::File(source), features, sink, errors);
+    finish_file(name, rest, features, sink, errors);
+    source
+}
+
+/// The rest of a file once its lists were read: the top-level keys besides the lists, and
+/// the lists that could not be streamed.
+fn finish_file(
+    name: &str,
+    rest: Result<yaml::Rest, String>,
+    features: &TextFeatures,
+    sink: &mut Sink<'_>,
+    errors: &mut Vec<ConfigError>,
+) {
     use serde_yaml::Value;
-    let text = env_subst::substitute(text, |k| std::env::var(k).ok())
-        .map_err(|m| vec![ConfigError::new(name, "", m)])?;
-    let mut top: Value =
-        serde_yaml::from_str(&text).map_err(|e| vec![ConfigError::from_yaml(name, &e)])?;
-    top.apply_merge()
-        .map_err(|e| vec![ConfigError::new(name, "", format!("YAML merge key: {e}"))])?;
-    let map = match &mut top {
-        Value::Mapping(m) => m,
-        Value::Null => return Ok(raw::ResourcesConf::default()),
-        _ => {
-            return Err(vec![ConfigError::new(
+    let mut map = match rest {
+        Ok(yaml::Rest::Mapping(m)) => m,
+        Ok(yaml::Rest::Null) => return,
+        Ok(yaml::Rest::Other) => {
+            errors.push(ConfigError::new(
                 name,
                 "",
                 "expected a mapping of resource lists (routes, consumers, ...)",
-            )]);
+            ));
+            return;
+        }
+        Err(e) => {
+            let (path, msg) = match e.split_once(": ") {
+                Some((p, m)) if !p.contains(' ') && !p.contains('`') => (p, m),
+                _ => ("", e.as_str()),
+            };
+            errors.push(ConfigError::new(name, path, msg));
+            sink.broken.all = true;
+            return;
         }
     };
     map.retain(|k, _| !k.as_str().is_some_and(|k| k.starts_with("x-")));
-    let mut errors = apply_plugin_meta(name, map);
-    let mut unset = Vec::new();
-    unset_vars(&top, "", &mut unset);
-    if !unset.is_empty() {
-        return Err(unset
-            .into_iter()
-            .map(|(path, var)| {
-                ConfigError::new(
-                    name,
-                    path,
-                    format!("environment variable {var} is not set and `${{{{{var}}}}}` has no default (write `${{{{{var}:=default}}}}`)"),
-                )
-            })
-            .collect());
+    if features.merge_keys && map.contains_key("<<") {
+        let mut top = Value::Mapping(std::mem::take(&mut map));
+        if let Err(e) = top.apply_merge() {
+            errors.push(ConfigError::new(name, "", format!("YAML merge key: {e}")));
+            return;
+        }
+        if let Value::Mapping(m) = top {
+            map = m;
+        }
     }
-    let Value::Mapping(map) = &mut top else {
-        return Ok(raw::ResourcesConf::default());
-    };
-    fn items<T: DeserializeOwned>(
-        name: &str,
-        key: &str,
-        map: &mut serde_yaml::Mapping,
-        errors: &mut Vec<ConfigError>,
-    ) -> Vec<T> {
-        match map.remove(key) {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Sequence(seq)) => seq
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, v)| match serde_path_to_error::deserialize::<_, T>(v) {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        errors.push(typed_error(name, &format!("{key}[{i}]"), &e));
-                        None
-                    }
-                })
-                .collect(),
-            Some(_) => {
-                errors.push(ConfigError::new(name, key, "expected a list"));
-                Vec::new()
+    // Lists that were not streamed (anchored, merged in, or not a sequence).
+    for (l, key) in LISTS.iter().enumerate() {
+        match map.remove(*key) {
+            None | Some(Value::Null) => {}
+            Some(Value::Sequence(seq)) => {
+                for (i, v) in seq.into_iter().enumerate() {
+                    sink.item(name, features, l, i, v, errors);
+                }
             }
+            Some(_) => errors.push(ConfigError::new(name, *key, "expected a list")),
         }
     }
-    let routes = items(name, "routes", map, &mut errors);
-    let services = items(name, "services", map, &mut errors);
-    let upstreams = items(name, "upstreams", map, &mut errors);
-    let consumers = items(name, "consumers", map, &mut errors);
-    let consumer_groups = items(name, "consumer_groups", map, &mut errors);
-    let plugin_configs = items(name, "plugin_configs", map, &mut errors);
-    let global_rules = items(name, "global_rules", map, &mut errors);
-    let rest = serde_path_to_error::deserialize::<_, raw::ResourcesConf>(top);
-    let mut conf = match rest {
-        Ok(c) => c,
-        Err(e) => {
-            errors.push(typed_error(name, "", &e));
-            return Err(errors);
+    if features.unset_vars {
+        let mut unset = Vec::new();
+        unset_vars(&Value::Mapping(map.clone()), "", &mut unset);
+        if !unset.is_empty() {
+            errors.extend(
+                unset
+                    .into_iter()
+                    .map(|(path, var)| unset_error(name, path, &var)),
+            );
+            return;
         }
+    }
+    match serde_path_to_error::deserialize::<_, raw::ResourcesConf>(Value::Mapping(map)) {
+        Ok(rest) => {
+            let c = &mut sink.conf;
+            c.version = rest.version;
+            c.gateway_group = rest.gateway_group;
+            c.ssls = rest.ssls;
+            c.stream_routes = rest.stream_routes;
+            c.protos = rest.protos;
+            c.secrets = rest.secrets;
+            c.plugin_metadata = rest.plugin_metadata;
+            c.plugins = rest.plugins;
+        }
+        Err(e) => errors.push(typed_error(name, "", &e)),
+    }
+}
+
+/// Parses one resource file's text (see [`load`] for the whole of a load). Consumers stay raw
+/// in the result; [`load`] compiles them as they are read instead.
+pub fn parse_resources(name: &str, text: &str) -> Result<raw::ResourcesConf, Vec<ConfigError>> {
+    let mut broken = compile::Broken::default();
+    let mut sink = Sink {
+        conf: raw::ResourcesConf::default(),
+        consumers: None,
+        broken: &mut broken,
     };
-    if !errors.is_empty() {
-        return Err(errors);
+    let mut errors = Vec::new();
+    parse_into(name, text, &mut sink, &mut errors);
+    if errors.is_empty() {
+        Ok(sink.conf)
+    } else {
+        Err(errors)
     }
-    conf.routes = routes;
-    conf.services = services;
-    conf.upstreams = upstreams;
-    conf.consumers = consumers;
-    conf.consumer_groups = consumer_groups;
-    conf.plugin_configs = plugin_configs;
-    conf.global_rules = global_rules;
-    Ok(conf)
+}
+
+/// Files at least this big are read from disk as they are parsed, never whole in memory
+/// (unless they hold `${{`, which is substituted in the whole text).
+const STREAM_BYTES: u64 = 1 << 20;
+
+/// What a file holds, found by reading it in chunks without keeping it: whether it has `${{`
+/// (then it is read whole), the [`TextFeatures`], and whether it ends with `#END`.
+fn scan_file(file: &mut std::fs::File) -> std::io::Result<(bool, TextFeatures, bool)> {
+    use std::io::Read;
+    const CHUNK: usize = 1 << 20;
+    const KEEP: usize = 64 << 10;
+    let mut buf = vec![0u8; CHUNK + KEEP];
+    let mut kept = 0;
+    let (mut env, mut merge, mut meta, mut unset) = (false, false, false, false);
+    loop {
+        let n = file.read(&mut buf[kept..])?;
+        if n == 0 {
+            break;
+        }
+        let seen = &buf[..kept + n];
+        let has = |pat: &[u8]| memchr::memmem::find(seen, pat).is_some();
+        env = env || has(b"${{");
+        merge = merge || has(b"<<");
+        meta = meta || has(b"_meta");
+        unset = unset || has(env_subst::UNSET_MARK.as_bytes());
+        // Keep the last KEEP bytes: patterns across two chunks, and the end of the file.
+        let len = kept + n;
+        let from = len.saturating_sub(KEEP);
+        buf.copy_within(from..len, 0);
+        kept = len - from;
+    }
+    let tail = String::from_utf8_lossy(&buf[..kept]);
+    let features = TextFeatures {
+        merge_keys: merge,
+        meta,
+        unset_vars: unset,
+    };
+    Ok((env, features, has_end_marker(&tail)))
 }
 
 /// Reads, parses and compiles every resource file of `node`. `prev` is what the last good load
@@ -306,20 +632,90 @@ pub fn load(node: &Node, prev: &Memory) -> LoadReport {
     let mut parsed = Vec::new();
     let mut hasher = Sha256::new();
     let mut marked = AHashSet::new();
+    let mut builder = consumers::Builder::default();
+    let mut broken = compile::Broken::default();
     for (name, path) in &files {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        let opened = std::fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
+        let (len, mut file) = match opened {
+            Ok(f) => f,
             Err(e) => {
                 errors.push(ConfigError::new(name, "", format!("cannot read: {e}")));
+                broken.all = true;
                 continue;
             }
         };
+        if len >= STREAM_BYTES {
+            match scan_file(&mut file) {
+                Err(e) => {
+                    errors.push(ConfigError::new(name, "", format!("cannot read: {e}")));
+                    broken.all = true;
+                    continue;
+                }
+                Ok((false, features, end)) => {
+                    if end {
+                        marked.insert(path.clone());
+                    } else if end_marked.contains(path) {
+                        errors.push(ConfigError::new(name, "", TRUNCATED));
+                        broken.all = true;
+                        continue;
+                    } else {
+                        warnings.push(no_end_warning(name));
+                    }
+                    use std::io::Seek;
+                    if let Err(e) = file.rewind() {
+                        errors.push(ConfigError::new(name, "", format!("cannot read: {e}")));
+                        broken.all = true;
+                        continue;
+                    }
+                    hasher.update(name.as_bytes());
+                    hasher.update([0]);
+                    builder.reserve((len / 60) as usize);
+                    let f = builder.file(name);
+                    let mut sink = Sink {
+                        conf: raw::ResourcesConf::default(),
+                        consumers: Some((&mut builder, f)),
+                        broken: &mut broken,
+                    };
+                    let source = Box::new(yaml::Source {
+                        file,
+                        hasher: std::mem::take(&mut hasher),
+                        error: None,
+                    });
+                    let before = errors.len();
+                    if let Some(src) = parse_stream(name, source, &features, &mut sink, &mut errors)
+                    {
+                        hasher = src.hasher;
+                    }
+                    if errors[before..]
+                        .iter()
+                        .any(|e| e.message.starts_with("cannot read"))
+                    {
+                        sink.broken.all = true;
+                    }
+                    parsed.push((name.clone(), sink.conf));
+                    continue;
+                }
+                // `${{` in the file: it is substituted in the whole text, read below.
+                Ok((true, _, _)) => {
+                    use std::io::Seek;
+                    let _ = file.rewind();
+                }
+            }
+        }
+        let mut text = String::new();
+        if let Err(e) = std::io::Read::read_to_string(&mut file, &mut text) {
+            errors.push(ConfigError::new(name, "", format!("cannot read: {e}")));
+            broken.all = true;
+            continue;
+        }
+        drop(file);
         if text.is_empty() {
             errors.push(ConfigError::new(
                 name,
                 "",
                 "the file is empty (0 bytes): refused as truncated (write files atomically, by rename)",
             ));
+            broken.all = true;
             continue;
         }
         hasher.update(name.as_bytes());
@@ -328,31 +724,26 @@ pub fn load(node: &Node, prev: &Memory) -> LoadReport {
         if has_end_marker(&text) {
             marked.insert(path.clone());
         } else if end_marked.contains(path) {
-            errors.push(ConfigError::new(
-                name,
-                "",
-                "ended with #END at the last good load and does not now: refused as truncated (write it atomically and end it with #END)",
-            ));
+            errors.push(ConfigError::new(name, "", TRUNCATED));
+            broken.all = true;
             continue;
         } else {
-            warnings.push(format!(
-                "{name}: warning: no #END line at the end, so a truncated file cannot be detected"
-            ));
+            warnings.push(no_end_warning(name));
         }
         if is_blank_yaml(&text) {
             parsed.push((name.clone(), raw::ResourcesConf::default()));
             continue;
         }
-        match parse_resources(name, &text) {
-            Ok(conf) => parsed.push((name.clone(), conf)),
-            Err(e) => errors.extend(e),
-        }
-    }
-    if !errors.is_empty() {
-        return LoadReport {
-            warnings,
-            result: Err(errors),
+        // A consumer entry is about 60 bytes of YAML at the least.
+        builder.reserve(text.len() / 60);
+        let file = builder.file(name);
+        let mut sink = Sink {
+            conf: raw::ResourcesConf::default(),
+            consumers: Some((&mut builder, file)),
+            broken: &mut broken,
         };
+        parse_into(name, &text, &mut sink, &mut errors);
+        parsed.push((name.clone(), sink.conf));
     }
     let version: String = hasher
         .finalize()
@@ -360,7 +751,16 @@ pub fn load(node: &Node, prev: &Memory) -> LoadReport {
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect();
-    let result = compile::compile(parsed).map(|mut snapshot| {
+    let compiled = compile::compile_with(parsed, builder, &broken);
+    let result = match (compiled, errors.is_empty()) {
+        (Ok(snapshot), true) => Ok(snapshot),
+        (Ok(_), false) => Err(errors),
+        (Err(more), _) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    };
+    let result = result.map(|mut snapshot| {
         snapshot.version = version.into();
         snapshot.loaded_at = SystemTime::now();
         Loaded {

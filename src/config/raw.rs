@@ -42,6 +42,10 @@ pub struct ResourcesConf {
     /// The plugins the file uses (`- name: key-auth` or `- key-auth`): each must be one tollgate
     /// has.
     pub plugins: Option<Vec<serde_yaml::Value>>,
+    /// Where each item of a list above stands in the file, by list name, when items that failed
+    /// to parse were left out (a list not named here: item i is at i).
+    #[serde(skip)]
+    pub positions: BTreeMap<&'static str, Vec<u32>>,
 }
 
 /// An APISIX id: a string, or an integer that is read as its decimal string.

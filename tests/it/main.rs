@@ -29,5 +29,6 @@ mod plugin_request_id;
 mod plugin_response_rewrite;
 mod promises;
 mod restriction;
+mod scale_config;
 mod security;
 mod signing;
