@@ -36,7 +36,15 @@ fn local(c: &mut Criterion) {
     let mut g = c.benchmark_group("local");
     g.throughput(Throughput::Elements(1));
     g.bench_function("one_key", |b| {
-        b.iter(|| ready(limiter.acquire(&lc, black_box(CounterKey(7)), Instant::now())))
+        b.iter(|| {
+            ready(limiter.acquire(
+                &lc.policy,
+                lc.count,
+                lc.window_ms,
+                black_box(CounterKey(7)),
+                Instant::now(),
+            ))
+        })
     });
     let keys: Vec<CounterKey> = (0..100_000u128)
         .map(|i| CounterKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)))
@@ -45,7 +53,7 @@ fn local(c: &mut Criterion) {
     g.bench_function("100k_keys", |b| {
         b.iter(|| {
             i = (i + 1) % keys.len();
-            ready(limiter.acquire(&lc, keys[i], Instant::now()))
+            ready(limiter.acquire(&lc.policy, lc.count, lc.window_ms, keys[i], Instant::now()))
         })
     });
     let headers = http::HeaderMap::new();
@@ -64,8 +72,8 @@ fn local(c: &mut Criterion) {
     );
     g.bench_function("counter_key_plus_acquire", |b| {
         b.iter(|| {
-            let (key, _) = CounterKey::new("consumer:FetchBot", &tpl, black_box(&vars));
-            ready(limiter.acquire(&tpl, key, Instant::now()))
+            let (key, _) = tpl.counter_key("consumer:FetchBot", black_box(&vars));
+            ready(limiter.acquire(&tpl.policy, tpl.count, tpl.window_ms, key, Instant::now()))
         })
     });
     g.finish();
@@ -96,7 +104,14 @@ fn contended(c: &mut Criterion) {
                                 } else {
                                     CounterKey(7)
                                 };
-                                ready(limiter.acquire(lc, key, Instant::now())).ok();
+                                ready(limiter.acquire(
+                                    &lc.policy,
+                                    lc.count,
+                                    lc.window_ms,
+                                    key,
+                                    Instant::now(),
+                                ))
+                                .ok();
                             }
                             start.elapsed()
                         }
@@ -192,7 +207,13 @@ fn redis(c: &mut Criterion) {
                                 while i < iters {
                                     let key = CounterKey(u128::from(i % 10_000));
                                     limiter
-                                        .acquire(&lc, key, Instant::now())
+                                        .acquire(
+                                            &lc.policy,
+                                            lc.count,
+                                            lc.window_ms,
+                                            key,
+                                            Instant::now(),
+                                        )
                                         .await
                                         .expect("redis answers");
                                     i += 32;

@@ -9,6 +9,7 @@
 #                         service is neither needed nor started)
 #   systemd-analyze       the test that verifies systemd/tollgate.service
 #   curl                  scripts/run-example.sh, the README's examples
+#   python3               scripts/module-cycles.py (no module import cycles), bench config writers
 #   promtool              `promtool check metrics` in the tests; package prometheus
 #   wrk (optional)        benches/load/run.sh
 # The tests fail (they do not skip) when redis-server, systemd-analyze or promtool is missing.
@@ -28,7 +29,7 @@ as_root() {
 # command:package pairs.
 required=(cmake:cmake make:make cc:gcc pkg-config:pkg-config redis-server:redis-server
     redis-cli:redis-tools systemd-analyze:systemd curl:curl openssl:openssl
-    promtool:prometheus)
+    promtool:prometheus python3:python3)
 optional=(wrk:wrk)
 
 missing() { # prints the packages whose command is absent

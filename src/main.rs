@@ -17,11 +17,12 @@ static GLOBAL: Mimalloc = Mimalloc;
 struct Mimalloc;
 
 /// Every mimalloc block is aligned to at least a machine word.
-const WORD: usize = std::mem::size_of::<usize>();
+const WORD: usize = size_of::<usize>();
 
 // SAFETY: each call forwards to mimalloc with the layout's size; a block from `mi_malloc`,
 // `mi_zalloc` or `mi_realloc` is word-aligned, so those serve alignments up to a word and
 // every other alignment goes to `mimalloc::MiMalloc`. `mi_free` frees blocks of either kind.
+#[allow(unsafe_code)]
 unsafe impl std::alloc::GlobalAlloc for Mimalloc {
     #[inline]
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
@@ -216,6 +217,7 @@ mod alloc_tests {
                 let size = size.next_multiple_of(align);
                 let layout = Layout::from_size_align(size, align).expect("layout");
                 // SAFETY: non-zero sizes; every block is freed with its own layout.
+                #[allow(unsafe_code)]
                 unsafe {
                     for zeroed in [false, true] {
                         let p = if zeroed {

@@ -508,7 +508,7 @@ impl Metrics {
     /// Brings `tollgate_limit_count_degraded_total` up to limit-count's own count (the plugin
     /// counts in a process-wide atomic: it has no handle on the metrics).
     fn sync_degraded(&self) {
-        static SYNC: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        static SYNC: Mutex<()> = Mutex::new(());
         let _guard = SYNC.lock().unwrap_or_else(PoisonError::into_inner);
         let total = crate::plugins::limit_count::degraded_total();
         let shown = self.limit_degraded.get();

@@ -178,7 +178,7 @@ async fn write_reject_head(session: &mut Session, h: ResponseHeader, r: &Reject)
 fn rewrite_reject(
     snap: &Snapshot,
     route_id: RouteId,
-    identity: Option<crate::auth::Identity>,
+    identity: Option<Identity>,
     running: &mut Running,
     session: &Session,
     r: &Reject,

@@ -68,7 +68,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn route(&self, id: crate::snapshot::RouteId) -> &Route {
+    pub fn route(&self, id: RouteId) -> &Route {
         &self.routes[id.idx()]
     }
     pub fn upstream(&self, id: UpstreamId) -> &Upstream {

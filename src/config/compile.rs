@@ -297,7 +297,7 @@ pub fn compile_with(
         conf: &'a ServiceConf,
         plugins: RoutePlugins,
     }
-    let mut services: BTreeMap<String, Svc> = BTreeMap::new();
+    let mut services: BTreeMap<String, Svc<'_>> = BTreeMap::new();
     for (place, s) in &services_t.items {
         let Some(id) = &s.id else {
             errs.push(place, "id", "required");

@@ -123,7 +123,7 @@ pub struct Builder {
     label_headers: Vec<http::HeaderName>,
     /// Shared by every consumer without plugins of its own.
     empty: Arc<PluginSet>,
-    /// Errors found so far; [`crate::config::compile`] goes on with them.
+    /// Errors found so far; `config::compile` goes on with them.
     pub errs: Errs,
 }
 

@@ -20,7 +20,7 @@ impl<'de> Deserialize<'de> for ListenConf {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = ListenConf;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("\"ip:port\" or {addr, tls: {cert, key}}")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ListenConf, E> {

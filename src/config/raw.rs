@@ -57,7 +57,7 @@ impl<'de> Deserialize<'de> for Id {
         struct V;
         impl Visitor<'_> for V {
             type Value = Id;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a string or a positive integer id")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Id, E> {
@@ -274,7 +274,7 @@ impl<'de> Deserialize<'de> for NodesConf {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = NodesConf;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a map of \"host:port\" to weight, or a list of {host, port, weight}")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodesConf, A::Error> {

@@ -5,6 +5,7 @@
 //! event of the document). Values come out as serde_yaml would build them: the same scalar
 //! resolution (`123` is a number, `"123"` a string, `~` null), `!tag` values as `Tagged`,
 //! anchors and aliases expanded, `<<` merge keys left for `Value::apply_merge`.
+#![allow(unsafe_code)] // libyaml is a C-style API: every call is unsafe (SAFETY notes below).
 
 use std::ffi::CStr;
 use std::fmt::Write as _;

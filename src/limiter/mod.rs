@@ -7,6 +7,7 @@
 //! of the gateway: it pushes `sync_interval` deltas to Redis and sweeps expired windows.
 
 pub mod local;
+pub mod policy;
 pub mod redis;
 
 use std::hash::{BuildHasher, Hasher};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::plugins::limit_count::{KeySource, KeyVars, LimitCount, LimitPolicy};
+pub use policy::{LimitPolicy, RedisSettings, RedisTarget};
 
 /// The identity of one counter: 128 bits over owner, conf hash and key value. For a Redis
 /// policy, SHA-256, so it is the same in every process (two gateways sharing one Redis count
@@ -71,44 +72,54 @@ impl LocalHash {
     }
 }
 
+/// Builds a [`CounterKey`] from its fields: the owner (or group), the conf hash, then the key
+/// value, which may arrive in pieces. See [`CounterKey::builder`].
+pub struct KeyBuilder(KeyHash);
+
+enum KeyHash {
+    Local(LocalHash),
+    Stable(Sha256),
+}
+
+impl KeyBuilder {
+    /// Feeds bytes of the key value.
+    pub fn update(&mut self, bytes: &[u8]) {
+        match &mut self.0 {
+            KeyHash::Local(h) => h.update(bytes),
+            KeyHash::Stable(h) => h.update(bytes),
+        }
+    }
+
+    pub fn finish(self) -> CounterKey {
+        match self.0 {
+            KeyHash::Local(h) => h.finish(),
+            KeyHash::Stable(h) => CounterKey::from_digest(&h.finalize()),
+        }
+    }
+}
+
 impl CounterKey {
-    /// The counter for this request. `owner` names the resource that holds the conf:
-    /// `route:<id>`, `service:<id>`, `consumer:<username>`, `consumer_group:<id>`. With `group`
-    /// set, the group replaces the owner, so every conf naming the group shares counters.
-    pub fn new(owner: &str, lc: &LimitCount, vars: &KeyVars<'_>) -> (CounterKey, KeySource) {
-        if let LimitPolicy::Local = lc.policy {
-            // Same fields, same framing as the digest below, through a cheaper hash.
-            let mut h = LocalHash::new();
-            h.update(b"tollgate lc v1\0");
-            let (tag, name) = match &lc.group {
-                Some(g) => (b"g", &**g),
-                None => (b"o", owner),
-            };
-            h.update(tag);
-            h.update(&(name.len() as u64).to_le_bytes());
-            h.update(name.as_bytes());
-            h.update(&lc.conf_hash.to_le_bytes());
-            let src = lc.key.write(vars, |b| h.update(b));
-            return (h.finish(), src);
-        }
-        let mut h = Sha256::new();
-        h.update(b"tollgate lc v1\0");
-        match &lc.group {
-            Some(g) => {
-                h.update(b"g");
-                h.update((g.len() as u64).to_le_bytes());
-                h.update(g.as_bytes());
-            }
-            None => {
-                h.update(b"o");
-                h.update((owner.len() as u64).to_le_bytes());
-                h.update(owner.as_bytes());
-            }
-        }
-        h.update(lc.conf_hash.to_le_bytes());
-        // The key value comes last, so it needs no length prefix and may arrive in pieces.
-        let src = lc.key.write(vars, |b| h.update(b));
-        (CounterKey::from_digest(&h.finalize()), src)
+    /// Starts the key of a counter. `owner` names the resource that holds the conf:
+    /// `route:<id>`, `service:<id>`, `consumer:<username>`, `consumer_group:<id>`; with a
+    /// `group`, the group replaces the owner, so every conf naming it shares counters. `stable`
+    /// (Redis policies) asks for SHA-256, the same in every process; otherwise a cheaper
+    /// per-process hash. The key value is fed last, so it needs no length prefix.
+    pub fn builder(stable: bool, owner: &str, group: Option<&str>, conf_hash: u64) -> KeyBuilder {
+        let mut b = KeyBuilder(if stable {
+            KeyHash::Stable(Sha256::new())
+        } else {
+            KeyHash::Local(LocalHash::new())
+        });
+        let (tag, name) = match group {
+            Some(g) => (b"g", g),
+            None => (b"o", owner),
+        };
+        b.update(b"tollgate lc v1\0");
+        b.update(tag);
+        b.update(&(name.len() as u64).to_le_bytes());
+        b.update(name.as_bytes());
+        b.update(&conf_hash.to_le_bytes());
+        b
     }
 
     /// The local policy's key from an already-resolved key value (same process only).
@@ -118,34 +129,16 @@ impl CounterKey {
         conf_hash: u64,
         key: &[u8],
     ) -> CounterKey {
-        let mut h = LocalHash::new();
-        h.update(b"tollgate lc v1\0");
-        let (tag, name) = match group {
-            Some(g) => (b"g", g),
-            None => (b"o", owner),
-        };
-        h.update(tag);
-        h.update(&(name.len() as u64).to_le_bytes());
-        h.update(name.as_bytes());
-        h.update(&conf_hash.to_le_bytes());
-        h.update(key);
-        h.finish()
+        let mut b = CounterKey::builder(false, owner, group, conf_hash);
+        b.update(key);
+        b.finish()
     }
 
     /// The Redis policies' digest from an already-resolved key value.
     pub fn from_parts(owner: &str, group: Option<&str>, conf_hash: u64, key: &[u8]) -> CounterKey {
-        let mut h = Sha256::new();
-        h.update(b"tollgate lc v1\0");
-        let (tag, name) = match group {
-            Some(g) => (b"g", g),
-            None => (b"o", owner),
-        };
-        h.update(tag);
-        h.update((name.len() as u64).to_le_bytes());
-        h.update(name.as_bytes());
-        h.update(conf_hash.to_le_bytes());
-        h.update(key);
-        CounterKey::from_digest(&h.finalize())
+        let mut b = CounterKey::builder(true, owner, group, conf_hash);
+        b.update(key);
+        b.finish()
     }
 
     fn from_digest(d: &[u8]) -> CounterKey {
@@ -247,25 +240,26 @@ impl Limiter {
         u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Counts one request against `counter` under `lc`. Local and `sync_interval` decisions
-    /// never wait; a Redis round trip is bounded by `redis_timeout`.
+    /// Counts one request against `counter`: `count` per `window_ms` under `policy`. Local and
+    /// `sync_interval` decisions never wait; a Redis round trip is bounded by `redis_timeout`.
     pub async fn acquire(
         &self,
-        lc: &LimitCount,
+        policy: &LimitPolicy,
+        count: u64,
+        window_ms: u64,
         counter: CounterKey,
         now: Instant,
     ) -> Result<Quota, LimiterError> {
         let now_ms = self.ms(now);
-        match &lc.policy {
-            LimitPolicy::Local => Ok(self.local.acquire(counter, lc.count, lc.window_ms, now_ms)),
+        match policy {
+            LimitPolicy::Local => Ok(self.local.acquire(counter, count, window_ms, now_ms)),
             LimitPolicy::Redis(settings) => match settings.sync_interval {
-                Some(_) => {
-                    self.redis
-                        .acquire_synced(settings, counter, lc.count, lc.window_ms, now_ms)
-                }
+                Some(_) => self
+                    .redis
+                    .acquire_synced(settings, counter, count, window_ms, now_ms),
                 None => {
                     self.redis
-                        .acquire_remote(settings, counter, lc.count, lc.window_ms)
+                        .acquire_remote(settings, counter, count, window_ms)
                         .await
                 }
             },
@@ -330,6 +324,8 @@ mod tests {
     use super::*;
     use crate::plugins::limit_count::{LimitCountConf, compile_limit_count};
 
+    use crate::plugins::limit_count::{KeySource, KeyVars, LimitCount};
+
     pub(crate) fn lc(yaml: &str) -> LimitCount {
         let conf: LimitCountConf = serde_yaml::from_str(yaml).expect("yaml");
         compile_limit_count(&conf).expect("valid conf")
@@ -349,7 +345,7 @@ mod tests {
     }
 
     /// Polls a future that must not wait (local policy).
-    fn now_or_never<F: std::future::Future>(f: F) -> F::Output {
+    fn now_or_never<F: Future>(f: F) -> F::Output {
         let mut f = std::pin::pin!(f);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         match f.as_mut().poll(&mut cx) {
@@ -370,20 +366,20 @@ mod tests {
         let b = lc("count: 2, time_window: 5");
         let c = lc("count: 3, time_window: 5");
         let v = vars(&h, Some("FetchBot"));
-        let (k1, s1) = CounterKey::new("route:1", &a, &v);
+        let (k1, s1) = a.counter_key("route:1", &v);
         assert_eq!(s1, KeySource::Configured);
         assert_eq!(
-            CounterKey::new("route:1", &b, &v).0,
+            b.counter_key("route:1", &v).0,
             k1,
             "recompiled unchanged conf keeps its key"
         );
-        assert_ne!(CounterKey::new("route:2", &a, &v).0, k1, "another owner");
-        assert_ne!(CounterKey::new("route:1", &c, &v).0, k1, "changed conf");
+        assert_ne!(a.counter_key("route:2", &v).0, k1, "another owner");
+        assert_ne!(c.counter_key("route:1", &v).0, k1, "changed conf");
         assert_eq!(k1, parts("route:1", None, a.conf_hash, b"10.0.0.1"));
         // Groups ignore the owner.
         let g = lc("count: 2, time_window: 5, group: shared");
-        let (g1, _) = CounterKey::new("route:1", &g, &v);
-        let (g2, _) = CounterKey::new("service:9", &g, &v);
+        let (g1, _) = g.counter_key("route:1", &v);
+        let (g2, _) = g.counter_key("service:9", &v);
         assert_eq!(g1, g2);
         assert_eq!(
             g1,
@@ -394,14 +390,14 @@ mod tests {
         let t = lc(
             "count: 2, time_window: 5, key_type: var_combination, key: '$remote_addr $consumer_name'",
         );
-        let (kt, _) = CounterKey::new("route:1", &t, &v);
+        let (kt, _) = t.counter_key("route:1", &v);
         assert_eq!(
             kt,
             parts("route:1", None, t.conf_hash, b"10.0.0.1 FetchBot")
         );
         // Fallback is reported.
         let n = lc("count: 2, time_window: 5, key: consumer_name");
-        let (kn, sn) = CounterKey::new("route:1", &n, &vars(&h, None));
+        let (kn, sn) = n.counter_key("route:1", &vars(&h, None));
         assert_eq!(sn, KeySource::FallbackRemoteAddr);
         assert_eq!(kn, parts("route:1", None, n.conf_hash, b"10.0.0.1"));
     }
@@ -430,7 +426,7 @@ mod tests {
         let t = lc("{count: 2, time_window: 5, key_type: constant, key: PLACE}"
             .replace("PLACE", &long)
             .as_str());
-        let (kl, _) = CounterKey::new("route:1", &t, &vars(&h, None));
+        let (kl, _) = t.counter_key("route:1", &vars(&h, None));
         assert_eq!(
             kl,
             CounterKey::local_from_parts("route:1", None, t.conf_hash, long.as_bytes())
@@ -467,7 +463,8 @@ mod tests {
         let conf = lc("{count: 2, time_window: 5}");
         let key = CounterKey(7);
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let q = now_or_never(limiter.acquire(&conf, key, at(0))).expect("local never fails");
+        let q = now_or_never(limiter.acquire(&conf.policy, conf.count, conf.window_ms, key, at(0)))
+            .expect("local never fails");
         assert_eq!(
             q,
             Quota {
@@ -477,7 +474,9 @@ mod tests {
                 allowed: true
             }
         );
-        let q = now_or_never(limiter.acquire(&conf, key, at(1500))).expect("ok");
+        let q =
+            now_or_never(limiter.acquire(&conf.policy, conf.count, conf.window_ms, key, at(1500)))
+                .expect("ok");
         assert_eq!(
             q,
             Quota {
@@ -487,7 +486,9 @@ mod tests {
                 allowed: true
             }
         );
-        let q = now_or_never(limiter.acquire(&conf, key, at(4999))).expect("ok");
+        let q =
+            now_or_never(limiter.acquire(&conf.policy, conf.count, conf.window_ms, key, at(4999)))
+                .expect("ok");
         assert_eq!(
             q,
             Quota {
@@ -497,7 +498,9 @@ mod tests {
                 allowed: false
             }
         );
-        let q = now_or_never(limiter.acquire(&conf, key, at(5000))).expect("ok");
+        let q =
+            now_or_never(limiter.acquire(&conf.policy, conf.count, conf.window_ms, key, at(5000)))
+                .expect("ok");
         assert_eq!(
             q,
             Quota {
@@ -517,7 +520,13 @@ mod tests {
         fn send<T: Send>(_: &T) {}
         let limiter = Arc::new(Limiter::new());
         let conf = lc("{count: 1, time_window: 1}");
-        let f = limiter.acquire(&conf, CounterKey(1), Instant::now());
+        let f = limiter.acquire(
+            &conf.policy,
+            conf.count,
+            conf.window_ms,
+            CounterKey(1),
+            Instant::now(),
+        );
         send(&f);
         drop(f);
         let (_tx, rx) = watch::channel(false);

@@ -44,8 +44,8 @@ use ahash::AHashMap;
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::local::{Expiring, Sharded};
+use super::policy::{RedisSettings, RedisTarget};
 use super::{CounterKey, LimiterError, Quota};
-use crate::plugins::limit_count::{RedisSettings, RedisTarget};
 
 /// `KEYS[1]` += `ARGV[1]`; a key without expiry gets `ARGV[2]` ms. Returns `{count, pttl}`.
 const INCR_SRC: &str = "\
@@ -726,7 +726,13 @@ mod tests {
         let a = Arc::new(Limiter::new());
         let key = CounterKey(0xfeed);
         let q = a
-            .acquire(&conf, key, Instant::now())
+            .acquire(
+                &conf.policy,
+                conf.count,
+                conf.window_ms,
+                key,
+                Instant::now(),
+            )
             .await
             .expect("redis answers");
         assert_eq!(
@@ -745,7 +751,15 @@ mod tests {
             let limiter = if i % 2 == 0 { a.clone() } else { b.clone() };
             let conf = conf.clone();
             tasks.push(tokio::spawn(async move {
-                limiter.acquire(&conf, key, Instant::now()).await
+                limiter
+                    .acquire(
+                        &conf.policy,
+                        conf.count,
+                        conf.window_ms,
+                        key,
+                        Instant::now(),
+                    )
+                    .await
             }));
         }
         let mut admitted = 0;
@@ -770,19 +784,31 @@ mod tests {
             .parse()
             .expect("int");
         assert!(pttl > 0 && pttl <= 60_000, "{pttl}");
-        // A changed conf counts elsewhere (its key includes the conf hash via CounterKey::new).
+        // A changed conf counts elsewhere (its key includes the conf hash via LimitCount::counter_key).
         let other = redis_conf(server.port, "count: 1, time_window: 60");
         assert!(
-            a.acquire(&other, CounterKey(0xbeef), Instant::now())
-                .await
-                .expect("ok")
-                .allowed
+            a.acquire(
+                &other.policy,
+                other.count,
+                other.window_ms,
+                CounterKey(0xbeef),
+                Instant::now()
+            )
+            .await
+            .expect("ok")
+            .allowed
         );
         assert!(
-            !a.acquire(&other, CounterKey(0xbeef), Instant::now())
-                .await
-                .expect("ok")
-                .allowed
+            !a.acquire(
+                &other.policy,
+                other.count,
+                other.window_ms,
+                CounterKey(0xbeef),
+                Instant::now()
+            )
+            .await
+            .expect("ok")
+            .allowed
         );
     }
 
@@ -796,7 +822,13 @@ mod tests {
         let started = Instant::now();
         let r = tokio::time::timeout(
             Duration::from_secs(5),
-            limiter.acquire(&conf, CounterKey(1), Instant::now()),
+            limiter.acquire(
+                &conf.policy,
+                conf.count,
+                conf.window_ms,
+                CounterKey(1),
+                Instant::now(),
+            ),
         )
         .await
         .expect("bounded by redis_timeout, not hung");
@@ -819,7 +851,13 @@ mod tests {
         // Again, with the connection attempt possibly made: still bounded.
         let r = tokio::time::timeout(
             Duration::from_secs(5),
-            limiter.acquire(&conf, CounterKey(1), Instant::now()),
+            limiter.acquire(
+                &conf.policy,
+                conf.count,
+                conf.window_ms,
+                CounterKey(1),
+                Instant::now(),
+            ),
         )
         .await
         .expect("bounded");
@@ -834,7 +872,13 @@ mod tests {
         let limiter = Limiter::new();
         let r = tokio::time::timeout(
             Duration::from_secs(5),
-            limiter.acquire(&conf, CounterKey(1), Instant::now()),
+            limiter.acquire(
+                &conf.policy,
+                conf.count,
+                conf.window_ms,
+                CounterKey(1),
+                Instant::now(),
+            ),
         )
         .await
         .expect("bounded");
@@ -858,7 +902,13 @@ mod tests {
         let admit = |l: &Limiter, n: usize| {
             let mut ok = 0;
             for _ in 0..n {
-                let mut f = std::pin::pin!(l.acquire(&conf, key, Instant::now()));
+                let mut f = std::pin::pin!(l.acquire(
+                    &conf.policy,
+                    conf.count,
+                    conf.window_ms,
+                    key,
+                    Instant::now()
+                ));
                 let cx = &mut std::task::Context::from_waker(std::task::Waker::noop());
                 match f.as_mut().poll(cx) {
                     std::task::Poll::Ready(Ok(q)) => ok += usize::from(q.allowed),
@@ -892,7 +942,13 @@ mod tests {
         // The documented bound: count + each node's admissions within one interval.
         assert!(admitted <= 10 + 8 + 8);
         // Quota headers come from the synced window: Reset counts down from Redis' PTTL.
-        let mut f = std::pin::pin!(a.acquire(&conf, key, Instant::now()));
+        let mut f = std::pin::pin!(a.acquire(
+            &conf.policy,
+            conf.count,
+            conf.window_ms,
+            key,
+            Instant::now()
+        ));
         let cx = &mut std::task::Context::from_waker(std::task::Waker::noop());
         let std::task::Poll::Ready(Ok(q)) = f.as_mut().poll(cx) else {
             panic!("ready")
@@ -918,7 +974,13 @@ mod tests {
         for _ in 0..3 {
             assert!(
                 limiter
-                    .acquire(&conf, key, Instant::now())
+                    .acquire(
+                        &conf.policy,
+                        conf.count,
+                        conf.window_ms,
+                        key,
+                        Instant::now()
+                    )
                     .await
                     .expect("local")
                     .allowed
@@ -931,7 +993,13 @@ mod tests {
         );
         assert!(
             limiter
-                .acquire(&conf, key, Instant::now())
+                .acquire(
+                    &conf.policy,
+                    conf.count,
+                    conf.window_ms,
+                    key,
+                    Instant::now()
+                )
                 .await
                 .expect("local")
                 .allowed
@@ -939,14 +1007,26 @@ mod tests {
         drop(server);
         limiter.flush().await;
         let e = limiter
-            .acquire(&conf, key, Instant::now())
+            .acquire(
+                &conf.policy,
+                conf.count,
+                conf.window_ms,
+                key,
+                Instant::now(),
+            )
             .await
             .expect_err("last sync failed");
         assert!(e.to_string().contains("last sync failed"), "{e}");
         let server = Server::start(port, false);
         limiter.flush().await;
         let q = limiter
-            .acquire(&conf, key, Instant::now())
+            .acquire(
+                &conf.policy,
+                conf.count,
+                conf.window_ms,
+                key,
+                Instant::now(),
+            )
             .await
             .expect("recovered");
         // The new server had nothing: it now holds the one delta that failed; local view 1 + 1.
@@ -995,7 +1075,13 @@ mod tests {
         for k in 0..30u128 {
             for i in 0..4u64 {
                 let q = limiter
-                    .acquire(&plain, CounterKey(k), Instant::now())
+                    .acquire(
+                        &plain.policy,
+                        plain.count,
+                        plain.window_ms,
+                        CounterKey(k),
+                        Instant::now(),
+                    )
                     .await
                     .expect("cluster answers");
                 assert_eq!(q.allowed, i < 3, "key {k} request {i}");
@@ -1009,7 +1095,13 @@ mod tests {
         for k in 100..130u128 {
             assert!(
                 limiter
-                    .acquire(&synced, CounterKey(k), Instant::now())
+                    .acquire(
+                        &synced.policy,
+                        synced.count,
+                        synced.window_ms,
+                        CounterKey(k),
+                        Instant::now()
+                    )
                     .await
                     .expect("local")
                     .allowed

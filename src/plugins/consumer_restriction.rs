@@ -70,7 +70,7 @@ pub struct Restriction {
 }
 
 /// Compiles the conf for its side (each side allows two types).
-pub fn compile(conf: &Conf, cx: &CompileCx) -> Result<Instance, CompileError> {
+pub fn compile(conf: &Conf, cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     Ok(Arc::new(compile_restriction(conf, cx.side)?))
 }
 

@@ -88,7 +88,7 @@ struct Seen {
     request_headers: Option<HeaderValue>,
 }
 
-pub fn compile(conf: &Conf, _cx: &CompileCx) -> Result<Instance, CompileError> {
+pub fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         allow_origins,
         allow_methods,

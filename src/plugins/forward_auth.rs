@@ -137,7 +137,7 @@ enum Answer {
     Broken(u16, String),
 }
 
-pub fn compile(conf: &Conf, _cx: &CompileCx) -> Result<Instance, CompileError> {
+pub fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         uri,
         ssl_verify,

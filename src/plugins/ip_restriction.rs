@@ -42,7 +42,7 @@ pub struct IpRestriction {
     rejection: Reject,
 }
 
-pub fn compile(conf: &Conf, _cx: &CompileCx) -> Result<Instance, CompileError> {
+pub fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         whitelist,
         blacklist,

@@ -205,7 +205,7 @@ fn count(field: &str, v: Option<&serde_yaml::Value>, min: u64) -> Result<u64, Co
     }
 }
 
-pub fn compile(conf: &Conf, cx: &CompileCx) -> Result<Instance, CompileError> {
+pub fn compile(conf: &Conf, cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         conn,
         burst,

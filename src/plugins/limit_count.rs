@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::shape::{Plugin, RequestView, State, Step};
 use crate::addr::ip_str;
-use crate::limiter::{CounterKey, Quota};
+use crate::limiter::{CounterKey, LimitPolicy, Quota, RedisSettings, RedisTarget};
 use crate::reject::Reject;
 use crate::secret::Secret;
 
@@ -201,6 +201,15 @@ pub struct LimitCount {
 }
 
 impl LimitCount {
+    /// The counter of this request (see [`CounterKey::builder`]), and whether the key fell back
+    /// to `remote_addr`.
+    pub fn counter_key(&self, owner: &str, vars: &KeyVars<'_>) -> (CounterKey, KeySource) {
+        let stable = !matches!(self.policy, LimitPolicy::Local);
+        let mut b = CounterKey::builder(stable, owner, self.group.as_deref(), self.conf_hash);
+        let src = self.key.write(vars, |bytes| b.update(bytes));
+        (b.finish(), src)
+    }
+
     /// The 500 answered when the backend fails and `allow_degradation` is off.
     pub fn backend_failure() -> Reject {
         Reject::new(
@@ -261,7 +270,7 @@ impl Plugin for LimitCountPlugin {
             headers: &r.req.headers,
             query: r.req.uri.query(),
         };
-        let (key, source) = CounterKey::new(&self.owner, &self.conf, &vars);
+        let (key, source) = self.conf.counter_key(&self.owner, &vars);
         if source == KeySource::FallbackRemoteAddr
             && !self.fallback_warned.swap(true, Ordering::Relaxed)
         {
@@ -271,7 +280,11 @@ impl Plugin for LimitCountPlugin {
             );
         }
         let lc = &self.conf;
-        match r.limiter.acquire(lc, key, Instant::now()).await {
+        let quota = r
+            .limiter
+            .acquire(&lc.policy, lc.count, lc.window_ms, key, Instant::now())
+            .await;
+        match quota {
             Ok(q) if q.allowed => {
                 if lc.show_limit_quota_header {
                     *state = Some(Box::new(q));
@@ -318,43 +331,6 @@ impl Plugin for LimitCountPlugin {
         }
         Ok(())
     }
-}
-
-#[derive(Debug, Clone)]
-pub enum LimitPolicy {
-    Local,
-    Redis(Arc<RedisSettings>),
-}
-
-/// Where and how a Redis-backed conf counts.
-#[derive(Debug)]
-pub struct RedisSettings {
-    pub target: RedisTarget,
-    /// `redis_timeout`: bounds every call, connecting included.
-    pub timeout: Duration,
-    /// `sync_interval`: count locally, push deltas this often (see `limiter::redis`).
-    pub sync_interval: Option<Duration>,
-    /// Which connection to use: a hash of the target and timeout, keyed per process (it covers
-    /// the password, so it is not stable and not meant to be shown).
-    pub(crate) backend_id: u64,
-    /// `host:port/db` or `cluster <name>`, for errors and logs; no secret.
-    pub label: Arc<str>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisTarget {
-    Single {
-        host: Box<str>,
-        port: u16,
-        username: Option<Box<str>>,
-        password: Option<Secret>,
-        database: u32,
-    },
-    Cluster {
-        name: Box<str>,
-        nodes: Box<[(Box<str>, u16)]>,
-        password: Option<Secret>,
-    },
 }
 
 /// How the counting key is built per request.

@@ -319,7 +319,7 @@ pub struct LimitReq {
     buckets: Arc<Buckets>,
 }
 
-pub fn compile(conf: &Conf, cx: &CompileCx) -> Result<Instance, CompileError> {
+pub fn compile(conf: &Conf, cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         rate,
         burst,

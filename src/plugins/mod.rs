@@ -118,7 +118,7 @@ macro_rules! registry {
             #[allow(unused_mut, unused_variables)]
             fn compile_registry(
                 &self,
-                cx: &shape::CompileCx,
+                cx: &shape::CompileCx<'_>,
                 place: &Place,
                 base: &str,
                 errs: &mut Errs,
@@ -141,7 +141,7 @@ macro_rules! registry {
             #[allow(unused_mut, unused_variables)]
             fn compile_registry(
                 &self,
-                cx: &shape::CompileCx,
+                cx: &shape::CompileCx<'_>,
                 place: &Place,
                 base: &str,
                 errs: &mut Errs,

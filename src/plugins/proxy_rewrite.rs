@@ -251,7 +251,7 @@ fn compile_headers(v: &Value) -> Result<HeaderOps, CompileError> {
     Ok(ops)
 }
 
-pub fn compile(conf: &Conf, _cx: &CompileCx) -> Result<Instance, CompileError> {
+pub fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         uri,
         regex_uri,

@@ -52,7 +52,7 @@ pub struct RequestId {
     include_in_response: bool,
 }
 
-pub fn compile(conf: &Conf, _cx: &CompileCx) -> Result<Instance, CompileError> {
+pub fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         header_name,
         include_in_response,

@@ -518,7 +518,7 @@ pub struct ResponseRewrite {
     headers: HeaderOps,
 }
 
-pub fn compile(conf: &Conf, _cx: &CompileCx) -> Result<Instance, CompileError> {
+pub fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         status_code,
         body,

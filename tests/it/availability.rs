@@ -298,6 +298,7 @@ fn raise_nofile(want: u64) -> u64 {
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    #[allow(unsafe_code)]
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
         lim.rlim_cur = lim.rlim_max.min(want);

@@ -299,7 +299,9 @@ fn access_log_lines_dropped_when_the_writer_is_stuck_are_counted() {
     let fifo = dir.path().join("access.fifo");
     let c_path = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    #[allow(unsafe_code)]
+    let made = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+    assert_eq!(made, 0, "mkfifo");
     // A reader that reads nothing yet: the writer can open the FIFO, then blocks once the
     // pipe buffer is full.
     let mut reader = std::fs::OpenOptions::new()
