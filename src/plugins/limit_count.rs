@@ -552,15 +552,11 @@ pub(crate) fn parse_template(tpl: &str) -> Result<Box<[KeyPart]>, String> {
     Ok(parts.into_boxed_slice())
 }
 
-/// Parses `host:port` (`[v6]:port` too).
+/// Parses `host:port` (`[v6]:port` too); the port is required.
 fn parse_host_port(s: &str) -> Option<(Box<str>, u16)> {
-    let (host, port) = s.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let port: u16 = port.parse().ok()?;
-    if host.is_empty() || port == 0 || host.contains(|c: char| c.is_whitespace() || c == '/') {
+    let (host, port) = crate::addr::split_host_port(s).ok()?;
+    let port = port.filter(|p| *p != 0)?;
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
         return None;
     }
     Some((host.into(), port))
