@@ -4,7 +4,6 @@
 //! the limiter.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use pingora_http::RequestHeader;
@@ -15,7 +14,6 @@ pub(crate) use crate::addr::ip_str;
 use crate::auth::hmac_auth::BodyCheck;
 use crate::auth::{self, AuthRequest, Hide, Identity};
 use crate::path::{self, NormalPath};
-use crate::plugins::attach_consumer_label::AttachConsumerLabel;
 use crate::plugins::shape::{AUTH_PRIORITY, Named, RequestView, Running, Step};
 use crate::reject::Reject;
 use crate::router::request_host;
@@ -33,8 +31,6 @@ pub struct Decision {
     pub hide: Vec<Hide>,
     /// hmac-auth `validate_request_body`.
     pub body_check: Option<BodyCheck>,
-    /// The attach-consumer-label conf in force (consumer's over the route's).
-    pub attach: Option<Arc<AttachConsumerLabel>>,
     /// The registry plugin instances of this request, with their state.
     pub running: Running,
 }
@@ -131,6 +127,7 @@ pub async fn run(
         service_id: route.service.as_deref(),
         consumer: None,
         consumer_group: None,
+        consumer_labels: &[],
         limiter,
     };
     let instances = Instances {
@@ -180,6 +177,7 @@ pub async fn run(
     let post_view = RequestView {
         consumer: consumer.map(|c| &*c.username),
         consumer_group: consumer.and_then(|c| snap.consumers.group_id(c)),
+        consumer_labels: consumer.map_or(&[][..], |c| &c.labels[..]),
         ..anonymous_view
     };
     run_registry(&mut running, &matching, &post_view, instances.post_auth())
@@ -191,10 +189,6 @@ pub async fn run(
             identity,
             running,
         })?;
-
-    let attach = consumer
-        .and_then(|c| c.plugins.attach_labels.clone())
-        .or_else(|| route.plugins.attach_labels.clone());
 
     let new_path = if !origin_form || *upstream != *raw {
         Some(upstream.into_owned().into_boxed_slice())
@@ -208,7 +202,6 @@ pub async fn run(
         identity,
         hide: auth.hide,
         body_check: auth.body_check,
-        attach,
         running,
     })
 }

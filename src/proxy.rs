@@ -84,7 +84,7 @@ impl Drop for InFlight {
     }
 }
 
-/// Sets the identity headers and attach-consumer-label headers (client copies are already gone).
+/// Sets the identity headers (client copies are already gone).
 fn set_identity(snap: &Snapshot, d: &Decision, req: &mut RequestHeader) -> Result<()> {
     let Some(id) = d.identity else { return Ok(()) };
     let consumer = snap.consumers.get(id.consumer);
@@ -98,11 +98,6 @@ fn set_identity(snap: &Snapshot, d: &Decision, req: &mut RequestHeader) -> Resul
     }
     if let Some(custom) = consumer.label("custom_id").filter(|_| !id.anonymous) {
         req.insert_header("x-consumer-custom-id", custom.clone())?;
-    }
-    for (name, label) in d.attach.iter().flat_map(|a| a.headers.iter()) {
-        if let Some(v) = consumer.label(label) {
-            req.insert_header(name.clone(), v.clone())?;
-        }
     }
     Ok(())
 }
@@ -1023,6 +1018,7 @@ fn view_of<'a>(
         service_id: route.service.as_deref(),
         consumer: consumer.map(|c| &*c.username),
         consumer_group: consumer.and_then(|c| snap.consumers.group_id(c)),
+        consumer_labels: consumer.map_or(&[][..], |c| &c.labels[..]),
         local: local_ip(session),
         limiter,
     }

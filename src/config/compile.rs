@@ -371,14 +371,14 @@ pub fn compile_with(
     let mut strip: Vec<http::HeaderName> = crate::headers::IDENTITY.to_vec();
     strip.extend(consumers.label_headers.iter().cloned());
     let note = |p: &RoutePlugins, strip: &mut Vec<http::HeaderName>| {
-        strip.extend(
-            p.set
-                .attach_labels
-                .iter()
-                .flat_map(|a| a.headers.iter().map(|(n, _)| n.clone())),
-        );
+        strip.extend(p.set.identity_headers().cloned());
     };
     note(&global_plugins, &mut strip);
+    strip.extend(
+        global_instances
+            .iter()
+            .flat_map(|(_, p)| p.identity_headers().iter().cloned()),
+    );
     services.values().for_each(|s| note(&s.plugins, &mut strip));
     plugin_configs.values().for_each(|p| note(p, &mut strip));
 

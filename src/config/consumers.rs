@@ -269,11 +269,7 @@ impl Builder {
                 &format!("consumer:{username}"),
                 &mut self.errs,
             );
-            self.label_headers.extend(
-                own.attach_labels
-                    .iter()
-                    .flat_map(|a| a.headers.iter().map(|(n, _)| n.clone())),
-            );
+            self.label_headers.extend(own.identity_headers().cloned());
             if own.extra.is_empty() {
                 own.extra = self.empty.extra.clone();
             }
@@ -541,11 +537,7 @@ impl Builder {
                 &mut self.errs,
             );
             group_ids.insert(g.id.0.as_str(), GroupId(groups_out.len() as u32));
-            self.label_headers.extend(
-                set.attach_labels
-                    .iter()
-                    .flat_map(|a| a.headers.iter().map(|(n, _)| n.clone())),
-            );
+            self.label_headers.extend(set.identity_headers().cloned());
             group_plugins.push(set);
             groups_out.push(ConsumerGroup {
                 id: g.id.0.as_str().into(),

@@ -1,30 +1,38 @@
 //! attach-consumer-label: consumer labels to upstream request headers (`X-Dept: $department`).
+//! A client's copy of every header named here (anywhere in the config) is removed from every
+//! request, so an upstream never sees a forged label.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use async_trait::async_trait;
+use http::HeaderName;
+use pingora_http::RequestHeader;
 use serde::Deserialize;
+
+use super::shape::{CompileCx, CompileError, Instance, Plugin, RequestView, State};
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AttachConsumerLabelConf {
+pub struct Conf {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
 }
 
-use http::HeaderName;
-
 /// Compiled: (header, label name) pairs.
 #[derive(Debug)]
 pub struct AttachConsumerLabel {
-    pub headers: Box<[(HeaderName, Box<str>)]>,
+    headers: Box<[(HeaderName, Box<str>)]>,
+    names: Box<[HeaderName]>,
 }
 
-pub fn compile(conf: &AttachConsumerLabelConf) -> Result<AttachConsumerLabel, (String, String)> {
-    if conf.headers.is_empty() {
+pub fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
+    let Conf { headers } = conf;
+    if headers.is_empty() {
         return Err(("headers".into(), "must have at least 1 entry".into()));
     }
     let mut out = Vec::new();
-    for (h, v) in &conf.headers {
+    for (h, v) in headers {
         let name = HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
             (
                 format!("headers.{h}"),
@@ -39,7 +47,38 @@ pub fn compile(conf: &AttachConsumerLabelConf) -> Result<AttachConsumerLabel, (S
         };
         out.push((name, label.into()));
     }
-    Ok(AttachConsumerLabel {
+    Ok(Arc::new(AttachConsumerLabel {
+        names: out.iter().map(|(n, _)| n.clone()).collect(),
         headers: out.into_boxed_slice(),
-    })
+    }))
+}
+
+#[async_trait]
+impl Plugin for AttachConsumerLabel {
+    fn name(&self) -> &'static str {
+        "attach-consumer-label"
+    }
+
+    fn priority(&self) -> i32 {
+        2399
+    }
+
+    fn identity_headers(&self) -> &[HeaderName] {
+        &self.names
+    }
+
+    /// Each label the consumer has, as its header; a label it lacks sends nothing.
+    fn upstream_request(
+        &self,
+        req: &mut RequestHeader,
+        r: &RequestView<'_>,
+        _state: &State,
+    ) -> pingora_core::Result<()> {
+        for (name, label) in self.headers.iter() {
+            if let Some((_, v)) = r.consumer_labels.iter().find(|(k, _)| **k == **label) {
+                req.insert_header(name.clone(), v.clone())?;
+            }
+        }
+        Ok(())
+    }
 }

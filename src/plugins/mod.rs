@@ -32,7 +32,6 @@ use crate::auth::hmac_auth::{HmacAuthConf, HmacAuthCredentialConf};
 use crate::auth::jwt_auth::{JwtAuthConf, JwtAuthCredentialConf};
 use crate::auth::key_auth::{KeyAuthConf, KeyAuthCredentialConf};
 use crate::auth::multi_auth::MultiAuthConf;
-use attach_consumer_label::{AttachConsumerLabel, AttachConsumerLabelConf};
 use limit_count::{LimitCountConf, LimitCountPlugin};
 use shape::Side;
 
@@ -60,12 +59,6 @@ macro_rules! registry {
             pub multi_auth: Option<MultiAuthConf>,
             #[serde(rename = "limit-count", default, deserialize_with = "null_is_default")]
             pub limit_count: Option<Box<LimitCountConf>>,
-            #[serde(
-                rename = "attach-consumer-label",
-                default,
-                deserialize_with = "null_is_default"
-            )]
-            pub attach_consumer_label: Option<AttachConsumerLabelConf>,
             $(
                 #[serde(rename = $rname, default, deserialize_with = "null_is_default")]
                 pub $rmod: Option<Box<$rmod::Conf>>,
@@ -87,12 +80,6 @@ macro_rules! registry {
             pub jwt_auth: Option<JwtAuthCredentialConf>,
             #[serde(rename = "limit-count", default, deserialize_with = "null_is_default")]
             pub limit_count: Option<Box<LimitCountConf>>,
-            #[serde(
-                rename = "attach-consumer-label",
-                default,
-                deserialize_with = "null_is_default"
-            )]
-            pub attach_consumer_label: Option<AttachConsumerLabelConf>,
             $(
                 #[serde(rename = $cname, default, deserialize_with = "null_is_default")]
                 pub $cmod: Option<Box<$cmod::Conf>>,
@@ -101,14 +88,13 @@ macro_rules! registry {
 
         /// Whether tollgate has a plugin of this name (a top-level `plugins:` list may name it).
         pub fn is_known(name: &str) -> bool {
-            const BUILT_IN: [&str; 7] = [
+            const BUILT_IN: [&str; 6] = [
                 "key-auth",
                 "basic-auth",
                 "hmac-auth",
                 "jwt-auth",
                 "multi-auth",
                 "limit-count",
-                "attach-consumer-label",
             ];
             BUILT_IN.contains(&name) $(|| name == $rname)* $(|| name == $cname)*
         }
@@ -176,6 +162,7 @@ macro_rules! registry {
 registry! {
     route: [
         "consumer-restriction" => consumer_restriction,
+        "attach-consumer-label" => attach_consumer_label,
         "request-id" => request_id,
         "forward-auth" => forward_auth,
         "cors" => cors,
@@ -187,6 +174,7 @@ registry! {
     ],
     consumer: [
         "consumer-restriction" => consumer_restriction,
+        "attach-consumer-label" => attach_consumer_label,
         "ip-restriction" => ip_restriction,
         "limit-conn" => limit_conn,
         "limit-req" => limit_req,
@@ -220,9 +208,6 @@ impl ConsumerPluginsConf {
         if self.limit_count.is_some() {
             v.push("limit-count");
         }
-        if self.attach_consumer_label.is_some() {
-            v.push("attach-consumer-label");
-        }
         v.extend(self.registry_names());
         v
     }
@@ -231,7 +216,6 @@ impl ConsumerPluginsConf {
 /// The compiled non-auth plugins of one resource, or of several merged per slot.
 #[derive(Debug, Default, Clone)]
 pub struct PluginSet {
-    pub attach_labels: Option<Arc<AttachConsumerLabel>>,
     /// Registry plugins by name, in priority order (highest first).
     pub extra: Arc<[(&'static str, shape::Instance)]>,
 }
@@ -252,13 +236,15 @@ fn merge_extra(
 }
 
 impl PluginSet {
+    /// Every header its instances set upstream from the identity (see
+    /// [`shape::Plugin::identity_headers`]).
+    pub fn identity_headers(&self) -> impl Iterator<Item = &http::HeaderName> {
+        self.extra.iter().flat_map(|(_, p)| p.identity_headers())
+    }
+
     /// Each slot from `self`, else from `lower`.
     pub fn over(&self, lower: &PluginSet) -> PluginSet {
         PluginSet {
-            attach_labels: self
-                .attach_labels
-                .clone()
-                .or_else(|| lower.attach_labels.clone()),
             extra: merge_extra(&self.extra, &lower.extra),
         }
     }
@@ -344,12 +330,6 @@ pub fn compile_route_plugins(
             Err((f, msg)) => errs.push(place, &format!("plugins.multi-auth.{f}"), msg),
         }
     }
-    if let Some(a) = &conf.attach_consumer_label {
-        match attach_consumer_label::compile(a) {
-            Ok(a) => out.set.attach_labels = Some(Arc::new(a)),
-            Err((f, m)) => errs.push(place, &join("plugins.attach-consumer-label", &f), m),
-        }
-    }
     let cx = shape::CompileCx {
         owner,
         side: Side::Route,
@@ -372,16 +352,6 @@ pub fn compile_consumer_plugins(
     errs: &mut Errs,
 ) -> PluginSet {
     let mut out = PluginSet::default();
-    if let Some(a) = &conf.attach_consumer_label {
-        match attach_consumer_label::compile(a) {
-            Ok(a) => out.attach_labels = Some(Arc::new(a)),
-            Err((f, m)) => errs.push(
-                place,
-                &join(&format!("{base}.attach-consumer-label"), &f),
-                m,
-            ),
-        }
-    }
     let cx = shape::CompileCx {
         owner,
         side: Side::Consumer,

@@ -547,6 +547,7 @@ mod tests {
         let mut up = client.clone();
         let view = RequestView {
             local: None,
+            consumer_labels: &[],
             limiter: crate::plugins::shape::test_limiter(),
             req: &client,
             path,
@@ -634,6 +635,7 @@ method: POST
         let mut up = client.clone();
         let view = RequestView {
             local: None,
+            consumer_labels: &[],
             limiter: crate::plugins::shape::test_limiter(),
             req: &client,
             path: b"/u/42",

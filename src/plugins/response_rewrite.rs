@@ -797,6 +797,7 @@ mod tests {
     ) -> (ResponseHeader, String) {
         let view = RequestView {
             local: None,
+            consumer_labels: &[],
             limiter: crate::plugins::shape::test_limiter(),
             req,
             path: b"/get",

@@ -51,6 +51,8 @@ pub struct RequestView<'a> {
     /// The consumer's username, once authenticated (None before auth and for anonymous routes).
     pub consumer: Option<&'a str>,
     pub consumer_group: Option<&'a str>,
+    /// The consumer's labels (empty before auth and for anonymous routes).
+    pub consumer_labels: &'a [(Box<str>, http::HeaderValue)],
     /// The counters of limit-count, which outlive config snapshots.
     pub limiter: &'a crate::limiter::Limiter,
 }
@@ -89,6 +91,12 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
     /// APISIX merges consumer plugins over route plugins by name.
     fn consumer_replaces_route(&self) -> bool {
         true
+    }
+
+    /// Headers this plugin sets upstream from the identity: a client's copy of each is removed
+    /// from every request, wherever the plugin is configured (attach-consumer-label).
+    fn identity_headers(&self) -> &[http::HeaderName] {
+        &[]
     }
 
     /// Request time, after routing: continue, or answer the client.

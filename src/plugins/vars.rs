@@ -335,6 +335,7 @@ mod tests {
     fn view<'a>(req: &'a RequestHeader, path: &'a [u8]) -> RequestView<'a> {
         RequestView {
             local: None,
+            consumer_labels: &[],
             limiter: crate::plugins::shape::test_limiter(),
             req,
             path,

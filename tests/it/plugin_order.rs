@@ -132,3 +132,54 @@ routes:
     assert_eq!(r.header("x-ratelimit-limit"), Some("2"));
     assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
 }
+
+#[test]
+fn attach_consumer_label_from_a_global_rule_sets_labels_and_drops_client_copies() {
+    let up = Upstream::start("up");
+    let gw = Gateway::start(&format!(
+        r#"global_rules:
+  - id: g
+    plugins: {{attach-consumer-label: {{headers: {{X-Team: $team}}}}}}
+routes:
+  - id: r
+    uri: /r
+    plugins: {{key-auth: {{}}}}
+    upstream: {u}
+  - id: open
+    uri: /open
+    upstream: {u}
+consumers:
+  - {{username: alice, labels: {{team: blue}}, plugins: {{key-auth: {{key: alice-key}}}}}}
+  - {{username: bob, plugins: {{key-auth: {{key: bob-key}}}}}}
+#END
+"#,
+        u = up.yaml()
+    ));
+    let p = gw.port();
+    let r = http(
+        p,
+        "GET",
+        "/r",
+        &[("apikey", "alice-key"), ("X-Team", "red")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["x-team"], "blue");
+    let r = http(
+        p,
+        "GET",
+        "/r",
+        &[("apikey", "bob-key"), ("X-Team", "red")],
+        b"",
+    );
+    assert!(
+        r.json()["headers"].get("x-team").is_none(),
+        "no label, no header"
+    );
+    let r = http(p, "GET", "/open", &[("x_team", "red")], b"");
+    assert!(r.json()["headers"].get("x-team").is_none());
+    assert!(
+        r.json()["headers"].get("x_team").is_none(),
+        "underscore spelling too"
+    );
+}
