@@ -10,7 +10,6 @@ use pingora_http::RequestHeader;
 
 use crate::limiter::Limiter;
 
-pub(crate) use crate::addr::ip_str;
 use crate::auth::hmac_auth::BodyCheck;
 use crate::auth::{self, AuthRequest, Hide, Identity};
 use crate::path::{self, NormalPath};

@@ -798,7 +798,7 @@ impl ProxyHttp for Gateway {
                 .unwrap_or("");
             // Addresses formatted on the stack, not through `to_string`.
             let (mut remote_buf, mut upstream_buf) = ([0u8; 46], [0u8; 64]);
-            let remote = pipeline::ip_str(
+            let remote = crate::addr::ip_str(
                 session
                     .client_addr()
                     .and_then(|a| a.as_inet())
@@ -870,7 +870,7 @@ fn socket_addr_str(addr: SocketAddr, buf: &mut [u8; 64]) -> &str {
     let n = match addr {
         SocketAddr::V4(v4) => {
             let mut ip = [0u8; 46];
-            let ip = pipeline::ip_str(Some((*v4.ip()).into()), &mut ip).as_bytes();
+            let ip = crate::addr::ip_str(Some((*v4.ip()).into()), &mut ip).as_bytes();
             let mut port = [0u8; 5];
             let mut p = v4.port();
             let mut i = port.len();
@@ -930,7 +930,7 @@ fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
         .map(|a| a.ip())
     {
         let mut buf = [0u8; 46];
-        let ip = pipeline::ip_str(Some(ip), &mut buf).as_bytes();
+        let ip = crate::addr::ip_str(Some(ip), &mut buf).as_bytes();
         let real_ip = HeaderValue::from_bytes(ip)
             .map_err(|e| Error::because(ErrorType::InternalError, "client ip", e))?;
         let xff = match req

@@ -259,26 +259,10 @@ impl Plugin for LimitCountPlugin {
     }
 
     async fn request(&self, r: &RequestView<'_>, state: &mut State) -> Step {
-        let (mut remote_buf, mut local_buf) = ([0u8; 46], [0u8; 46]);
-        let vars = KeyVars {
-            remote_addr: ip_str(r.remote, &mut remote_buf),
-            server_addr: ip_str(r.local, &mut local_buf),
-            consumer_name: r.consumer,
-            consumer_group_id: r.consumer_group,
-            route_id: r.route_id,
-            service_id: r.service_id,
-            headers: &r.req.headers,
-            query: r.req.uri.query(),
-        };
+        let mut bufs = [[0u8; 46]; 2];
+        let vars = KeyVars::of(r, &mut bufs);
         let (key, source) = self.conf.counter_key(&self.owner, &vars);
-        if source == KeySource::FallbackRemoteAddr
-            && !self.fallback_warned.swap(true, Ordering::Relaxed)
-        {
-            warn!(
-                "route {}: limit-count key is empty for a request, using the client IP instead",
-                r.route_id
-            );
-        }
+        warn_fallback(source, &self.fallback_warned, "limit-count", r.route_id);
         let lc = &self.conf;
         let quota = r
             .limiter
@@ -378,6 +362,31 @@ pub struct KeyVars<'a> {
     pub headers: &'a HeaderMap,
     /// The raw query, without `?`.
     pub query: Option<&'a str>,
+}
+
+impl<'a> KeyVars<'a> {
+    /// The key variables of a request; the two addresses are written into `bufs`.
+    pub fn of(r: &'a RequestView<'_>, bufs: &'a mut [[u8; 46]; 2]) -> KeyVars<'a> {
+        let [remote, local] = bufs;
+        KeyVars {
+            remote_addr: ip_str(r.remote, remote),
+            server_addr: ip_str(r.local, local),
+            consumer_name: r.consumer,
+            consumer_group_id: r.consumer_group,
+            route_id: r.route_id,
+            service_id: r.service_id,
+            headers: &r.req.headers,
+            query: r.req.uri.query(),
+        }
+    }
+}
+
+/// Logs once per `warned` flag (one per instance or table) that a request's key resolved to
+/// nothing and fell back to the client IP.
+pub(crate) fn warn_fallback(source: KeySource, warned: &AtomicBool, plugin: &str, route_id: &str) {
+    if source == KeySource::FallbackRemoteAddr && !warned.swap(true, Ordering::Relaxed) {
+        warn!("route {route_id}: {plugin} key is empty for a request, using the client IP instead");
+    }
 }
 
 /// Whether the configured key was used, or the request fell back to `remote_addr` because it

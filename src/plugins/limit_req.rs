@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -28,11 +28,10 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::limit_count::{
-    DEFAULT_REJECTED_MSG, KeyPart, KeySource, KeySpec, KeyType, KeyVar, KeyVars, Policy,
-    parse_template,
+    DEFAULT_REJECTED_MSG, KeyPart, KeySpec, KeyType, KeyVar, KeyVars, Policy, parse_template,
+    warn_fallback,
 };
 use super::shape::{CompileCx, CompileError, Instance, Plugin, RequestView, State, Step};
-use crate::addr::ip_str;
 use crate::limiter::CounterKey;
 use crate::limiter::local::{Expiring, Sharded};
 use crate::reject::Reject;
@@ -176,28 +175,14 @@ impl KeyHasher {
     /// The key of this request under `spec`; a key that resolves to nothing falls back to
     /// `remote_addr` (logged once per instance).
     pub(crate) fn key(&self, plugin: &str, spec: &KeySpec, r: &RequestView<'_>) -> CounterKey {
-        let mut buf = [0u8; 46];
-        let vars = KeyVars {
-            remote_addr: ip_str(r.remote, &mut buf),
-            server_addr: "",
-            consumer_name: r.consumer,
-            consumer_group_id: r.consumer_group,
-            route_id: r.route_id,
-            service_id: r.service_id,
-            headers: &r.req.headers,
-            query: r.req.uri.query(),
-        };
+        let mut bufs = [[0u8; 46]; 2];
+        let vars = KeyVars::of(r, &mut bufs);
         let (mut a, mut b) = (self.seeds.0.build_hasher(), self.seeds.1.build_hasher());
         let src = spec.write(&vars, |piece| {
             a.write(piece);
             b.write(piece);
         });
-        if src == KeySource::FallbackRemoteAddr && !self.warned.swap(true, Ordering::Relaxed) {
-            log::warn!(
-                "route {}: {plugin} key is empty for a request, using the client IP instead",
-                r.route_id
-            );
-        }
+        warn_fallback(src, &self.warned, plugin, r.route_id);
         CounterKey((u128::from(a.finish()) << 64) | u128::from(b.finish()))
     }
 }
