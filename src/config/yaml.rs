@@ -111,6 +111,8 @@ struct Parser<'a> {
     sys: Box<MaybeUninit<unsafe_sys::yaml_parser_t>>,
     /// Kept (at a fixed address, boxed) for as long as the parser reads from it.
     source: Option<Box<Source>>,
+    /// Events read so far (bounds how far aliases may expand).
+    events: usize,
     _input: std::marker::PhantomData<&'a [u8]>,
 }
 
@@ -142,11 +144,13 @@ impl<'a> Parser<'a> {
         Ok(Parser {
             sys,
             source,
+            events: 0,
             _input: std::marker::PhantomData,
         })
     }
 
     fn next(&mut self) -> Result<Event, String> {
+        self.events += 1;
         let mut ev = MaybeUninit::<unsafe_sys::yaml_event_t>::uninit();
         let p = self.sys.as_mut_ptr();
         // SAFETY: the parser was initialised in `new`; on success `yaml_parser_parse` has
@@ -486,6 +490,29 @@ fn duplicate_key(key: &Value) -> String {
 struct Reader<'a> {
     parser: Parser<'a>,
     anchors: AHashMap<Vec<u8>, Value>,
+    /// Nodes copied by aliases so far: a few aliases must not expand into a huge tree
+    /// ("billion laughs"), as serde_yaml refuses too.
+    expanded: usize,
+}
+
+/// How many nodes aliases may copy: ten per event read, plus a fixed allowance.
+fn expansion_limit(events: usize) -> usize {
+    events.saturating_mul(10).saturating_add(100_000)
+}
+
+/// The nodes of a value (scalars, sequences, mappings, keys included).
+fn node_count(v: &Value) -> usize {
+    match v {
+        Value::Sequence(s) => 1 + s.iter().map(node_count).sum::<usize>(),
+        Value::Mapping(m) => {
+            1 + m
+                .iter()
+                .map(|(k, v)| node_count(k) + node_count(v))
+                .sum::<usize>()
+        }
+        Value::Tagged(t) => 1 + node_count(&t.value),
+        _ => 1,
+    }
 }
 
 impl Reader<'_> {
@@ -500,11 +527,17 @@ impl Reader<'_> {
         let tagged = local_tag(tag).map(str::to_owned);
         let value = match ev.kind() {
             unsafe_sys::YAML_ALIAS_EVENT => {
-                return self
+                let v = self
                     .anchors
                     .get(ev.alias())
-                    .cloned()
-                    .ok_or_else(|| format!("unknown anchor at {mark}"));
+                    .ok_or_else(|| format!("unknown anchor at {mark}"))?;
+                self.expanded = self.expanded.saturating_add(node_count(v));
+                if self.expanded > expansion_limit(self.parser.events) {
+                    return Err(format!(
+                        "repetition limit exceeded at {mark}: aliases expand to too many nodes"
+                    ));
+                }
+                return Ok(v.clone());
             }
             unsafe_sys::YAML_SCALAR_EVENT => {
                 let (bytes, style) = ev.scalar();
@@ -582,6 +615,7 @@ pub fn read_input(
         Ok(parser) => Reader {
             parser,
             anchors: AHashMap::new(),
+            expanded: 0,
         },
         Err(e) => return (Err(e), None),
     };

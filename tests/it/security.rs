@@ -472,3 +472,31 @@ routes:
     );
     assert!(auth_lines >= 1, "the first failure is logged:\n{log}");
 }
+
+/// A hostile resource file: a few anchors whose aliases would expand into a billion nodes
+/// ("billion laughs") are refused with an error instead of exhausting memory, and legitimate
+/// anchors (merge keys shared by many items) still load.
+#[test]
+fn alias_bombs_in_a_resource_file_are_refused() {
+    let mut yaml = String::from("x-a: &a [l, l, l, l, l, l, l, l, l, l]\n");
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for w in names.windows(2) {
+        let (prev, next) = (w[0], w[1]);
+        yaml.push_str(&format!(
+            "x-{next}: &{next} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+        ));
+    }
+    yaml.push_str(
+        "routes:\n  - {id: r, uri: /r, upstream: {nodes: {\"127.0.0.1:1\": 1}}, desc: *i}\n#END\n",
+    );
+    let lines = check_fails(&[("resources.yaml", &yaml)]);
+    assert_line(&lines, "resources.yaml", &["repetition limit exceeded"]);
+
+    let mut ok = String::from("x-up: &up {nodes: {\"127.0.0.1:1\": 1}}\nroutes:\n");
+    for i in 0..2000 {
+        ok.push_str(&format!("  - {{id: r{i}, uri: /r{i}, upstream: *up}}\n"));
+    }
+    ok.push_str("#END\n");
+    let (code, out, err) = tollgate_check(&[("resources.yaml", &ok)]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+}
