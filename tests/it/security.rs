@@ -500,3 +500,22 @@ fn alias_bombs_in_a_resource_file_are_refused() {
     let (code, out, err) = tollgate_check(&[("resources.yaml", &ok)]);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
 }
+
+/// Query credentials are read as APISIX's `get_uri_args` reads them: name and value decoded
+/// once, `+` a space; invalid UTF-8 or a repeated argument matches nobody.
+#[test]
+fn query_credentials_are_decoded_once() {
+    let up = Upstream::start("up");
+    let gw = Gateway::start(&format!(
+        "routes:\n  - {{id: r, uri: /r, plugins: {{key-auth: {{}}}}, upstream: {u}}}\nconsumers:\n  - {{username: u, plugins: {{key-auth: {{key: \"k+1\"}}}}}}\n#END\n",
+        u = up.yaml()
+    ));
+    let p = gw.port();
+    let status = |target: &str| http(p, "GET", target, &[], b"").status;
+    assert_eq!(status("/r?apikey=k%2B1"), 200);
+    assert_eq!(status("/r?api%6Bey=k%2B1"), 200, "the name is decoded too");
+    assert_eq!(status("/r?apikey=k+1"), 401, "`+` is a space");
+    assert_eq!(status("/r?apikey=k%252B1"), 401, "decoded once, not twice");
+    assert_eq!(status("/r?apikey=%FF%FE"), 401);
+    assert_eq!(status("/r?apikey=k%2B1&apikey=k%2B1"), 401, "repeated");
+}
