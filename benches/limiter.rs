@@ -12,8 +12,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tollgate::limiter::{CounterKey, Limiter};
-use tollgate::plugins::limit_count::{KeyVars, LimitCount, LimitCountConf, compile_limit_count};
+use tollgate::{CounterKey, KeyVars, LimitCount, LimitCountConf, Limiter, compile_limit_count};
 
 fn conf(yaml: &str) -> LimitCount {
     let c: LimitCountConf = serde_yaml::from_str(yaml).expect("yaml");

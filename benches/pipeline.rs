@@ -8,11 +8,7 @@ use base64::Engine;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hmac::{KeyInit, Mac};
 use pingora_http::RequestHeader;
-use tollgate::config::compile::compile;
-use tollgate::config::raw::ResourcesConf;
-use tollgate::limiter::Limiter;
-use tollgate::pipeline::{self, RequestInfo};
-use tollgate::snapshot::Snapshot;
+use tollgate::{Limiter, RequestInfo, ResourcesConf, Snapshot, compile, run_pipeline};
 
 const CONSUMERS: usize = 10_000;
 
@@ -60,7 +56,7 @@ fn run(snap: &Snapshot, req: &RequestHeader, limiter: &Limiter) -> bool {
         tls: false,
         now: SystemTime::now(),
     };
-    futures::executor::block_on(pipeline::run(snap, req, &info, limiter)).is_ok()
+    futures::executor::block_on(run_pipeline(snap, req, &info, limiter)).is_ok()
 }
 
 fn benches(c: &mut Criterion) {

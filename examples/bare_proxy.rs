@@ -6,6 +6,8 @@
 //! Usage: `bare_proxy -c benches/load/conf/bare-pingora.yaml` (Pingora's standard options; that
 //! conf sets `threads: 1`). Environment: `FLOOR_LISTEN` (default `127.0.0.1:9083`),
 //! `FLOOR_UPSTREAM` (default `127.0.0.1:1980`).
+// A binary crate has no public surface: `pub` here only shares items between its modules.
+#![allow(unreachable_pub)]
 
 use async_trait::async_trait;
 use pingora_core::Result;

@@ -10,10 +10,10 @@ use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use crate::config::node::{AccessLogConf, LogFormat};
 
 /// Lines waiting for the writer thread, at most; more are dropped (and counted).
-pub const QUEUE: usize = 8192;
+pub(crate) const QUEUE: usize = 8192;
 
 /// One request, as the access log shows it.
-pub struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     pub time: std::time::SystemTime,
     pub remote_addr: &'a str,
     pub method: &'a str,
@@ -37,7 +37,7 @@ pub struct Entry<'a> {
     pub request_id: &'a str,
 }
 
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     tx: SyncSender<Vec<u8>>,
     format: LogFormat,
     dropped: AtomicU64,
@@ -47,7 +47,7 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Opens the destination and starts the writer thread.
-    pub fn start(conf: &AccessLogConf) -> Result<AccessLog, String> {
+    pub(crate) fn start(conf: &AccessLogConf) -> Result<AccessLog, String> {
         let mut out: Box<dyn Write + Send> = if conf.path == "stderr" {
             Box::new(std::io::stderr())
         } else {
@@ -78,7 +78,7 @@ impl AccessLog {
         })
     }
 
-    pub fn log(&self, e: &Entry<'_>) {
+    pub(crate) fn log(&self, e: &Entry<'_>) {
         let line = match self.format {
             LogFormat::Json => json_line(e),
             LogFormat::Combined => combined_line(e).into_bytes(),
@@ -97,12 +97,12 @@ impl AccessLog {
 
 impl AccessLog {
     /// Whether lines show `Referer` and `User-Agent` (the combined format; JSON does not).
-    pub fn shows_client_headers(&self) -> bool {
+    pub(crate) fn shows_client_headers(&self) -> bool {
         matches!(self.format, LogFormat::Combined)
     }
 
     /// True once every queued line is written.
-    pub fn is_flushed(&self) -> bool {
+    pub(crate) fn is_flushed(&self) -> bool {
         self.queued.load(Ordering::Relaxed) == 0
     }
 }
@@ -232,7 +232,7 @@ fn combined_line(e: &Entry<'_>) -> String {
 
 /// A `Referer` as the access log shows it: without userinfo, query or fragment, which may hold
 /// credentials (`?apikey=...`, `https://user:pass@host/`).
-pub fn redact_referer(referer: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn redact_referer(referer: &str) -> std::borrow::Cow<'_, str> {
     let cut = referer.find(['?', '#']).unwrap_or(referer.len());
     let base = &referer[..cut];
     let authority_start = base.find("://").map_or(0, |i| i + 3);

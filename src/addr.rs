@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 /// Writes an IP into `buf` without allocating; "" when unknown. IPv4 by hand: `Display` goes
 /// through the formatter's padding machinery, over a thousand instructions per address.
-pub fn ip_str(ip: Option<IpAddr>, buf: &mut [u8; 46]) -> &str {
+pub(crate) fn ip_str(ip: Option<IpAddr>, buf: &mut [u8; 46]) -> &str {
     use std::io::Write;
     match ip {
         None => "",
@@ -40,7 +40,7 @@ pub fn ip_str(ip: Option<IpAddr>, buf: &mut [u8; 46]) -> &str {
 }
 
 /// Splits `host:port`, `[v6]:port`, or a bare host (port then comes from the scheme).
-pub fn split_host_port(addr: &str) -> Result<(String, Option<u16>), String> {
+pub(crate) fn split_host_port(addr: &str) -> Result<(String, Option<u16>), String> {
     let bad = || format!("invalid address `{addr}`");
     if let Some(rest) = addr.strip_prefix('[') {
         let (host, tail) = rest.split_once(']').ok_or_else(bad)?;

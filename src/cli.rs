@@ -10,7 +10,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// The node file when no `-c` is given.
-pub const DEFAULT_CONFIG: &str = "conf/tollgate.yaml";
+pub(crate) const DEFAULT_CONFIG: &str = "conf/tollgate.yaml";
 
 #[derive(Debug, Parser)]
 #[command(

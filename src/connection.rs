@@ -13,7 +13,7 @@ use pingora_core::server::ShutdownWatch;
 
 /// Wraps the proxy app: waits (bounded) for the first byte of a connection, then hands it on;
 /// delays Pingora's drop of idle keep-alive connections at shutdown by `drain_window`.
-pub struct Connections<A> {
+pub(crate) struct Connections<A> {
     pub inner: Arc<A>,
     pub client_header_timeout: Duration,
     pub drain_window: Duration,

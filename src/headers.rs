@@ -2,20 +2,19 @@
 
 use http::header::HeaderName;
 
-pub const X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
-pub const X_CREDENTIAL_IDENTIFIER: HeaderName = HeaderName::from_static("x-credential-identifier");
-pub const X_CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-custom-id");
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-pub const WWW_AUTHENTICATE: HeaderName = HeaderName::from_static("www-authenticate");
-pub const DATE: HeaderName = HeaderName::from_static("date");
-pub const DIGEST: HeaderName = HeaderName::from_static("digest");
+pub(crate) const X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
+pub(crate) const X_CREDENTIAL_IDENTIFIER: HeaderName =
+    HeaderName::from_static("x-credential-identifier");
+pub(crate) const X_CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-custom-id");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const WWW_AUTHENTICATE: HeaderName = HeaderName::from_static("www-authenticate");
+pub(crate) const DATE: HeaderName = HeaderName::from_static("date");
+pub(crate) const DIGEST: HeaderName = HeaderName::from_static("digest");
 
 /// The identity headers set by authentication and removed from every client request.
-pub const IDENTITY: [HeaderName; 3] = [
+pub(crate) const IDENTITY: [HeaderName; 3] = [
     X_CONSUMER_USERNAME,
     X_CREDENTIAL_IDENTIFIER,
     X_CONSUMER_CUSTOM_ID,
@@ -23,7 +22,7 @@ pub const IDENTITY: [HeaderName; 3] = [
 
 /// `name` in its dash spelling (`x_consumer_username` → `x-consumer-username`), the form the
 /// strip list holds.
-pub fn dash_spelling(name: &HeaderName) -> HeaderName {
+pub(crate) fn dash_spelling(name: &HeaderName) -> HeaderName {
     if !name.as_str().contains('_') {
         return name.clone();
     }
@@ -33,7 +32,7 @@ pub fn dash_spelling(name: &HeaderName) -> HeaderName {
 /// Removes every header whose name, in any case and with `_` read as `-`, is in `strip` (held in
 /// dash spelling): many upstream stacks (CGI, WSGI, PHP) treat `X_Consumer_Username` and
 /// `X-Consumer-Username` alike, so a client must not be able to send either.
-pub fn remove_all_spellings(req: &mut pingora_http::RequestHeader, strip: &[HeaderName]) {
+pub(crate) fn remove_all_spellings(req: &mut pingora_http::RequestHeader, strip: &[HeaderName]) {
     for name in strip {
         req.remove_header(name);
     }

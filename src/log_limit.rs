@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// One call site's budget: a line per second.
-pub struct LogLimit {
+pub(crate) struct LogLimit {
     second: AtomicU64,
     suppressed: AtomicU64,
 }
@@ -18,7 +18,7 @@ impl Default for LogLimit {
 }
 
 impl LogLimit {
-    pub const fn new() -> LogLimit {
+    pub(crate) const fn new() -> LogLimit {
         LogLimit {
             second: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
@@ -26,7 +26,7 @@ impl LogLimit {
     }
 
     /// `Some(lines suppressed since the last one)` when a line may be written now.
-    pub fn permit(&self) -> Option<u64> {
+    pub(crate) fn permit(&self) -> Option<u64> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

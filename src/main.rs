@@ -3,11 +3,10 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use tollgate::cli::{Cli, Command, SecretKind};
-use tollgate::config::{self, Node};
+use tollgate::{Cli, Command, Loaded, Node, SecretKind};
 
 /// mimalloc: fewer instructions per allocation than glibc's malloc on the request path
-/// (benches/RESULTS.md, Performance). `tollgate::reload::release_free_memory` purges it.
+/// (benches/RESULTS.md, Performance). `tollgate::release_free_memory` purges it.
 #[global_allocator]
 static GLOBAL: Mimalloc = Mimalloc;
 
@@ -111,7 +110,7 @@ fn init_logger() {
 }
 
 /// Loads node and resource files; prints warnings, then errors; `None` on any error.
-fn load(cli: &Cli, running: bool) -> Option<(Node, config::Loaded)> {
+fn load(cli: &Cli, running: bool) -> Option<(Node, Loaded)> {
     let node = match Node::load(cli.config()) {
         Ok(n) => n,
         Err(errs) => {
@@ -121,9 +120,9 @@ fn load(cli: &Cli, running: bool) -> Option<(Node, config::Loaded)> {
     };
     // `check` keeps stderr for warnings and errors alone; a starting gateway logs its progress.
     let report = if running {
-        config::load_logged(&node, &Default::default())
+        tollgate::load_logged(&node, &Default::default())
     } else {
-        config::load(&node, &Default::default())
+        tollgate::load(&node, &Default::default())
     };
     report.warnings.iter().for_each(|w| eprintln!("{w}"));
     match report.result {
@@ -149,8 +148,8 @@ fn run(cli: &Cli) -> ExitCode {
     let Some((node, loaded)) = load(cli, true) else {
         return ExitCode::FAILURE;
     };
-    tollgate::reload::release_free_memory();
-    match tollgate::server::run(node, loaded, cli.upgrade) {
+    tollgate::release_free_memory();
+    match tollgate::serve(node, loaded, cli.upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
@@ -173,7 +172,7 @@ fn hash_secret(kind: SecretKind) -> ExitCode {
         eprintln!("the secret is empty");
         return ExitCode::FAILURE;
     }
-    match tollgate::secret::hash_for(kind, secret) {
+    match tollgate::hash_for(kind, secret) {
         Ok(v) => {
             println!("{v}");
             ExitCode::SUCCESS

@@ -41,7 +41,7 @@ const SHARDS: usize = 32;
 /// Access-log lines dropped because the writer's queue was full. Process-wide, because the
 /// access log is started apart from [`Metrics`]; registered by [`Metrics::new`].
 #[expect(clippy::expect_used, reason = "a constant metric definition")]
-pub static ACCESS_LOG_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+pub(crate) static ACCESS_LOG_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     IntCounter::new(
         "tollgate_access_log_dropped_total",
         "Access-log lines dropped because the writer fell behind (its queue was full).",
@@ -50,7 +50,7 @@ pub static ACCESS_LOG_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
 });
 
 /// Every metric family tollgate exports.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     consumer_label: bool,
     duration: HistogramVec,
@@ -79,7 +79,7 @@ pub struct Metrics {
 
 /// A counter family with label values fixed but one key from a small fixed set (plugin names,
 /// error kinds), resolved once per key.
-pub struct LazyCounters<K> {
+pub(crate) struct LazyCounters<K> {
     map: ArcSwap<AHashMap<K, IntCounter>>,
     write: Mutex<()>,
 }
@@ -93,7 +93,7 @@ impl<K: std::hash::Hash + Eq + Clone> LazyCounters<K> {
     }
     /// The counter for `key`, made with `make` the first time. Copies the map on a miss: only
     /// for the few keys of a fixed set.
-    pub fn get(&self, key: &K, make: impl FnOnce() -> IntCounter) -> IntCounter {
+    pub(crate) fn get(&self, key: &K, make: impl FnOnce() -> IntCounter) -> IntCounter {
         if let Some(c) = self.map.load().get(key) {
             return c.clone();
         }
@@ -118,7 +118,7 @@ type AllSeries = Mutex<AHashMap<(Arc<str>, Arc<str>), Arc<RouteSeries>>>;
 
 /// What one (route, service) keeps across reloads: its request series by consumer and code,
 /// and its auth-failure and upstream-error counters.
-pub struct RouteSeries {
+pub(crate) struct RouteSeries {
     route: Arc<str>,
     service: Arc<str>,
     requests: Box<[Shard]>,
@@ -140,6 +140,7 @@ impl RouteSeries {
     }
 
     /// Number of (consumer, code) series.
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.requests
             .iter()
@@ -155,7 +156,7 @@ impl RouteSeries {
 }
 
 /// The handles of one route in one snapshot.
-pub struct RouteMetrics {
+pub(crate) struct RouteMetrics {
     pub request: Histogram,
     pub upstream: Histogram,
     pub gateway: Histogram,
@@ -201,7 +202,7 @@ impl Metrics {
         clippy::expect_used,
         reason = "metric names and labels are constants, checked by the unit test"
     )]
-    pub fn new(consumer_label: bool) -> Metrics {
+    pub(crate) fn new(consumer_label: bool) -> Metrics {
         let r = Registry::new();
         let duration = reg(
             &r,
@@ -351,7 +352,7 @@ impl Metrics {
     }
 
     /// Handles for every route of a snapshot, indexed by `RouteId`.
-    pub fn for_routes(&self, s: &Snapshot) -> Box<[Arc<RouteMetrics>]> {
+    pub(crate) fn for_routes(&self, s: &Snapshot) -> Box<[Arc<RouteMetrics>]> {
         s.routes
             .iter()
             .map(|r| Arc::new(self.route_metrics(&r.id, r.service.as_deref().unwrap_or(""))))
@@ -359,13 +360,18 @@ impl Metrics {
     }
 
     /// Handles for requests that matched no route.
-    pub fn unmatched(&self) -> &Arc<RouteMetrics> {
+    pub(crate) fn unmatched(&self) -> &Arc<RouteMetrics> {
         &self.unmatched
     }
 
     /// Counts one finished request. A series that exists: one shard read lock and an atomic
     /// add. A new one: one shard write lock and an insert.
-    pub fn request(&self, rm: &RouteMetrics, consumer: Option<(ConsumerId, &str)>, code: u16) {
+    pub(crate) fn request(
+        &self,
+        rm: &RouteMetrics,
+        consumer: Option<(ConsumerId, &str)>,
+        code: u16,
+    ) {
         let name = match consumer {
             Some((_, name)) if self.consumer_label => name,
             _ => "",
@@ -401,7 +407,7 @@ impl Metrics {
         map.insert(key, vec![(code, AtomicU64::new(1))]);
     }
 
-    pub fn auth_failure(&self, rm: &RouteMetrics, plugin: &'static str) {
+    pub(crate) fn auth_failure(&self, rm: &RouteMetrics, plugin: &'static str) {
         let s = &rm.series;
         s.auth_failures
             .get(&plugin, || {
@@ -412,7 +418,7 @@ impl Metrics {
 
     /// A registry plugin answered a request (a rare path: no per-route handle cache).
     /// consumer-restriction and limit-count have their own families.
-    pub fn plugin_rejection(&self, rm: &RouteMetrics, plugin: &'static str) {
+    pub(crate) fn plugin_rejection(&self, rm: &RouteMetrics, plugin: &'static str) {
         match plugin {
             "consumer-restriction" => return rm.restriction_rejections.inc(),
             "limit-count" => return rm.limit_rejections.inc(),
@@ -423,7 +429,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn upstream_error(&self, rm: &RouteMetrics, kind: &'static str) {
+    pub(crate) fn upstream_error(&self, rm: &RouteMetrics, kind: &'static str) {
         let s = &rm.series;
         s.upstream_errors
             .get(&kind, || {
@@ -435,7 +441,7 @@ impl Metrics {
     /// Called with the config about to be stored and the one it replaces: drops the series of every consumer `new` no longer has and keeps (with their values) the
     /// others. O(consumers + series), on the reloader; each shard is write-locked only while it
     /// is pruned. Returns the number of series dropped.
-    pub fn config_replaced(
+    pub(crate) fn config_replaced(
         &self,
         new: &Snapshot,
         old: &Snapshot,
@@ -470,13 +476,14 @@ impl Metrics {
     }
 
     /// Number of `tollgate_http_requests_total` series.
-    pub fn request_series(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn request_series(&self) -> usize {
         let all = self.all_series();
         all.iter().map(|rs| rs.len()).sum()
     }
 
     /// Records the config a gateway serves (at start and after each good reload).
-    pub fn loaded(&self, s: &Snapshot) {
+    pub(crate) fn loaded(&self, s: &Snapshot) {
         let secs = s
             .loaded_at
             .duration_since(UNIX_EPOCH)
@@ -496,12 +503,12 @@ impl Metrics {
         }
     }
 
-    pub fn reload_success(&self, s: &Snapshot) {
+    pub(crate) fn reload_success(&self, s: &Snapshot) {
         self.reloads.with_label_values(&["success"]).inc();
         self.loaded(s);
     }
 
-    pub fn reload_failure(&self) {
+    pub(crate) fn reload_failure(&self) {
         self.reloads.with_label_values(&["failure"]).inc();
     }
 
@@ -518,7 +525,7 @@ impl Metrics {
     }
 
     /// The text exposition of every family, sorted by name as the registry sorts them.
-    pub fn render(&self) -> Vec<u8> {
+    pub(crate) fn render(&self) -> Vec<u8> {
         self.sync_degraded();
         // The request counter is read before the other families: a request is counted last
         // (after its durations and bytes), so whatever this scrape counts, it also shows.

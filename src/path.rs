@@ -7,14 +7,14 @@ use std::borrow::Cow;
 
 /// Why a path is refused with 400.
 #[derive(Debug, PartialEq, Eq)]
-pub enum BadPath {
+pub(crate) enum BadPath {
     Escape,
     Nul,
 }
 
 /// A normalised path: the decoded bytes routes match against, and the path sent upstream.
 #[derive(Debug, PartialEq, Eq)]
-pub struct NormalPath<'a> {
+pub(crate) struct NormalPath<'a> {
     pub matching: Cow<'a, [u8]>,
     pub upstream: Cow<'a, [u8]>,
 }
@@ -36,7 +36,7 @@ fn must_escape(b: u8) -> bool {
 }
 
 /// Normalises `path` (no query). Allocates only when the path needs a change.
-pub fn normalize(path: &[u8]) -> Result<NormalPath<'_>, BadPath> {
+pub(crate) fn normalize(path: &[u8]) -> Result<NormalPath<'_>, BadPath> {
     if path.contains(&0) {
         return Err(BadPath::Nul);
     }

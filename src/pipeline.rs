@@ -210,7 +210,7 @@ pub async fn run(
 /// it, global rules' again, then the route's (those no consumer instance replaces) and the
 /// consumer's (or its group's) merged highest priority first.
 #[derive(Clone, Copy)]
-pub struct Instances<'a> {
+pub(crate) struct Instances<'a> {
     pub global: &'a [Named],
     pub route: &'a [Named],
     pub consumer: &'a [Named],
@@ -226,12 +226,12 @@ fn is_post_auth(n: &&Named) -> bool {
 
 impl<'a> Instances<'a> {
     /// Those that run before authentication.
-    pub fn pre_auth(self) -> impl Iterator<Item = &'a Named> {
+    pub(crate) fn pre_auth(self) -> impl Iterator<Item = &'a Named> {
         (self.global.iter().filter(is_pre_auth)).chain(self.route.iter().filter(is_pre_auth))
     }
 
     /// Those that run after authentication.
-    pub fn post_auth(self) -> impl Iterator<Item = &'a Named> {
+    pub(crate) fn post_auth(self) -> impl Iterator<Item = &'a Named> {
         (self.global.iter().filter(is_post_auth)).chain(PostAuthIter {
             lists: self,
             i: 0,
@@ -240,7 +240,7 @@ impl<'a> Instances<'a> {
     }
 
     /// All of them, in order.
-    pub fn all(self) -> impl Iterator<Item = &'a Named> {
+    pub(crate) fn all(self) -> impl Iterator<Item = &'a Named> {
         self.pre_auth().chain(self.post_auth())
     }
 

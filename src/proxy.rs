@@ -30,7 +30,7 @@ use crate::snapshot::{RouteId, Snapshot};
 use crate::upstream::HostMode;
 
 /// The proxy service.
-pub struct Gateway {
+pub(crate) struct Gateway {
     pub store: Arc<ConfigStore>,
     pub metrics: Arc<Metrics>,
     pub access_log: Option<Arc<AccessLog>>,
@@ -45,7 +45,7 @@ pub struct Gateway {
 }
 
 /// Per-request state: the snapshot (held to the end) and what the pipeline decided.
-pub struct Ctx {
+pub(crate) struct Ctx {
     snap: Option<Arc<Live>>,
     decision: Option<Decision>,
     /// Route and identity of a rejected request, for metrics and the access log.

@@ -8,7 +8,7 @@ use percent_encoding::percent_decode;
 
 /// A query argument as an auth plugin sees it.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Arg<'a> {
+pub(crate) enum Arg<'a> {
     Missing,
     /// `?name` with no `=`: APISIX reads it as `true`, which matches no credential.
     Bare,
@@ -19,7 +19,7 @@ pub enum Arg<'a> {
 
 /// Percent-decodes a query component, `+` as a space; invalid `%` sequences stay as written,
 /// invalid UTF-8 becomes U+FFFD.
-pub fn decode(s: &str) -> Cow<'_, str> {
+pub(crate) fn decode(s: &str) -> Cow<'_, str> {
     if !s.contains(['%', '+']) {
         return Cow::Borrowed(s);
     }
@@ -47,7 +47,7 @@ fn pairs(query: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
 }
 
 /// Argument `name`, telling a missing, bare, single and repeated argument apart.
-pub fn arg<'a>(query: Option<&'a str>, name: &str) -> Arg<'a> {
+pub(crate) fn arg<'a>(query: Option<&'a str>, name: &str) -> Arg<'a> {
     let mut found = Arg::Missing;
     for (k, v) in pairs(query.unwrap_or_default()) {
         if decode(k) != name {
@@ -63,12 +63,12 @@ pub fn arg<'a>(query: Option<&'a str>, name: &str) -> Arg<'a> {
 }
 
 /// The first value of argument `name` (`ctx.var.arg_<name>`); a bare `name` has the value "".
-pub fn first<'a>(query: Option<&'a str>, name: &str) -> Option<Cow<'a, str>> {
+pub(crate) fn first<'a>(query: Option<&'a str>, name: &str) -> Option<Cow<'a, str>> {
     pairs(query?).find_map(|(k, v)| (decode(k) == name).then(|| decode(v.unwrap_or_default())))
 }
 
 /// The query string without argument `name` (for `hide_credentials`).
-pub fn without(query: &str, name: &str) -> String {
+pub(crate) fn without(query: &str, name: &str) -> String {
     pairs(query)
         .filter(|(k, _)| decode(k) != name)
         .map(|(k, v)| match v {

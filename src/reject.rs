@@ -6,9 +6,9 @@ use http::{HeaderName, HeaderValue};
 use pingora_core::{Error, ErrorType};
 
 /// Longest request target accepted (nginx's default large buffer is 8 KiB).
-pub const MAX_URI: usize = 8192;
+pub(crate) const MAX_URI: usize = 8192;
 /// Largest total of request header bytes accepted.
-pub const MAX_HEADERS: usize = 64 * 1024;
+pub(crate) const MAX_HEADERS: usize = 64 * 1024;
 
 /// A response tollgate answers instead of proxying.
 #[derive(Debug, Clone)]

@@ -43,7 +43,7 @@ pub fn release_free_memory() {
 /// seconds. The thread keeps the normal priority: measured on 2 cores saturated by wrk, nice 10
 /// or 19 made a 1M reload take 16 or 32 s instead of 10 s, and the slowest request during it
 /// was no faster (CFS slices are milliseconds; the load never holds a lock requests need).
-pub async fn background<T: Send + 'static>(
+pub(crate) async fn background<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -90,14 +90,14 @@ fn retire(old: Arc<Live>) {
 }
 
 /// What a request reads: a snapshot and the metric handles of its routes, swapped together.
-pub struct Live {
+pub(crate) struct Live {
     pub snapshot: Snapshot,
     /// Metric handles per route, indexed by `RouteId`.
     pub route_metrics: Box<[Arc<RouteMetrics>]>,
 }
 
 impl Live {
-    pub fn new(snapshot: Snapshot, metrics: &Metrics) -> Live {
+    pub(crate) fn new(snapshot: Snapshot, metrics: &Metrics) -> Live {
         Live {
             route_metrics: metrics.for_routes(&snapshot),
             snapshot,
@@ -113,33 +113,33 @@ impl std::ops::Deref for Live {
 }
 
 /// The [`Live`] config requests read. `load_full` once per request; `store` on a good reload.
-pub struct ConfigStore {
+pub(crate) struct ConfigStore {
     current: ArcSwap<Live>,
 }
 
 impl ConfigStore {
-    pub fn new(live: Live) -> Self {
+    pub(crate) fn new(live: Live) -> Self {
         ConfigStore {
             current: ArcSwap::from_pointee(live),
         }
     }
-    pub fn load_full(&self) -> Arc<Live> {
+    pub(crate) fn load_full(&self) -> Arc<Live> {
         self.current.load_full()
     }
-    pub fn store(&self, live: Live) {
+    pub(crate) fn store(&self, live: Live) {
         self.current.store(Arc::new(live));
     }
 }
 
 /// Why a reload was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     Signal,
     FileChange,
 }
 
 /// Watches the resource files and reloads on change or SIGHUP.
-pub struct Reloader {
+pub(crate) struct Reloader {
     node: Node,
     store: Arc<ConfigStore>,
     metrics: Arc<Metrics>,
@@ -156,7 +156,7 @@ struct ReloadState {
 
 impl Reloader {
     /// `first` is the load the gateway started with.
-    pub fn new(
+    pub(crate) fn new(
         node: Node,
         store: Arc<ConfigStore>,
         metrics: Arc<Metrics>,
@@ -181,7 +181,7 @@ impl Reloader {
     }
 
     /// A sender for SIGHUP handlers.
-    pub fn trigger(&self) -> UnboundedSender<Trigger> {
+    pub(crate) fn trigger(&self) -> UnboundedSender<Trigger> {
         self.tx.clone()
     }
 
@@ -262,7 +262,7 @@ impl Reloader {
     }
 
     /// Loads the files again and swaps the snapshot if they changed and are valid.
-    pub async fn reload(&self, trigger: Trigger) {
+    pub(crate) async fn reload(&self, trigger: Trigger) {
         let node = self.node.clone();
         let memory = self
             .state
@@ -357,7 +357,7 @@ impl BackgroundService for Reloader {
 }
 
 /// Background service wrapper, so the `Arc<Reloader>` can also be used by the signal thread.
-pub struct ReloaderService(pub Arc<Reloader>);
+pub(crate) struct ReloaderService(pub Arc<Reloader>);
 
 #[async_trait]
 impl BackgroundService for ReloaderService {

@@ -12,7 +12,7 @@ use crate::config::raw::MethodConf;
 use crate::ids::RouteId;
 
 /// A bit per method a route may list; 0 means any method.
-pub fn method_bit(method: &[u8]) -> u16 {
+pub(crate) fn method_bit(method: &[u8]) -> u16 {
     match method {
         b"GET" => 1,
         b"POST" => 1 << 1,
@@ -29,7 +29,7 @@ pub fn method_bit(method: &[u8]) -> u16 {
 }
 
 /// The method mask of a method list.
-pub fn method_mask(methods: &[MethodConf]) -> u16 {
+pub(crate) fn method_mask(methods: &[MethodConf]) -> u16 {
     methods
         .iter()
         .fold(0, |m, x| m | method_bit(x.as_str().as_bytes()))
@@ -209,7 +209,7 @@ impl Router {
 }
 
 /// The request's host for routing: lower case, port and trailing dot removed.
-pub fn request_host(raw: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn request_host(raw: &str) -> std::borrow::Cow<'_, str> {
     let h = if let Some(rest) = raw.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {

@@ -32,12 +32,12 @@ impl fmt::Debug for Secret {
 }
 
 /// SHA-256 of a byte string.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
 /// Parses `sha256:<64 hex>`.
-pub fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
+pub(crate) fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(s.strip_prefix("sha256:")?, &mut out).ok()?;
     Some(out)
@@ -58,7 +58,7 @@ pub fn hash_for(kind: SecretKind, secret: &str) -> Result<String, String> {
 }
 
 /// Resolves `$env://VAR` secrets at load time.
-pub fn secret_value(v: &str) -> Result<String, String> {
+pub(crate) fn secret_value(v: &str) -> Result<String, String> {
     if v.starts_with("$secret://") {
         return Err(
             "`$secret://` references are not supported by tollgate (use `$env://VAR`)".into(),

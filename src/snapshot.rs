@@ -8,7 +8,7 @@ use http::header::HeaderName;
 use crate::router::Router;
 use crate::upstream::{Timeouts, Upstream};
 
-pub use crate::ids::{ConsumerId, CredentialId, GroupId, RouteId, UpstreamId};
+pub(crate) use crate::ids::{ConsumerId, RouteId, UpstreamId};
 
 /// Resource counts, as `tollgate check` prints them and the metrics expose them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use pingora_core::protocols::http::ServerSession;
 use crate::metrics::Metrics;
 use crate::reload::ConfigStore;
 
-pub struct StatusApp {
+pub(crate) struct StatusApp {
     pub store: Arc<ConfigStore>,
     pub metrics: Arc<Metrics>,
     /// The proxy listeners, as addresses to connect to: `/healthz` answers 503 until each

@@ -50,7 +50,7 @@ pub struct BasicAuth {
     pub common: AuthCommon,
 }
 
-pub fn compile(
+pub(crate) fn compile(
     conf: &BasicAuthConf,
     anonymous: Option<crate::ids::ConsumerId>,
 ) -> Result<BasicAuth, (String, String)> {
@@ -67,7 +67,7 @@ pub fn compile(
 }
 
 /// Compiles a credential: its basic-auth username and password check.
-pub fn compile_credential(
+pub(crate) fn compile_credential(
     conf: &BasicAuthCredentialConf,
 ) -> Result<(String, PasswordCheck), (String, String)> {
     let user = conf
@@ -118,7 +118,7 @@ const INVALID_HEADER: &[u8] = b"{\"message\":\"Invalid authorization in request\
 const INVALID_USER: &[u8] = b"{\"message\":\"Invalid user authorization\"}\n";
 
 /// Splits `Authorization: Basic <b64>` into user and password (everything after the first `:`).
-pub fn parse(value: &[u8]) -> Result<(String, String), &'static str> {
+pub(crate) fn parse(value: &[u8]) -> Result<(String, String), &'static str> {
     // APISIX: `(?i:basic)\s(.+)` unanchored.
     let lower = value.to_ascii_lowercase();
     let pos = lower

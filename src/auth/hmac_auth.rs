@@ -81,7 +81,7 @@ impl BodyCheck {
     }
 }
 
-pub fn compile(
+pub(crate) fn compile(
     conf: &HmacAuthConf,
     anonymous: Option<crate::ids::ConsumerId>,
 ) -> Result<HmacAuth, (String, String)> {
@@ -139,7 +139,7 @@ pub fn compile(
 }
 
 /// Compiles a credential: key_id and secret.
-pub fn compile_credential(
+pub(crate) fn compile_credential(
     conf: &HmacAuthCredentialConf,
 ) -> Result<(String, Secret), (String, String)> {
     let key_id = conf
@@ -162,7 +162,7 @@ pub fn compile_credential(
 
 /// The parameters of `Authorization: Signature ...`.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct SignatureParams<'a> {
+pub(crate) struct SignatureParams<'a> {
     pub key_id: Option<&'a str>,
     pub algorithm: Option<&'a str>,
     pub headers: Option<&'a str>,
@@ -170,7 +170,7 @@ pub struct SignatureParams<'a> {
 }
 
 /// Parses the parameters after the `Signature` prefix: `name="value"` pieces split on `,`.
-pub fn parse_params(rest: &str) -> SignatureParams<'_> {
+pub(crate) fn parse_params(rest: &str) -> SignatureParams<'_> {
     let mut p = SignatureParams::default();
     for piece in rest.split(',') {
         let piece = piece.trim_start();
@@ -193,7 +193,7 @@ pub fn parse_params(rest: &str) -> SignatureParams<'_> {
 }
 
 /// Builds the signing string exactly as APISIX does.
-pub fn signing_string(
+pub(crate) fn signing_string(
     key_id: &str,
     headers: Option<&str>,
     req: &pingora_http::RequestHeader,
@@ -227,7 +227,7 @@ pub fn signing_string(
 }
 
 /// HMAC of `data` with `key`, checked against `sig` in constant time.
-pub fn verify_mac(alg: HmacAlgorithm, key: &[u8], data: &[u8], sig: &[u8]) -> bool {
+pub(crate) fn verify_mac(alg: HmacAlgorithm, key: &[u8], data: &[u8], sig: &[u8]) -> bool {
     fn check<M: Mac + KeyInit>(key: &[u8], data: &[u8], sig: &[u8]) -> bool {
         match <M as KeyInit>::new_from_slice(key) {
             Ok(mut m) => {
@@ -364,7 +364,7 @@ impl HmacAuth {
 }
 
 /// 413 for a body over `max_req_body_size` (no WWW-Authenticate).
-pub fn too_large(len: u64, max: u64) -> Failure {
+pub(crate) fn too_large(len: u64, max: u64) -> Failure {
     let msg = format!("request size {len} is greater than the maximum size {max} allowed");
     Failure {
         status: 413,
@@ -374,7 +374,7 @@ pub fn too_large(len: u64, max: u64) -> Failure {
 }
 
 /// The 401 a body that does not match its digest gets.
-pub fn digest_mismatch() -> Failure {
+pub(crate) fn digest_mismatch() -> Failure {
     Failure::unauthorized(GENERIC, "Invalid digest")
 }
 

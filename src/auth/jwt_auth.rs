@@ -93,7 +93,7 @@ pub struct JwtAuth {
     claims: Option<Box<[Claim]>>,
 }
 
-pub fn compile(
+pub(crate) fn compile(
     conf: &JwtAuthConf,
     anonymous: Option<crate::ids::ConsumerId>,
 ) -> Result<JwtAuth, (String, String)> {
@@ -152,7 +152,7 @@ fn algorithm(a: JwtAlgorithmConf) -> Algorithm {
 }
 
 /// Compiles a credential: its key and verification key.
-pub fn compile_credential(
+pub(crate) fn compile_credential(
     conf: &JwtAuthCredentialConf,
 ) -> Result<(String, JwtKey), (String, String)> {
     let key = conf

@@ -40,7 +40,7 @@ pub struct KeyAuth {
 }
 
 /// Compiles the route side; `anonymous` is resolved by the caller.
-pub fn compile(
+pub(crate) fn compile(
     conf: &KeyAuthConf,
     anonymous: Option<crate::ids::ConsumerId>,
 ) -> Result<KeyAuth, (String, String)> {
@@ -70,7 +70,7 @@ pub fn compile(
 }
 
 /// Compiles a credential: the SHA-256 the index is keyed by, and which field gave it.
-pub fn compile_credential(
+pub(crate) fn compile_credential(
     conf: &KeyAuthCredentialConf,
 ) -> Result<([u8; 32], &'static str), (String, String)> {
     match (&conf.key, &conf.key_hash) {

@@ -2,12 +2,12 @@
 //! and the anonymous-consumer fallback. Each scheme's `verify` is a function of the request head
 //! and the snapshot's credential index; failures become APISIX's 401 bodies.
 
-pub mod basic_auth;
-pub mod credentials;
-pub mod hmac_auth;
-pub mod jwt_auth;
-pub mod key_auth;
-pub mod multi_auth;
+pub(crate) mod basic_auth;
+pub(crate) mod credentials;
+pub(crate) mod hmac_auth;
+pub(crate) mod jwt_auth;
+pub(crate) mod key_auth;
+pub(crate) mod multi_auth;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -63,7 +63,11 @@ impl AuthCommon {
 }
 
 /// Checks a `realm` and builds the challenge header value `<scheme> realm="<realm>"`.
-pub fn challenge(scheme: &str, realm: Option<&str>, default: &str) -> Result<HeaderValue, String> {
+pub(crate) fn challenge(
+    scheme: &str,
+    realm: Option<&str>,
+    default: &str,
+) -> Result<HeaderValue, String> {
     let realm = realm.unwrap_or(default);
     let ok = !realm.is_empty()
         && realm.len() <= 128
@@ -131,7 +135,7 @@ pub struct AuthRequest<'a> {
 
 /// What auth decided, plus what to remove before proxying.
 #[derive(Debug, Default)]
-pub struct AuthResult {
+pub(crate) struct AuthResult {
     pub identity: Option<Identity>,
     pub hide: Vec<Hide>,
     /// hmac-auth `validate_request_body`: the body must match this digest before it is sent.
@@ -139,11 +143,11 @@ pub struct AuthResult {
 }
 
 /// A scheme's verdict: the credential found and what to hide, or the failure and what to hide.
-pub type Verdict =
+pub(crate) type Verdict =
     Result<(CredentialId, Vec<Hide>, Option<hmac_auth::BodyCheck>), (Failure, Vec<Hide>)>;
 
 /// Failure of an auth step, with the plugin that failed (for metrics).
-pub struct AuthReject {
+pub(crate) struct AuthReject {
     pub plugin: &'static str,
     pub reject: Reject,
 }
@@ -292,7 +296,7 @@ async fn run_plugin(
 
 /// Runs every auth plugin of a route in priority order; all must pass (AND). The consumer found
 /// last (lowest priority) is the one attached, as APISIX does.
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     plugins: &[Arc<AuthPlugin>],
     creds: &CredentialIndex,
     ar: &AuthRequest<'_>,
@@ -305,7 +309,7 @@ pub async fn authenticate(
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     for h in req.headers.get_all(http::header::COOKIE) {
         let Ok(s) = h.to_str() else { continue };
         for pair in s.split(';') {
@@ -320,7 +324,7 @@ pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
 }
 
 /// The `Cookie` header without cookie `name`, or None when nothing is left.
-pub fn cookies_without(req: &RequestHeader, name: &str) -> Option<String> {
+pub(crate) fn cookies_without(req: &RequestHeader, name: &str) -> Option<String> {
     let rest: Vec<&str> = req
         .headers
         .get_all(http::header::COOKIE)
@@ -338,7 +342,7 @@ pub fn cookies_without(req: &RequestHeader, name: &str) -> Option<String> {
 }
 
 /// The first value of a header as text; a non-UTF-8 value reads as absent.
-pub fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).map(|v| v.to_str().unwrap_or(""))
 }
 

@@ -34,10 +34,11 @@ use super::AuthPlugin;
 use crate::ids::ConsumerId;
 
 /// Resolves an `anonymous_consumer` name to a consumer.
-pub type AnonymousLookup<'a> = &'a dyn Fn(&Option<String>) -> Result<Option<ConsumerId>, String>;
+pub(crate) type AnonymousLookup<'a> =
+    &'a dyn Fn(&Option<String>) -> Result<Option<ConsumerId>, String>;
 
 /// Compiles `auth_plugins`; `anonymous` resolves an `anonymous_consumer` name.
-pub fn compile(
+pub(crate) fn compile(
     conf: &MultiAuthConf,
     anonymous: AnonymousLookup<'_>,
 ) -> Result<AuthPlugin, (String, String)> {

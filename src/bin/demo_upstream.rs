@@ -10,6 +10,8 @@
 //! target/release/tollgate-demo-upstream                  # listens on 127.0.0.1:9081
 //! target/release/tollgate-demo-upstream 127.0.0.1:9082   # another node; "node" in the answer tells them apart
 //! ```
+// A binary crate has no public surface: `pub` here only shares items between its modules.
+#![allow(unreachable_pub)]
 
 #[path = "../../tests/it/support/echo.rs"]
 mod echo;

@@ -18,10 +18,10 @@ use crate::router::{RouteSpec, Router, method_mask};
 use crate::snapshot::{Counts, Route, RouteId, Snapshot, UpstreamId};
 use crate::upstream::{Timeouts, Upstream};
 
-pub use super::error::{Errs, Place};
+pub(crate) use super::error::{Errs, Place};
 
 /// Items of one kind from every file, indexed by id; a second definition is an error naming both.
-pub struct Table<'a, T> {
+pub(crate) struct Table<'a, T> {
     pub items: Vec<(Place, &'a T)>,
     pub by_id: BTreeMap<String, usize>,
 }
@@ -70,7 +70,7 @@ impl<'a, T> Table<'a, T> {
         Table { items, by_id }
     }
 
-    pub fn get(&self, id: &Id) -> Option<&(Place, &'a T)> {
+    pub(crate) fn get(&self, id: &Id) -> Option<&(Place, &'a T)> {
         self.by_id.get(&id.0).map(|&i| &self.items[i])
     }
 }
@@ -86,7 +86,7 @@ fn unsupported(errs: &mut Errs, place: &Place, fields: &[(&str, bool)]) {
 /// Ids of items that failed to parse, by kind: a reference to one is not reported as missing
 /// (the item's own error says what is wrong).
 #[derive(Debug, Default)]
-pub struct Broken {
+pub(crate) struct Broken {
     pub upstreams: AHashSet<String>,
     pub services: AHashSet<String>,
     pub plugin_configs: AHashSet<String>,
@@ -121,7 +121,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
 
 /// [`compile`] for files whose `consumers` went to `consumers` as they were read; `broken`
 /// names the items that failed to parse (their errors are already reported).
-pub fn compile_with(
+pub(crate) fn compile_with(
     files: Vec<(String, ResourcesConf)>,
     mut consumers: crate::config::consumers::Builder,
     broken: &Broken,

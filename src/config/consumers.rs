@@ -104,7 +104,7 @@ fn auth_count(p: &ConsumerPluginsConf) -> usize {
 
 /// Compiles `consumers` entries as they are read; [`Builder::finish`] adds the groups and
 /// id-form credentials and returns the [`Consumers`].
-pub struct Builder {
+pub(crate) struct Builder {
     files: Vec<Arc<str>>,
     next_ord: u32,
     list: Vec<Consumer>,
@@ -150,13 +150,13 @@ impl Default for Builder {
 
 impl Builder {
     /// Registers a file; its entries are added with the number returned.
-    pub fn file(&mut self, name: &str) -> u32 {
+    pub(crate) fn file(&mut self, name: &str) -> u32 {
         self.files.push(name.into());
         (self.files.len() - 1) as u32
     }
 
     /// Makes room for `n` more consumers (a guess from the file size is fine).
-    pub fn reserve(&mut self, n: usize) {
+    pub(crate) fn reserve(&mut self, n: usize) {
         self.list.reserve(n);
         self.at.reserve(n);
         self.by_name.reserve(n);
@@ -167,7 +167,7 @@ impl Builder {
 
     /// An entry that failed to parse, known by `name` (its username or id): references to it
     /// are not reported as missing.
-    pub fn broken(&mut self, name: String) {
+    pub(crate) fn broken(&mut self, name: String) {
         self.next_ord += 1;
         self.by_name.entry(name.into()).or_insert(BROKEN);
     }
@@ -195,7 +195,7 @@ impl Builder {
     }
 
     /// Compiles `consumers[index]` of file `file`.
-    pub fn add(&mut self, file: u32, index: u32, c: ConsumerConf) {
+    pub(crate) fn add(&mut self, file: u32, index: u32, c: ConsumerConf) {
         let ord = self.next_ord;
         self.next_ord += 1;
         if let Some(id) = c.id.as_ref().filter(|id| id.0.contains("/credentials/")) {
@@ -507,7 +507,7 @@ impl Builder {
     /// Compiles the groups, gives each consumer its group, indexes the id-form credentials and
     /// returns every consumer. `broken_groups` are groups that failed to parse; with
     /// `all_broken` (a file could not be read whole) no reference is reported as missing.
-    pub fn finish(
+    pub(crate) fn finish(
         mut self,
         groups: &[(Place, &ConsumerGroupConf)],
         broken_groups: &ahash::AHashSet<String>,

@@ -4,10 +4,10 @@
 //! loader reports with the field's path; a `${{` text is never taken literally.
 
 /// The marker an unset variable leaves, so its field can be named after parsing.
-pub const UNSET_MARK: &str = "__tollgate_unset_env__";
+pub(crate) const UNSET_MARK: &str = "__tollgate_unset_env__";
 
 /// The text with every `${{...}}` replaced; `Err` for a `${{` without its `}}` or a bad name.
-pub fn substitute(
+pub(crate) fn substitute(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<std::borrow::Cow<'_, str>, String> {
@@ -61,7 +61,7 @@ pub fn substitute(
 }
 
 /// The variable named by an unset marker inside `s`, if any.
-pub fn unset_name(s: &str) -> Option<&str> {
+pub(crate) fn unset_name(s: &str) -> Option<&str> {
     let i = s.find(UNSET_MARK)?;
     let tail = &s[i + UNSET_MARK.len()..];
     tail.find("__").map(|j| &tail[..j])

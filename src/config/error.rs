@@ -74,13 +74,13 @@ impl std::error::Error for ConfigError {}
 
 /// Where an item was defined: file name and path (`routes[2]`).
 #[derive(Debug, Clone)]
-pub struct Place {
+pub(crate) struct Place {
     pub file: Arc<str>,
     pub path: String,
 }
 
 impl Place {
-    pub fn at(&self, field: &str) -> String {
+    pub(crate) fn at(&self, field: &str) -> String {
         if field.is_empty() {
             self.path.clone()
         } else {
@@ -88,7 +88,7 @@ impl Place {
         }
     }
     /// How another place is named in a message: the bare path in the same file, else `file: path`.
-    pub fn named_from(&self, other_file: &str, field: &str) -> String {
+    pub(crate) fn named_from(&self, other_file: &str, field: &str) -> String {
         if &*self.file == other_file {
             self.at(field)
         } else {
@@ -99,14 +99,14 @@ impl Place {
 
 /// Collected errors of one compile.
 #[derive(Default)]
-pub struct Errs(
+pub(crate) struct Errs(
     pub Vec<ConfigError>,
     /// limit-count `group` names seen so far: conf hash and where, so confs sharing a group must match.
     pub BTreeMap<Arc<str>, (u64, String)>,
 );
 
 impl Errs {
-    pub fn push(&mut self, place: &Place, field: &str, msg: impl Into<String>) {
+    pub(crate) fn push(&mut self, place: &Place, field: &str, msg: impl Into<String>) {
         self.0
             .push(ConfigError::new(&*place.file, place.at(field), msg));
     }

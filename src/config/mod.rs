@@ -1,14 +1,14 @@
 //! Loading: node file → resource files → parse → compile → `Snapshot`. The only place files
 //! become a snapshot; `tollgate check`, start and every reload go through [`load`].
 
-pub mod compile;
-pub mod consumers;
-pub mod de;
-pub mod env_subst;
-pub mod error;
-pub mod node;
-pub mod raw;
-pub mod yaml;
+pub(crate) mod compile;
+pub(crate) mod consumers;
+pub(crate) mod de;
+pub(crate) mod env_subst;
+pub(crate) mod error;
+pub(crate) mod node;
+pub(crate) mod raw;
+pub(crate) mod yaml;
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use ahash::AHashSet;
 use sha2::{Digest, Sha256};
 
-pub use error::ConfigError;
+pub(crate) use error::ConfigError;
 pub use node::Node;
 
 use crate::snapshot::Snapshot;
@@ -540,24 +540,6 @@ fn finish_file(
             c.plugins = rest.plugins;
         }
         Err(e) => errors.push(typed_error(name, "", &e)),
-    }
-}
-
-/// Parses one resource file's text (see [`load`] for the whole of a load). Consumers stay raw
-/// in the result; [`load`] compiles them as they are read instead.
-pub fn parse_resources(name: &str, text: &str) -> Result<raw::ResourcesConf, Vec<ConfigError>> {
-    let mut broken = compile::Broken::default();
-    let mut sink = Sink {
-        conf: raw::ResourcesConf::default(),
-        consumers: None,
-        broken: &mut broken,
-    };
-    let mut errors = Vec::new();
-    parse_into(name, text, &mut sink, &mut errors);
-    if errors.is_empty() {
-        Ok(sink.conf)
-    } else {
-        Err(errors)
     }
 }
 

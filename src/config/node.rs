@@ -132,7 +132,7 @@ fn default_threads() -> usize {
 
 /// Resource files to load (shown name, path) and warnings about globs that match nothing.
 /// The resource files (shown name, path), warnings, and the glob patterns that matched a file.
-pub type ResourceFiles = (Vec<(String, PathBuf)>, Vec<String>, Vec<String>);
+pub(crate) type ResourceFiles = (Vec<(String, PathBuf)>, Vec<String>, Vec<String>);
 
 /// A node file read and checked, with paths made absolute against its folder.
 #[derive(Debug, Clone)]

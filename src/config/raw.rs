@@ -10,7 +10,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use crate::plugins::{ConsumerPluginsConf, RoutePluginsConf};
 
 /// A field APISIX has and tollgate refuses; present means "not supported by tollgate".
-pub type Unsupported = Option<IgnoredAny>;
+pub(crate) type Unsupported = Option<IgnoredAny>;
 
 /// One resource file.
 #[derive(Debug, Default, Deserialize)]
@@ -74,8 +74,9 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
-/// HTTP methods APISIX routes accept.
+/// HTTP methods APISIX routes accept, spelt as in its files (the variant names are the YAML).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[allow(clippy::upper_case_acronyms)]
 pub enum MethodConf {
     GET,
     POST,

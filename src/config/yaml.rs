@@ -20,7 +20,7 @@ use unsafe_libyaml as unsafe_sys;
 const MAX_DEPTH: usize = 128;
 
 /// What the document holds besides the streamed lists.
-pub enum Rest {
+pub(crate) enum Rest {
     /// An empty document, or `~`.
     Null,
     /// The top-level mapping without the lists that were streamed.
@@ -58,7 +58,7 @@ impl From<unsafe_sys::yaml_mark_t> for Mark {
 }
 
 /// A file read in chunks as libyaml asks for them, each chunk also fed to a hasher.
-pub struct Source {
+pub(crate) struct Source {
     pub file: std::fs::File,
     pub hasher: sha2::Sha256,
     pub error: Option<std::io::Error>,
@@ -101,7 +101,7 @@ unsafe fn read_source(
 }
 
 /// What libyaml reads: a text that outlives the parser (`'a`), or a file it owns.
-pub enum Input<'a> {
+pub(crate) enum Input<'a> {
     Text(&'a [u8]),
     File(Box<Source>),
 }
@@ -597,7 +597,8 @@ impl Reader<'_> {
 /// sequence goes to `on_item(list, index, value)` as soon as it is read. Returns the rest of
 /// the top-level mapping. An error (a syntax error) stops the reading; items already handed on
 /// stay handed on.
-pub fn read_resources(
+#[cfg(test)]
+pub(crate) fn read_resources(
     text: &str,
     lists: &[&str],
     on_item: impl FnMut(usize, usize, Value),
@@ -606,7 +607,7 @@ pub fn read_resources(
 }
 
 /// [`read_resources`] from any [`Input`]; gives back a file source (its hasher) at the end.
-pub fn read_input(
+pub(crate) fn read_input(
     input: Input<'_>,
     lists: &[&str],
     on_item: impl FnMut(usize, usize, Value),

@@ -113,7 +113,7 @@ impl Expiring for Window {
 }
 
 /// Fixed windows counted in this process.
-pub struct LocalCounters {
+pub(crate) struct LocalCounters {
     windows: Sharded<Window>,
 }
 
@@ -124,14 +124,20 @@ impl Default for LocalCounters {
 }
 
 impl LocalCounters {
-    pub fn new() -> LocalCounters {
+    pub(crate) fn new() -> LocalCounters {
         LocalCounters {
             windows: Sharded::new(),
         }
     }
 
     /// Admits the request when the key's window has room; a rejected request is not counted.
-    pub fn acquire(&self, key: CounterKey, limit: u64, window_ms: u64, now_ms: u64) -> Quota {
+    pub(crate) fn acquire(
+        &self,
+        key: CounterKey,
+        limit: u64,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> Quota {
         let mut guard = self.windows.lock(key);
         let shard = &mut *guard;
         let fresh = Window {
@@ -151,15 +157,16 @@ impl LocalCounters {
     }
 
     /// Drops expired windows; returns how many.
-    pub fn sweep(&self, now_ms: u64) -> usize {
+    pub(crate) fn sweep(&self, now_ms: u64) -> usize {
         self.windows.sweep(now_ms)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.windows.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -6,9 +6,9 @@
 //! from zero (its old windows simply expire). [`Limiter::run_background`] must run for the life
 //! of the gateway: it pushes `sync_interval` deltas to Redis and sweeps expired windows.
 
-pub mod local;
-pub mod policy;
-pub mod redis;
+pub(crate) mod local;
+pub(crate) mod policy;
+pub(crate) mod redis;
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, LazyLock};
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-pub use policy::{LimitPolicy, RedisSettings, RedisTarget};
+pub(crate) use policy::{LimitPolicy, RedisSettings, RedisTarget};
 
 /// The identity of one counter: 128 bits over owner, conf hash and key value. For a Redis
 /// policy, SHA-256, so it is the same in every process (two gateways sharing one Redis count

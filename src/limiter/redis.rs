@@ -451,7 +451,7 @@ async fn pipeline(
 type GroupId = (u64, u64);
 
 /// Every Redis target and `sync_interval` group the limiter has seen.
-pub struct RedisCounters {
+pub(crate) struct RedisCounters {
     backends: ArcSwap<AHashMap<u64, Arc<Backend>>>,
     groups: ArcSwap<AHashMap<GroupId, Arc<SyncGroup>>>,
     /// Serialises inserts into the two maps (reads never take it).
@@ -465,7 +465,7 @@ impl Default for RedisCounters {
 }
 
 impl RedisCounters {
-    pub fn new() -> RedisCounters {
+    pub(crate) fn new() -> RedisCounters {
         RedisCounters {
             backends: ArcSwap::from_pointee(AHashMap::new()),
             groups: ArcSwap::from_pointee(AHashMap::new()),

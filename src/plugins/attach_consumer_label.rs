@@ -21,12 +21,12 @@ pub struct Conf {
 
 /// Compiled: (header, label name) pairs.
 #[derive(Debug)]
-pub struct AttachConsumerLabel {
+pub(crate) struct AttachConsumerLabel {
     headers: Box<[(HeaderName, Box<str>)]>,
     names: Box<[HeaderName]>,
 }
 
-pub fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
+pub(crate) fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf { headers } = conf;
     if headers.is_empty() {
         return Err(("headers".into(), "must have at least 1 entry".into()));

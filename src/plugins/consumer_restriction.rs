@@ -59,7 +59,7 @@ use crate::router::{method_bit, method_mask};
 
 /// Compiled consumer-restriction: sets for the lists, a method mask per user, prebuilt answers.
 #[derive(Debug)]
-pub struct Restriction {
+pub(crate) struct Restriction {
     pub kind: RestrictionType,
     whitelist: AHashSet<Box<str>>,
     blacklist: AHashSet<Box<str>>,
@@ -70,7 +70,7 @@ pub struct Restriction {
 }
 
 /// Compiles the conf for its side (each side allows two types).
-pub fn compile(conf: &Conf, cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
+pub(crate) fn compile(conf: &Conf, cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     Ok(Arc::new(compile_restriction(conf, cx.side)?))
 }
 
@@ -172,7 +172,7 @@ fn compile_restriction(conf: &Conf, side: Side) -> Result<Restriction, CompileEr
 impl Restriction {
     /// APISIX's order: blacklist, then whitelist, then allowed_by_methods (skipped when
     /// whitelisted; a value with no entry passes it). `method` is a router method bit.
-    pub fn check(&self, value: Option<&str>, method: u16) -> Result<(), &Reject> {
+    pub(crate) fn check(&self, value: Option<&str>, method: u16) -> Result<(), &Reject> {
         let Some(v) = value else {
             return Err(&self.no_value);
         };

@@ -68,7 +68,7 @@ enum Origins {
 
 /// The compiled plugin.
 #[derive(Debug)]
-pub struct Cors {
+pub(crate) struct Cors {
     origins: Origins,
     /// `Vary: Origin` is added (the answer depends on the origin).
     vary: bool,
@@ -88,7 +88,7 @@ struct Seen {
     request_headers: Option<HeaderValue>,
 }
 
-pub fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
+pub(crate) fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         allow_origins,
         allow_methods,

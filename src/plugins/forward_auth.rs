@@ -101,7 +101,7 @@ const FRAMING: [&str; 8] = [
 ];
 
 /// The compiled plugin.
-pub struct ForwardAuth {
+pub(crate) struct ForwardAuth {
     peer: HttpPeer,
     connector: Arc<Connector>,
     /// Method and path (with query) of the auth request, and its `Host`.
@@ -137,7 +137,7 @@ enum Answer {
     Broken(u16, String),
 }
 
-pub fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
+pub(crate) fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         uri,
         ssl_verify,

@@ -34,7 +34,7 @@ const DEFAULT_MESSAGE: &str = "Your IP address is not allowed";
 
 /// The compiled plugin.
 #[derive(Debug)]
-pub struct IpRestriction {
+pub(crate) struct IpRestriction {
     /// Whitelist (true: listed addresses pass) or blacklist.
     allow_listed: bool,
     /// Sorted, truncated to their networks.
@@ -42,7 +42,7 @@ pub struct IpRestriction {
     rejection: Reject,
 }
 
-pub fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
+pub(crate) fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         whitelist,
         blacklist,

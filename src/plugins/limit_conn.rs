@@ -176,7 +176,7 @@ impl Drop for Slot {
 
 /// The compiled plugin.
 #[derive(Debug)]
-pub struct LimitConn {
+pub(crate) struct LimitConn {
     conn: u64,
     burst: u64,
     adapt: bool,
@@ -205,7 +205,7 @@ fn count(field: &str, v: Option<&serde_yaml::Value>, min: u64) -> Result<u64, Co
     }
 }
 
-pub fn compile(conf: &Conf, cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
+pub(crate) fn compile(conf: &Conf, cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         conn,
         burst,

@@ -173,9 +173,7 @@ impl fmt::Debug for LimitCountConf {
 }
 
 /// The rejection body when `rejected_msg` is unset (APISIX sends nginx's HTML page instead).
-pub const DEFAULT_REJECTED_MSG: &str = "API rate limit exceeded";
-/// The body of a 500 when the counter backend fails and `allow_degradation` is off.
-pub const BACKEND_FAILED_MSG: &str = "failed to limit count";
+pub(crate) const DEFAULT_REJECTED_MSG: &str = "API rate limit exceeded";
 /// Upper bound on `time_window`, so that milliseconds never overflow (about 136 years).
 const MAX_TIME_WINDOW: u64 = u32::MAX as u64;
 
@@ -223,7 +221,7 @@ impl LimitCount {
 /// `consumer:<name>`, `global_rule:<id>`...): the counters belong to that owner, or to the conf's
 /// `group`.
 #[derive(Debug)]
-pub struct LimitCountPlugin {
+pub(crate) struct LimitCountPlugin {
     pub owner: Arc<str>,
     pub conf: LimitCount,
     /// Set once the "key is empty" warning was logged for this instance.
@@ -231,7 +229,7 @@ pub struct LimitCountPlugin {
 }
 
 impl LimitCountPlugin {
-    pub fn new(owner: &str, conf: LimitCount) -> LimitCountPlugin {
+    pub(crate) fn new(owner: &str, conf: LimitCount) -> LimitCountPlugin {
         LimitCountPlugin {
             owner: owner.into(),
             conf,
@@ -244,7 +242,7 @@ impl LimitCountPlugin {
 static DEGRADED: AtomicU64 = AtomicU64::new(0);
 
 /// Requests let through by `allow_degradation` since start (`tollgate_limit_count_degraded_total`).
-pub fn degraded_total() -> u64 {
+pub(crate) fn degraded_total() -> u64 {
     DEGRADED.load(Ordering::Relaxed)
 }
 

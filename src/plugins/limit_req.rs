@@ -293,7 +293,7 @@ impl Buckets {
 
 /// The compiled plugin.
 #[derive(Debug)]
-pub struct LimitReq {
+pub(crate) struct LimitReq {
     /// Thousandths of a request per second.
     rate: f64,
     /// Thousandths of a request.
@@ -304,7 +304,7 @@ pub struct LimitReq {
     buckets: Arc<Buckets>,
 }
 
-pub fn compile(conf: &Conf, cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
+pub(crate) fn compile(conf: &Conf, cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         rate,
         burst,

@@ -4,19 +4,19 @@
 //! "not supported by tollgate". A bare `key-auth:` (YAML null) turns the plugin on with its
 //! defaults, as APISIX does: it is never read as absent.
 
-pub mod attach_consumer_label;
-pub mod consumer_restriction;
-pub mod cors;
-pub mod forward_auth;
-pub mod ip_restriction;
-pub mod limit_conn;
-pub mod limit_count;
-pub mod limit_req;
-pub mod proxy_rewrite;
-pub mod request_id;
-pub mod response_rewrite;
-pub mod shape;
-pub mod vars;
+pub(crate) mod attach_consumer_label;
+pub(crate) mod consumer_restriction;
+pub(crate) mod cors;
+pub(crate) mod forward_auth;
+pub(crate) mod ip_restriction;
+pub(crate) mod limit_conn;
+pub(crate) mod limit_count;
+pub(crate) mod limit_req;
+pub(crate) mod proxy_rewrite;
+pub(crate) mod request_id;
+pub(crate) mod response_rewrite;
+pub(crate) mod shape;
+pub(crate) mod vars;
 
 use std::sync::Arc;
 
@@ -87,7 +87,7 @@ macro_rules! registry {
         }
 
         /// Whether tollgate has a plugin of this name (a top-level `plugins:` list may name it).
-        pub fn is_known(name: &str) -> bool {
+        pub(crate) fn is_known(name: &str) -> bool {
             const BUILT_IN: [&str; 6] = [
                 "key-auth",
                 "basic-auth",
@@ -252,7 +252,7 @@ impl PluginSet {
 
 /// The compiled plugins of one route-side resource (route, service, plugin config, global rule).
 #[derive(Debug, Default, Clone)]
-pub struct RoutePlugins {
+pub(crate) struct RoutePlugins {
     pub multi: Option<Arc<AuthPlugin>>,
     pub hmac: Option<Arc<AuthPlugin>>,
     pub basic: Option<Arc<AuthPlugin>>,
@@ -263,7 +263,7 @@ pub struct RoutePlugins {
 
 impl RoutePlugins {
     /// Each slot from `self`, else from `lower` (route over plugin config over service).
-    pub fn over(&self, lower: &RoutePlugins) -> RoutePlugins {
+    pub(crate) fn over(&self, lower: &RoutePlugins) -> RoutePlugins {
         let pick = |a: &Option<Arc<AuthPlugin>>, b: &Option<Arc<AuthPlugin>>| {
             a.clone().or_else(|| b.clone())
         };
@@ -278,7 +278,7 @@ impl RoutePlugins {
     }
 
     /// The auth plugins in APISIX priority order.
-    pub fn auth_chain(&self) -> Box<[Arc<AuthPlugin>]> {
+    pub(crate) fn auth_chain(&self) -> Box<[Arc<AuthPlugin>]> {
         [&self.multi, &self.hmac, &self.basic, &self.jwt, &self.key]
             .into_iter()
             .flatten()
@@ -288,7 +288,7 @@ impl RoutePlugins {
 }
 
 /// Compiles the plugins of a route, service, plugin config or global rule, at its place.
-pub fn compile_route_plugins(
+pub(crate) fn compile_route_plugins(
     conf: &RoutePluginsConf,
     place: &Place,
     owner: &str,
@@ -344,7 +344,7 @@ pub fn compile_route_plugins(
 
 /// Compiles the non-auth plugins of a consumer or consumer group (`owner` names the counter
 /// owner, `consumer:<name>` or `consumer_group:<id>`).
-pub fn compile_consumer_plugins(
+pub(crate) fn compile_consumer_plugins(
     conf: &ConsumerPluginsConf,
     place: &Place,
     base: &str,

@@ -129,7 +129,7 @@ struct HeaderOps {
 
 /// The compiled plugin.
 #[derive(Debug)]
-pub struct ProxyRewrite {
+pub(crate) struct ProxyRewrite {
     uri: Option<Template>,
     regex_uri: Box<[(Regex, Box<[Repl]>)]>,
     host: Option<HeaderValue>,
@@ -251,7 +251,7 @@ fn compile_headers(v: &Value) -> Result<HeaderOps, CompileError> {
     Ok(ops)
 }
 
-pub fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
+pub(crate) fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         uri,
         regex_uri,

@@ -47,12 +47,12 @@ fn yes() -> bool {
 
 /// The compiled plugin.
 #[derive(Debug)]
-pub struct RequestId {
+pub(crate) struct RequestId {
     header: HeaderName,
     include_in_response: bool,
 }
 
-pub fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
+pub(crate) fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         header_name,
         include_in_response,

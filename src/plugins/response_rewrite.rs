@@ -29,7 +29,7 @@ use super::shape::{CompileCx, CompileError, Instance, Plugin, RequestView, State
 use super::vars::{Template, Var, VarCx, When, yaml_scalar};
 
 /// tollgate's default for `max_resp_body_size`: the most a filtered body may hold in memory.
-pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 
 /// The APISIX conf.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -509,7 +509,7 @@ fn compile_filter(f: &FilterConf, i: usize) -> Result<Filter, CompileError> {
 
 /// The compiled plugin.
 #[derive(Debug)]
-pub struct ResponseRewrite {
+pub(crate) struct ResponseRewrite {
     vars: Option<Expr>,
     status: Option<StatusCode>,
     body: Option<Bytes>,
@@ -518,7 +518,7 @@ pub struct ResponseRewrite {
     headers: HeaderOps,
 }
 
-pub fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
+pub(crate) fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, CompileError> {
     let Conf {
         status_code,
         body,

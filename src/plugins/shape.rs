@@ -20,7 +20,7 @@ use crate::reject::Reject;
 /// Auth plugins run at APISIX priorities 2500-2600: a registry plugin above this runs before
 /// authentication (cors 4000, ip-restriction 3000, request-id 12015), one below after the
 /// consumer steps (consumer-restriction, limit-count).
-pub const AUTH_PRIORITY: i32 = 2500;
+pub(crate) const AUTH_PRIORITY: i32 = 2500;
 
 /// What a plugin's request step decided.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ pub enum Step {
 
 /// Per-request, per-instance state a plugin keeps between its hooks (a request id, the CORS
 /// origin to echo, a connection slot to release).
-pub type State = Option<Box<dyn Any + Send + Sync>>;
+pub(crate) type State = Option<Box<dyn Any + Send + Sync>>;
 
 /// The request facts a plugin reads.
 pub struct RequestView<'a> {
@@ -60,13 +60,13 @@ pub struct RequestView<'a> {
 /// Where a plugin conf is written: on a route, service, plugin config or global rule, or on a
 /// consumer, consumer group or credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     Route,
     Consumer,
 }
 
 /// What a plugin's compile step knows besides its conf.
-pub struct CompileCx<'a> {
+pub(crate) struct CompileCx<'a> {
     /// The resource that holds the conf (`route:<id>`, `consumer:<name>`, ...): it owns the
     /// instance's counters.
     pub owner: &'a str,
@@ -76,7 +76,7 @@ pub struct CompileCx<'a> {
 
 /// Where compile errors go: a field path under the plugin (`"rate"`, `""` for the conf itself)
 /// and a message.
-pub type CompileError = (String, String);
+pub(crate) type CompileError = (String, String);
 
 /// A compiled plugin instance.
 #[async_trait]
@@ -143,10 +143,10 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
 
 /// A compiled instance and the resource that holds it (`route:<id>`, `consumer:<name>`...),
 /// which owns its counters.
-pub type Instance = Arc<dyn Plugin>;
+pub(crate) type Instance = Arc<dyn Plugin>;
 
 /// An instance with its plugin name (the name a consumer's instance replaces a route's by).
-pub type Named = (&'static str, Instance);
+pub(crate) type Named = (&'static str, Instance);
 
 /// The plugin instances of one request, in the order they run, each with its state.
 #[derive(Debug, Default)]
@@ -165,7 +165,7 @@ impl Running {
 
 /// A limiter for unit tests that build a [`RequestView`] by hand.
 #[cfg(test)]
-pub fn test_limiter() -> &'static crate::limiter::Limiter {
+pub(crate) fn test_limiter() -> &'static crate::limiter::Limiter {
     static LIMITER: std::sync::LazyLock<crate::limiter::Limiter> =
         std::sync::LazyLock::new(crate::limiter::Limiter::new);
     &LIMITER

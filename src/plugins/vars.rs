@@ -18,7 +18,7 @@ use super::shape::RequestView;
 
 /// One variable tollgate can resolve.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Var {
+pub(crate) enum Var {
     /// The normalised, decoded path (nginx `$uri`).
     Uri,
     /// The request target as the client sent it, query included.
@@ -54,14 +54,14 @@ pub enum Var {
 
 /// Where a variable may be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum When {
+pub(crate) enum When {
     /// Before the request goes upstream.
     Request,
     /// With the response head.
     Response,
 }
 
-pub const KNOWN: &str = "uri, request_uri, host, remote_addr, request_method, args, \
+pub(crate) const KNOWN: &str = "uri, request_uri, host, remote_addr, request_method, args, \
                          query_string, is_args, consumer_name, consumer_group_id, route_id, \
                          service_id, arg_<name>, http_<name>, cookie_<name>; with the response: \
                          status, upstream_status, sent_http_<name>, upstream_http_<name>, \
@@ -86,7 +86,7 @@ fn header_name(suffix: &str, full: &str) -> Result<HeaderName, String> {
 
 impl Var {
     /// Parses a variable name (without `$`).
-    pub fn parse(name: &str, when: When) -> Result<Var, String> {
+    pub(crate) fn parse(name: &str, when: When) -> Result<Var, String> {
         let response_only = |v: Var| {
             if when == When::Response {
                 Ok(v)
@@ -134,7 +134,7 @@ impl Var {
 }
 
 /// What variables are read from.
-pub struct VarCx<'a> {
+pub(crate) struct VarCx<'a> {
     pub view: &'a RequestView<'a>,
     pub resp: Option<&'a ResponseHeader>,
     /// `regex_uri` captures, as byte strings (index 0 the whole match).
@@ -143,7 +143,7 @@ pub struct VarCx<'a> {
 
 impl<'a> VarCx<'a> {
     /// The variable's value; `None` when unset (as APISIX's `nil`).
-    pub fn get(&self, var: &Var) -> Option<Cow<'a, [u8]>> {
+    pub(crate) fn get(&self, var: &Var) -> Option<Cow<'a, [u8]>> {
         let req = self.view.req;
         let b = |s: &'a str| Some(Cow::Borrowed(s.as_bytes()));
         match var {
@@ -200,7 +200,7 @@ enum Part {
 
 /// A value with variables, parsed at load.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
+pub(crate) struct Template {
     parts: Box<[Part]>,
 }
 
@@ -210,7 +210,7 @@ fn is_name_byte(b: u8) -> bool {
 
 impl Template {
     /// Parses `tpl`; `captures` lets `$1` name a `regex_uri` group.
-    pub fn parse(tpl: &str, when: When, captures: bool) -> Result<Template, String> {
+    pub(crate) fn parse(tpl: &str, when: When, captures: bool) -> Result<Template, String> {
         let s = tpl.as_bytes();
         let mut parts = Vec::new();
         let mut lit = Vec::new();
@@ -279,7 +279,7 @@ impl Template {
     }
 
     /// The value when it has no variable.
-    pub fn constant(&self) -> Option<&[u8]> {
+    pub(crate) fn constant(&self) -> Option<&[u8]> {
         match &*self.parts {
             [] => Some(b""),
             [Part::Lit(l)] => Some(l),
@@ -289,7 +289,7 @@ impl Template {
 
     /// Feeds the value to `f` piece by piece: literal text with `false`, a variable's value
     /// (or its default, or nothing when unset) with `true`.
-    pub fn for_each(&self, cx: &VarCx<'_>, f: &mut dyn FnMut(&[u8], bool)) {
+    pub(crate) fn for_each(&self, cx: &VarCx<'_>, f: &mut dyn FnMut(&[u8], bool)) {
         for p in &*self.parts {
             match p {
                 Part::Lit(l) => f(l, false),
@@ -303,7 +303,7 @@ impl Template {
     }
 
     /// Writes the value.
-    pub fn render(&self, cx: &VarCx<'_>, out: &mut Vec<u8>) {
+    pub(crate) fn render(&self, cx: &VarCx<'_>, out: &mut Vec<u8>) {
         self.for_each(cx, &mut |b, _| out.extend_from_slice(b));
     }
 }
@@ -315,7 +315,7 @@ fn flush(parts: &mut Vec<Part>, lit: &mut Vec<u8>) {
 }
 
 /// A YAML string or number as text (header values may be numbers, as in APISIX); else None.
-pub fn yaml_scalar(v: &serde_yaml::Value) -> Option<String> {
+pub(crate) fn yaml_scalar(v: &serde_yaml::Value) -> Option<String> {
     match v {
         serde_yaml::Value::String(s) => Some(s.clone()),
         serde_yaml::Value::Number(n) => {

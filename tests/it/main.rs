@@ -1,6 +1,8 @@
 //! The integration tests: one binary that drives the real `tollgate` executable (see `support`).
 //!
 //! `cargo test --test it` runs them all; `cargo test --test it harness` only the harness's own.
+// A binary crate has no public surface: `pub` here only shares items between its modules.
+#![allow(unreachable_pub)]
 #![allow(clippy::unwrap_used)]
 
 mod support;
