@@ -11,9 +11,13 @@ use ahash::AHashSet;
 use ipnet::IpNet;
 
 use super::error::ConfigError;
-use super::raw::{Id, ResourcesConf, RouteConf, ServiceConf, UpstreamConf};
+use super::raw::{
+    ConsumerGroupConf, GlobalRuleConf, Id, PluginConfigConf, ResourcesConf, RouteConf, ServiceConf,
+    UpstreamConf,
+};
 use crate::consumer::Consumers;
-use crate::plugins::{RoutePlugins, compile_route_plugins};
+use crate::plugins::shape::Instance;
+use crate::plugins::{RoutePlugins, RoutePluginsConf, compile_route_plugins};
 use crate::router::{RouteSpec, Router, method_mask};
 use crate::snapshot::{Counts, Route, RouteId, Snapshot, UpstreamId};
 use crate::upstream::{Timeouts, Upstream};
@@ -127,11 +131,123 @@ pub(crate) fn compile_with(
     broken: &Broken,
 ) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errs = std::mem::take(&mut consumers.errs);
-    for (name, conf) in &files {
-        let place = Place {
-            file: name.as_str().into(),
-            path: String::new(),
+    check_top_level(&files, &mut errs);
+    let t = Tables::build(&files, &mut errs);
+    let consumers: Consumers = consumers.finish(
+        &t.groups.items,
+        &broken.consumer_groups,
+        broken.all,
+        &mut errs,
+    );
+    let mut upstreams = Upstreams::named(&t.upstreams, broken, &mut errs);
+    let plugins = |conf: &RoutePluginsConf, place: &Place, owner: &str, errs: &mut Errs| {
+        compile_route_plugins(conf, place, owner, &consumers.by_name, errs)
+    };
+    let services = compile_services(&t.services, &mut upstreams, &plugins, &mut errs);
+    let (global_plugins, global_instances) = compile_global_rules(&t.globals, &plugins, &mut errs);
+    let plugin_configs: BTreeMap<&str, RoutePlugins> = t
+        .plugin_configs
+        .items
+        .iter()
+        .map(|(place, pc)| {
+            let owner = format!("plugin_config:{}", pc.id.0);
+            (
+                pc.id.0.as_str(),
+                plugins(&pc.plugins, place, &owner, &mut errs),
+            )
+        })
+        .collect();
+
+    // Headers removed from every client request: identity headers and every header an
+    // attach-consumer-label names anywhere (consumers, groups, services, plugin configs, rules,
+    // routes; the routes' are added as they compile).
+    let mut strip: Vec<http::HeaderName> = crate::headers::IDENTITY.to_vec();
+    strip.extend(consumers.label_headers.iter().cloned());
+    strip.extend(global_plugins.set.identity_headers().cloned());
+    strip.extend(
+        global_instances
+            .iter()
+            .flat_map(|(_, p)| p.identity_headers().iter().cloned()),
+    );
+    services
+        .values()
+        .for_each(|s| strip.extend(s.plugins.set.identity_headers().cloned()));
+    plugin_configs
+        .values()
+        .for_each(|p| strip.extend(p.set.identity_headers().cloned()));
+
+    let inherited = Inherited {
+        services: &services,
+        services_t: &t.services,
+        plugin_configs: &plugin_configs,
+        global: &global_plugins,
+        broken,
+    };
+    let mut routes: Vec<Route> = Vec::new();
+    let mut specs: Vec<RouteSpec> = Vec::new();
+    for (n, (place, r)) in t.routes.items.iter().enumerate() {
+        let id =
+            r.id.as_ref()
+                .map_or_else(|| format!("arr_{}", n + 1), |i| i.0.clone());
+        let before = errs.0.len();
+        let Some((route, spec)) = compile_route(
+            id,
+            place,
+            r,
+            &inherited,
+            &mut upstreams,
+            &plugins,
+            &mut strip,
+            &mut errs,
+        ) else {
+            continue;
         };
+        if errs.0.len() != before {
+            continue;
+        }
+        let route_id = RouteId(routes.len() as u32);
+        if let Some(mut spec) = spec {
+            spec.route = route_id;
+            specs.push(spec);
+        }
+        routes.push(route);
+    }
+
+    if !errs.0.is_empty() {
+        return Err(errs.0);
+    }
+    // Names were needed to resolve references; requests look consumers up by id.
+    let mut consumers = consumers;
+    consumers.by_name = Default::default();
+    let counts = Counts {
+        routes: t.routes.items.len(),
+        services: t.services.items.len(),
+        upstreams: t.upstreams.items.len(),
+        consumers: consumers.list.len(),
+        credentials: consumers.credential_count,
+        consumer_groups: consumers.groups.len(),
+    };
+    let mut strip: Vec<http::HeaderName> =
+        strip.iter().map(crate::headers::dash_spelling).collect();
+    strip.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    strip.dedup();
+    Ok(Snapshot {
+        global_plugins: global_instances.into(),
+        version: "".into(),
+        loaded_at: SystemTime::now(),
+        counts,
+        router: Router::build(&specs),
+        routes: routes.into_boxed_slice(),
+        upstreams: upstreams.list.into_boxed_slice(),
+        consumers,
+        strip: strip.into_boxed_slice(),
+    })
+}
+
+/// File-level keys tollgate does not support, and the names in a top-level `plugins:` list.
+fn check_top_level(files: &[(String, ResourcesConf)], errs: &mut Errs) {
+    for (name, conf) in files {
+        let file: &str = name;
         let nonempty =
             |l: &Option<Vec<serde::de::IgnoredAny>>| l.as_ref().is_some_and(|l| !l.is_empty());
         let top = [
@@ -150,12 +266,12 @@ pub(crate) fn compile_with(
             match name {
                 Some(n) if crate::plugins::is_known(n) => {}
                 Some(n) => errs.0.push(ConfigError::new(
-                    &*place.file,
+                    file,
                     format!("plugins[{i}]"),
                     format!("plugin `{n}` is not supported by tollgate"),
                 )),
                 None => errs.0.push(ConfigError::new(
-                    &*place.file,
+                    file,
                     format!("plugins[{i}]"),
                     "expected a plugin name or `{name: <plugin>}`",
                 )),
@@ -168,87 +284,103 @@ pub(crate) fn compile_with(
                 } else {
                     "not supported by tollgate"
                 };
-                errs.0.push(ConfigError::new(&*place.file, f, msg));
+                errs.0.push(ConfigError::new(file, f, msg));
             }
         }
     }
-    let upstreams_t = Table::build(
-        "upstreams",
-        &files,
-        |c| &c.upstreams,
-        |u: &UpstreamConf, _| u.id.as_ref().map(|i| i.0.clone()),
-        &mut errs,
-    );
-    let services_t = Table::build(
-        "services",
-        &files,
-        |c| &c.services,
-        |s: &ServiceConf, _| s.id.as_ref().map(|i| i.0.clone()),
-        &mut errs,
-    );
-    let routes_t = Table::build(
-        "routes",
-        &files,
-        |c| &c.routes,
-        |r: &RouteConf, n| {
-            Some(
-                r.id.as_ref()
-                    .map_or_else(|| format!("arr_{n}"), |i| i.0.clone()),
-            )
-        },
-        &mut errs,
-    );
-    let pcs_t = Table::build(
-        "plugin_configs",
-        &files,
-        |c| &c.plugin_configs,
-        |p: &super::raw::PluginConfigConf, _| Some(p.id.0.clone()),
-        &mut errs,
-    );
-    let globals_t = Table::build(
-        "global_rules",
-        &files,
-        |c| &c.global_rules,
-        |g: &super::raw::GlobalRuleConf, _| Some(g.id.0.clone()),
-        &mut errs,
-    );
-    let groups_t = Table::build(
-        "consumer_groups",
-        &files,
-        |c| &c.consumer_groups,
-        |g: &super::raw::ConsumerGroupConf, _| Some(g.id.0.clone()),
-        &mut errs,
-    );
-    let consumers: Consumers = consumers.finish(
-        &groups_t.items,
-        &broken.consumer_groups,
-        broken.all,
-        &mut errs,
-    );
+}
 
-    // Upstreams: named ones first, then inline ones as routes and services need them.
-    let mut upstreams: Vec<Upstream> = Vec::new();
-    let mut named_upstream: BTreeMap<String, UpstreamId> = BTreeMap::new();
-    for (place, u) in &upstreams_t.items {
-        let Some(id) = &u.id else {
-            errs.push(place, "id", "required");
-            continue;
-        };
-        unsupported(&mut errs, place, &[]);
-        match Upstream::compile(&id.0, u) {
-            Ok(up) => {
-                named_upstream.insert(id.0.clone(), UpstreamId(upstreams.len() as u32));
-                upstreams.push(up);
-            }
-            Err(es) => es.into_iter().for_each(|(f, m)| errs.push(place, &f, m)),
+/// Every file's items of each kind, indexed by id.
+struct Tables<'a> {
+    upstreams: Table<'a, UpstreamConf>,
+    services: Table<'a, ServiceConf>,
+    routes: Table<'a, RouteConf>,
+    plugin_configs: Table<'a, PluginConfigConf>,
+    globals: Table<'a, GlobalRuleConf>,
+    groups: Table<'a, ConsumerGroupConf>,
+}
+
+impl<'a> Tables<'a> {
+    fn build(files: &'a [(String, ResourcesConf)], errs: &mut Errs) -> Self {
+        let id = |i: &Option<Id>| i.as_ref().map(|i| i.0.clone());
+        Tables {
+            upstreams: Table::build("upstreams", files, |c| &c.upstreams, |u, _| id(&u.id), errs),
+            services: Table::build("services", files, |c| &c.services, |s, _| id(&s.id), errs),
+            routes: Table::build(
+                "routes",
+                files,
+                |c| &c.routes,
+                |r, n| Some(id(&r.id).unwrap_or_else(|| format!("arr_{n}"))),
+                errs,
+            ),
+            plugin_configs: Table::build(
+                "plugin_configs",
+                files,
+                |c| &c.plugin_configs,
+                |p, _| Some(p.id.0.clone()),
+                errs,
+            ),
+            globals: Table::build(
+                "global_rules",
+                files,
+                |c| &c.global_rules,
+                |g, _| Some(g.id.0.clone()),
+                errs,
+            ),
+            groups: Table::build(
+                "consumer_groups",
+                files,
+                |c| &c.consumer_groups,
+                |g, _| Some(g.id.0.clone()),
+                errs,
+            ),
         }
     }
-    let mut resolve_upstream = |place: &Place,
-                                owner: &str,
-                                inline: &Option<UpstreamConf>,
-                                by_id: &Option<Id>,
-                                errs: &mut Errs|
-     -> Option<Option<UpstreamId>> {
+}
+
+/// The compiled upstreams: named ones first, then inline ones as routes and services need them.
+struct Upstreams<'t, 'a> {
+    list: Vec<Upstream>,
+    named: BTreeMap<String, UpstreamId>,
+    table: &'t Table<'a, UpstreamConf>,
+    broken: &'t Broken,
+}
+
+impl<'t, 'a> Upstreams<'t, 'a> {
+    fn named(table: &'t Table<'a, UpstreamConf>, broken: &'t Broken, errs: &mut Errs) -> Self {
+        let mut out = Upstreams {
+            list: Vec::new(),
+            named: BTreeMap::new(),
+            table,
+            broken,
+        };
+        for (place, u) in &table.items {
+            let Some(id) = &u.id else {
+                errs.push(place, "id", "required");
+                continue;
+            };
+            match Upstream::compile(&id.0, u) {
+                Ok(up) => {
+                    out.named
+                        .insert(id.0.clone(), UpstreamId(out.list.len() as u32));
+                    out.list.push(up);
+                }
+                Err(es) => es.into_iter().for_each(|(f, m)| errs.push(place, &f, m)),
+            }
+        }
+        out
+    }
+
+    /// The upstream of a service or route: `Some(None)` when it sets none, `None` on an error
+    /// (reported here unless the upstream it names failed to parse).
+    fn resolve(
+        &mut self,
+        place: &Place,
+        owner: &str,
+        inline: &Option<UpstreamConf>,
+        by_id: &Option<Id>,
+        errs: &mut Errs,
+    ) -> Option<Option<UpstreamId>> {
         match (inline, by_id) {
             (Some(_), Some(_)) => {
                 errs.push(
@@ -264,8 +396,8 @@ pub(crate) fn compile_with(
                 }
                 match Upstream::compile(owner, u) {
                     Ok(up) => {
-                        upstreams.push(up);
-                        Some(Some(UpstreamId(upstreams.len() as u32 - 1)))
+                        self.list.push(up);
+                        Some(Some(UpstreamId(self.list.len() as u32 - 1)))
                     }
                     Err(es) => {
                         es.into_iter()
@@ -274,10 +406,11 @@ pub(crate) fn compile_with(
                     }
                 }
             }
-            (None, Some(id)) => match named_upstream.get(&id.0) {
+            (None, Some(id)) => match self.named.get(&id.0) {
                 Some(u) => Some(Some(*u)),
                 None => {
-                    if upstreams_t.get(id).is_none() && !broken.has(&broken.upstreams, id) {
+                    if self.table.get(id).is_none() && !self.broken.has(&self.broken.upstreams, id)
+                    {
                         errs.push(
                             place,
                             "upstream_id",
@@ -289,202 +422,96 @@ pub(crate) fn compile_with(
             },
             (None, None) => Some(None),
         }
-    };
-
-    // Services.
-    struct Svc<'a> {
-        upstream: Option<UpstreamId>,
-        conf: &'a ServiceConf,
-        plugins: RoutePlugins,
     }
-    let mut services: BTreeMap<String, Svc<'_>> = BTreeMap::new();
-    for (place, s) in &services_t.items {
+}
+
+/// A compiled service, as its routes inherit it.
+struct Svc<'a> {
+    upstream: Option<UpstreamId>,
+    conf: &'a ServiceConf,
+    plugins: RoutePlugins,
+}
+
+/// Compiles route plugins at a place for an owner (`route:<id>`, `service:<id>`, ...).
+type PluginsFn<'f> = dyn Fn(&RoutePluginsConf, &Place, &str, &mut Errs) -> RoutePlugins + 'f;
+
+fn compile_services<'a>(
+    table: &Table<'a, ServiceConf>,
+    upstreams: &mut Upstreams<'_, '_>,
+    plugins: &PluginsFn<'_>,
+    errs: &mut Errs,
+) -> BTreeMap<String, Svc<'a>> {
+    let mut services = BTreeMap::new();
+    for (place, s) in &table.items {
         let Some(id) = &s.id else {
             errs.push(place, "id", "required");
             continue;
         };
-        unsupported(&mut errs, place, &[("script", s.script.is_some())]);
-        if let Some(Some(hosts)) = s.hosts.as_ref().map(Some) {
-            check_hosts(&mut errs, place, "hosts", hosts);
+        unsupported(errs, place, &[("script", s.script.is_some())]);
+        if let Some(hosts) = &s.hosts {
+            check_hosts(errs, place, "hosts", hosts);
         }
-        if let Some(up) = resolve_upstream(
-            place,
-            &format!("service:{}", id.0),
-            &s.upstream,
-            &s.upstream_id,
-            &mut errs,
-        ) {
-            let plugins = compile_route_plugins(
-                &s.plugins,
-                place,
-                &format!("service:{}", id.0),
-                &consumers.by_name,
-                &mut errs,
-            );
+        let owner = format!("service:{}", id.0);
+        if let Some(upstream) = upstreams.resolve(place, &owner, &s.upstream, &s.upstream_id, errs)
+        {
+            let plugins = plugins(&s.plugins, place, &owner, errs);
             services.insert(
                 id.0.clone(),
                 Svc {
-                    upstream: up,
+                    upstream,
                     conf: s,
                     plugins,
                 },
             );
         }
     }
+    services
+}
 
-    // Global rules. Their registry plugin instances are never merged: each runs, besides the
-    // route's of the same name, as in APISIX. Their built-in slots (auth, limit-count,
-    // attach-consumer-label) apply to every route that does not set the same plugin.
-    let mut global_plugins = RoutePlugins::default();
-    let mut global_instances = Vec::new();
-    for (place, g) in &globals_t.items {
-        let mut compiled = compile_route_plugins(
-            &g.plugins,
-            place,
-            &format!("global_rule:{}", g.id.0),
-            &consumers.by_name,
-            &mut errs,
-        );
-        global_instances.extend(compiled.set.extra.iter().cloned());
+/// Global rules. Their registry plugin instances are never merged: each runs, besides the
+/// route's of the same name, as in APISIX. Their built-in slots (auth, limit-count) apply to
+/// every route that does not set the same plugin.
+fn compile_global_rules(
+    table: &Table<'_, GlobalRuleConf>,
+    plugins: &PluginsFn<'_>,
+    errs: &mut Errs,
+) -> (RoutePlugins, Vec<(&'static str, Instance)>) {
+    let mut merged = RoutePlugins::default();
+    let mut instances = Vec::new();
+    for (place, g) in &table.items {
+        let mut compiled = plugins(&g.plugins, place, &format!("global_rule:{}", g.id.0), errs);
+        instances.extend(compiled.set.extra.iter().cloned());
         compiled.set.extra = Arc::new([]);
-        global_plugins = global_plugins.over(&compiled);
+        merged = merged.over(&compiled);
     }
-    let plugin_configs: BTreeMap<&str, RoutePlugins> = pcs_t
-        .items
-        .iter()
-        .map(|(place, pc)| {
-            (
-                pc.id.0.as_str(),
-                compile_route_plugins(
-                    &pc.plugins,
-                    place,
-                    &format!("plugin_config:{}", pc.id.0),
-                    &consumers.by_name,
-                    &mut errs,
-                ),
-            )
-        })
-        .collect();
+    (merged, instances)
+}
 
-    // Headers removed from every client request: identity headers and every header an
-    // attach-consumer-label names anywhere (consumers, groups, services, plugin configs, rules, routes).
-    let mut strip: Vec<http::HeaderName> = crate::headers::IDENTITY.to_vec();
-    strip.extend(consumers.label_headers.iter().cloned());
-    let note = |p: &RoutePlugins, strip: &mut Vec<http::HeaderName>| {
-        strip.extend(p.set.identity_headers().cloned());
-    };
-    note(&global_plugins, &mut strip);
-    strip.extend(
-        global_instances
-            .iter()
-            .flat_map(|(_, p)| p.identity_headers().iter().cloned()),
-    );
-    services.values().for_each(|s| note(&s.plugins, &mut strip));
-    plugin_configs.values().for_each(|p| note(p, &mut strip));
+/// What a route inherits from: services, plugin configs, global rules.
+struct Inherited<'i, 'a> {
+    services: &'i BTreeMap<String, Svc<'a>>,
+    services_t: &'i Table<'a, ServiceConf>,
+    plugin_configs: &'i BTreeMap<&'a str, RoutePlugins>,
+    global: &'i RoutePlugins,
+    broken: &'i Broken,
+}
 
-    // Routes.
-    let mut routes: Vec<Route> = Vec::new();
-    let mut specs: Vec<RouteSpec> = Vec::new();
-    for (n, (place, r)) in routes_t.items.iter().enumerate() {
-        let id =
-            r.id.as_ref()
-                .map_or_else(|| format!("arr_{}", n + 1), |i| i.0.clone());
-        let before = errs.0.len();
-        unsupported(
-            &mut errs,
-            place,
-            &[
-                ("vars", r.vars.is_some()),
-                ("filter_func", r.filter_func.is_some()),
-                ("script", r.script.is_some()),
-            ],
-        );
-        let paths: Vec<String> = match (&r.uri, &r.uris) {
-            (Some(u), None) => vec![u.clone()],
-            (None, Some(us)) if !us.is_empty() => us.clone(),
-            (Some(_), Some(_)) => {
-                errs.push(place, "uris", "set either uri or uris, not both");
-                vec![]
-            }
-            _ => {
-                errs.push(place, "uri", "required (uri or uris)");
-                vec![]
-            }
-        };
-        for (i, p) in paths.iter().enumerate() {
-            let field = if r.uri.is_some() {
-                "uri".to_string()
-            } else {
-                format!("uris[{i}]")
-            };
-            if !p.starts_with('/') {
-                errs.push(place, &field, "must start with `/`");
-            } else if p.len() > 4096 {
-                errs.push(place, &field, "longer than 4096 characters");
-            } else if p.strip_suffix('*').unwrap_or(p).contains('*') {
-                errs.push(
-                    place,
-                    &field,
-                    "`*` is only allowed at the end (prefix match)",
-                );
-            }
-        }
-        let mut hosts: Vec<String> = match (&r.host, &r.hosts) {
-            (Some(_), Some(_)) => {
-                errs.push(place, "hosts", "set either host or hosts, not both");
-                vec![]
-            }
-            (Some(h), None) => vec![h.clone()],
-            (None, Some(hs)) => hs.clone(),
-            (None, None) => vec![],
-        };
-        check_hosts(
-            &mut errs,
-            place,
-            if r.host.is_some() { "host" } else { "hosts" },
-            &hosts,
-        );
-        let remote: Vec<String> = match (&r.remote_addr, &r.remote_addrs) {
-            (Some(_), Some(_)) => {
-                errs.push(
-                    place,
-                    "remote_addrs",
-                    "set either remote_addr or remote_addrs, not both",
-                );
-                vec![]
-            }
-            (Some(a), None) => vec![a.clone()],
-            (None, Some(a)) => a.clone(),
-            (None, None) => vec![],
-        };
-        let mut remote_addrs = Vec::new();
-        for (i, a) in remote.iter().enumerate() {
-            match a
-                .parse::<IpNet>()
-                .or_else(|_| a.parse::<IpAddr>().map(IpNet::from))
-            {
-                Ok(net) => remote_addrs.push(net),
-                Err(_) => errs.push(
-                    place,
-                    &format!("remote_addrs[{i}]"),
-                    format!("`{a}` is not an IP or CIDR"),
-                ),
-            }
-        }
-        let status = r.status.unwrap_or(1);
-        if status > 1 {
-            errs.push(place, "status", "must be 0 (disabled) or 1 (enabled)");
-        }
-        let timeouts = r.timeout.as_ref().and_then(|t| {
-            Timeouts::from_conf(t)
-                .map_err(|m| errs.push(place, "timeout", m))
-                .ok()
-        });
-        let service = match &r.service_id {
-            Some(sid) => match services.get(&sid.0) {
+impl<'i, 'a> Inherited<'i, 'a> {
+    /// The service a route names, if it exists (a missing one is reported unless it failed
+    /// to parse).
+    fn service(
+        &self,
+        r: &RouteConf,
+        place: &Place,
+        errs: &mut Errs,
+    ) -> Option<(String, &'i Svc<'a>)> {
+        match &r.service_id {
+            Some(sid) => match self.services.get(&sid.0) {
                 Some(s) => Some((sid.0.clone(), s)),
                 None => {
-                    if services_t.get(sid).is_none() && !broken.has(&broken.services, sid) {
+                    if self.services_t.get(sid).is_none()
+                        && !self.broken.has(&self.broken.services, sid)
+                    {
                         errs.push(
                             place,
                             "service_id",
@@ -495,11 +522,20 @@ pub(crate) fn compile_with(
                 }
             },
             None => None,
-        };
-        let plugin_config = match &r.plugin_config_id {
-            Some(pid) => match plugin_configs.get(pid.0.as_str()) {
+        }
+    }
+
+    /// The plugin config a route names, if it exists.
+    fn plugin_config(
+        &self,
+        r: &RouteConf,
+        place: &Place,
+        errs: &mut Errs,
+    ) -> Option<&'i RoutePlugins> {
+        match &r.plugin_config_id {
+            Some(pid) => match self.plugin_configs.get(pid.0.as_str()) {
                 Some(pc) => Some(pc),
-                None if broken.has(&broken.plugin_configs, pid) => None,
+                None if self.broken.has(&self.broken.plugin_configs, pid) => None,
                 None => {
                     errs.push(
                         place,
@@ -510,105 +546,194 @@ pub(crate) fn compile_with(
                 }
             },
             None => None,
-        };
-        let own_upstream = resolve_upstream(
+        }
+    }
+}
+
+/// Compiles one route: the route and, unless it is disabled (`status: 0`), its router entry
+/// (its `route` number set by the caller). `None` when it has no usable upstream; errors go
+/// to `errs`.
+#[allow(clippy::too_many_arguments)]
+fn compile_route(
+    id: String,
+    place: &Place,
+    r: &RouteConf,
+    inh: &Inherited<'_, '_>,
+    upstreams: &mut Upstreams<'_, '_>,
+    plugins: &PluginsFn<'_>,
+    strip: &mut Vec<http::HeaderName>,
+    errs: &mut Errs,
+) -> Option<(Route, Option<RouteSpec>)> {
+    unsupported(
+        errs,
+        place,
+        &[
+            ("vars", r.vars.is_some()),
+            ("filter_func", r.filter_func.is_some()),
+            ("script", r.script.is_some()),
+        ],
+    );
+    let paths = route_paths(r, place, errs);
+    let mut hosts = one_or_many(
+        r.host.as_ref(),
+        r.hosts.as_ref(),
+        ("host", "hosts"),
+        place,
+        errs,
+    );
+    check_hosts(
+        errs,
+        place,
+        if r.host.is_some() { "host" } else { "hosts" },
+        &hosts,
+    );
+    let remote_addrs = remote_addrs(r, place, errs);
+    let status = r.status.unwrap_or(1);
+    if status > 1 {
+        errs.push(place, "status", "must be 0 (disabled) or 1 (enabled)");
+    }
+    let timeouts = r.timeout.as_ref().and_then(|t| {
+        Timeouts::from_conf(t)
+            .map_err(|m| errs.push(place, "timeout", m))
+            .ok()
+    });
+    let service = inh.service(r, place, errs);
+    let plugin_config = inh.plugin_config(r, place, errs);
+    let owner = format!("route:{id}");
+    let own_upstream = upstreams.resolve(place, &owner, &r.upstream, &r.upstream_id, errs);
+    let upstream = match (own_upstream, &service) {
+        (Some(Some(u)), _) => Some(u),
+        (Some(None), Some((_, s))) => s.upstream,
+        _ => None,
+    };
+    // A broken upstream or service was reported where it is defined, not again here.
+    let service_broken = r
+        .service_id
+        .as_ref()
+        .is_some_and(|sid| !inh.services.contains_key(&sid.0));
+    if upstream.is_none() && own_upstream == Some(None) && !service_broken {
+        errs.push(
             place,
-            &format!("route:{id}"),
-            &r.upstream,
-            &r.upstream_id,
-            &mut errs,
+            "upstream",
+            "no upstream: set upstream, upstream_id, or a service_id whose service has one",
         );
-        let upstream = match (own_upstream, &service) {
-            (Some(Some(u)), _) => Some(u),
-            (Some(None), Some((_, s))) => s.upstream,
-            _ => None,
+    }
+    if hosts.is_empty()
+        && let Some((_, s)) = &service
+    {
+        hosts = s.conf.hosts.clone().unwrap_or_default();
+    }
+    let mut merged = plugins(&r.plugins, place, &owner, errs);
+    strip.extend(merged.set.identity_headers().cloned());
+    if let Some(pc) = plugin_config {
+        merged = merged.over(pc);
+    }
+    if let Some((_, s)) = &service {
+        merged = merged.over(&s.plugins);
+    }
+    merged = merged.over(inh.global);
+    let upstream = upstream?;
+    let spec = (status == 1).then(|| RouteSpec {
+        route: RouteId(0),
+        paths,
+        hosts: hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        methods: r.methods.as_deref().map(method_mask).unwrap_or(0),
+        remote_addrs,
+        priority: r.priority,
+    });
+    let route = Route {
+        id: id.into(),
+        service: service.map(|(sid, _)| sid.into()),
+        upstream,
+        timeouts,
+        auth: merged.auth_chain(),
+        plugins: merged.set,
+    };
+    Some((route, spec))
+}
+
+/// A route's `uri` or `uris`, each checked.
+fn route_paths(r: &RouteConf, place: &Place, errs: &mut Errs) -> Vec<String> {
+    let paths: Vec<String> = match (&r.uri, &r.uris) {
+        (Some(u), None) => vec![u.clone()],
+        (None, Some(us)) if !us.is_empty() => us.clone(),
+        (Some(_), Some(_)) => {
+            errs.push(place, "uris", "set either uri or uris, not both");
+            vec![]
+        }
+        _ => {
+            errs.push(place, "uri", "required (uri or uris)");
+            vec![]
+        }
+    };
+    for (i, p) in paths.iter().enumerate() {
+        let field = if r.uri.is_some() {
+            "uri".to_string()
+        } else {
+            format!("uris[{i}]")
         };
-        // A broken upstream or service was reported where it is defined, not again here.
-        let service_broken = r
-            .service_id
-            .as_ref()
-            .is_some_and(|sid| !services.contains_key(&sid.0));
-        if upstream.is_none() && own_upstream == Some(None) && !service_broken {
+        if !p.starts_with('/') {
+            errs.push(place, &field, "must start with `/`");
+        } else if p.len() > 4096 {
+            errs.push(place, &field, "longer than 4096 characters");
+        } else if p.strip_suffix('*').unwrap_or(p).contains('*') {
             errs.push(
                 place,
-                "upstream",
-                "no upstream: set upstream, upstream_id, or a service_id whose service has one",
+                &field,
+                "`*` is only allowed at the end (prefix match)",
             );
         }
-        if hosts.is_empty()
-            && let Some((_, s)) = &service
-        {
-            hosts = s.conf.hosts.clone().unwrap_or_default();
-        }
-        let mut merged = compile_route_plugins(
-            &r.plugins,
-            place,
-            &format!("route:{id}"),
-            &consumers.by_name,
-            &mut errs,
-        );
-        note(&merged, &mut strip);
-        if let Some(pc) = plugin_config {
-            merged = merged.over(pc);
-        }
-        if let Some((_, s)) = &service {
-            merged = merged.over(&s.plugins);
-        }
-        merged = merged.over(&global_plugins);
-        if errs.0.len() != before {
-            continue;
-        }
-        let Some(upstream) = upstream else { continue };
-        let route_id = RouteId(routes.len() as u32);
-        if status == 1 {
-            specs.push(RouteSpec {
-                route: route_id,
-                paths,
-                hosts: hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
-                methods: r.methods.as_deref().map(method_mask).unwrap_or(0),
-                remote_addrs,
-                priority: r.priority,
-            });
-        }
-        routes.push(Route {
-            id: id.into(),
-            service: service.map(|(sid, _)| sid.into()),
-            upstream,
-            timeouts,
-            auth: merged.auth_chain(),
-            plugins: merged.set,
-        });
     }
+    paths
+}
 
-    if !errs.0.is_empty() {
-        return Err(errs.0);
+/// APISIX's singular/plural pairs (`host`/`hosts`, `remote_addr`/`remote_addrs`): one of them.
+fn one_or_many(
+    one: Option<&String>,
+    many: Option<&Vec<String>>,
+    (one_name, many_name): (&str, &str),
+    place: &Place,
+    errs: &mut Errs,
+) -> Vec<String> {
+    match (one, many) {
+        (Some(_), Some(_)) => {
+            errs.push(
+                place,
+                many_name,
+                format!("set either {one_name} or {many_name}, not both"),
+            );
+            vec![]
+        }
+        (Some(h), None) => vec![h.clone()],
+        (None, Some(hs)) => hs.clone(),
+        (None, None) => vec![],
     }
-    // Names were needed to resolve references; requests look consumers up by id.
-    let mut consumers = consumers;
-    consumers.by_name = Default::default();
-    let counts = Counts {
-        routes: routes_t.items.len(),
-        services: services_t.items.len(),
-        upstreams: upstreams_t.items.len(),
-        consumers: consumers.list.len(),
-        credentials: consumers.credential_count,
-        consumer_groups: consumers.groups.len(),
-    };
-    let mut strip: Vec<http::HeaderName> =
-        strip.iter().map(crate::headers::dash_spelling).collect();
-    strip.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    strip.dedup();
-    Ok(Snapshot {
-        global_plugins: global_instances.into(),
-        version: "".into(),
-        loaded_at: SystemTime::now(),
-        counts,
-        router: Router::build(&specs),
-        routes: routes.into_boxed_slice(),
-        upstreams: upstreams.into_boxed_slice(),
-        consumers,
-        strip: strip.into_boxed_slice(),
-    })
+}
+
+/// A route's `remote_addr`/`remote_addrs`, parsed as IPs or CIDRs.
+fn remote_addrs(r: &RouteConf, place: &Place, errs: &mut Errs) -> Vec<IpNet> {
+    let remote = one_or_many(
+        r.remote_addr.as_ref(),
+        r.remote_addrs.as_ref(),
+        ("remote_addr", "remote_addrs"),
+        place,
+        errs,
+    );
+    let mut out = Vec::new();
+    for (i, a) in remote.iter().enumerate() {
+        match a
+            .parse::<IpNet>()
+            .or_else(|_| a.parse::<IpAddr>().map(IpNet::from))
+        {
+            Ok(net) => out.push(net),
+            Err(_) => errs.push(
+                place,
+                &format!("remote_addrs[{i}]"),
+                format!("`{a}` is not an IP or CIDR"),
+            ),
+        }
+    }
+    out
 }
 
 fn check_hosts(errs: &mut Errs, place: &Place, field: &str, hosts: &[String]) {
