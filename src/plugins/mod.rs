@@ -35,11 +35,30 @@ use crate::auth::multi_auth::MultiAuthConf;
 use limit_count::{LimitCountConf, LimitCountPlugin};
 use shape::Side;
 
-/// The registry: every plugin built on the one plugin shape ([`shape::Plugin`]), with the sides
-/// it may be configured on. One line per plugin; the macro writes its conf slot into the
-/// `plugins:` maps and its compile call.
+/// The registry: every plugin built on the one plugin shape ([`shape::Plugin`]), one line each:
+/// `"name" => module [sides]`, the sides it may be configured on (`route`: routes, services,
+/// plugin configs, global rules; `consumer`: consumers, consumer groups). The macro writes its
+/// conf slot into the `plugins:` maps of those sides and its compile call. (Its `mod` line stays
+/// above, outside the macro, so that rustfmt and clippy see the module.)
 macro_rules! registry {
+    ($($name:literal => $module:ident [$($side:ident)+]),* $(,)?) => {
+        registry!(@split [] [] $($name $module [$($side)+])*);
+    };
+    // Sorts the lines into the route-side and consumer-side lists.
+    (@split [$($r:tt)*] [$($c:tt)*]) => {
+        registry!(@emit route: [$($r)*], consumer: [$($c)*]);
+    };
+    (@split [$($r:tt)*] [$($c:tt)*] $name:literal $module:ident [route consumer] $($rest:tt)*) => {
+        registry!(@split [$($r)* $name => $module,] [$($c)* $name => $module,] $($rest)*);
+    };
+    (@split [$($r:tt)*] [$($c:tt)*] $name:literal $module:ident [route] $($rest:tt)*) => {
+        registry!(@split [$($r)* $name => $module,] [$($c)*] $($rest)*);
+    };
+    (@split [$($r:tt)*] [$($c:tt)*] $name:literal $module:ident [consumer] $($rest:tt)*) => {
+        registry!(@split [$($r)*] [$($c)* $name => $module,] $($rest)*);
+    };
     (
+        @emit
         route: [$($rname:literal => $rmod:ident),* $(,)?],
         consumer: [$($cname:literal => $cmod:ident),* $(,)?] $(,)?
     ) => {
@@ -160,27 +179,16 @@ macro_rules! registry {
 }
 
 registry! {
-    route: [
-        "consumer-restriction" => consumer_restriction,
-        "attach-consumer-label" => attach_consumer_label,
-        "request-id" => request_id,
-        "forward-auth" => forward_auth,
-        "cors" => cors,
-        "ip-restriction" => ip_restriction,
-        "limit-conn" => limit_conn,
-        "limit-req" => limit_req,
-        "proxy-rewrite" => proxy_rewrite,
-        "response-rewrite" => response_rewrite,
-    ],
-    consumer: [
-        "consumer-restriction" => consumer_restriction,
-        "attach-consumer-label" => attach_consumer_label,
-        "ip-restriction" => ip_restriction,
-        "limit-conn" => limit_conn,
-        "limit-req" => limit_req,
-        "proxy-rewrite" => proxy_rewrite,
-        "response-rewrite" => response_rewrite,
-    ],
+    "consumer-restriction" => consumer_restriction [route consumer],
+    "attach-consumer-label" => attach_consumer_label [route consumer],
+    "request-id" => request_id [route],
+    "forward-auth" => forward_auth [route],
+    "cors" => cors [route],
+    "ip-restriction" => ip_restriction [route consumer],
+    "limit-conn" => limit_conn [route consumer],
+    "limit-req" => limit_req [route consumer],
+    "proxy-rewrite" => proxy_rewrite [route consumer],
+    "response-rewrite" => response_rewrite [route consumer],
 }
 
 impl ConsumerPluginsConf {

@@ -4,8 +4,9 @@
 //! order; each hook has a default that does nothing, so a plugin implements only its phases, and
 //! a plugin not on a route costs nothing there.
 //!
-//! Adding a plugin touches three places: `plugins/<name>.rs`, one line in the registry macro call
-//! in `plugins/mod.rs`, and the README.
+//! Adding a plugin touches three places: its module (`plugins/<name>.rs` and its `mod` line), one
+//! line in the registry macro call in `plugins/mod.rs` (`"name" => module [route consumer]`),
+//! and the README.
 
 use std::any::Any;
 use std::net::{IpAddr, SocketAddr};
