@@ -54,12 +54,17 @@ pub(crate) fn compile(
     conf: &BasicAuthConf,
     anonymous: Option<crate::ids::ConsumerId>,
 ) -> Result<BasicAuth, (String, String)> {
+    let BasicAuthConf {
+        hide_credentials,
+        realm,
+        anonymous_consumer: _, // resolved by the caller (plugins::compile_route_plugins)
+    } = conf;
     let challenge =
-        challenge("Basic", conf.realm.as_deref(), "basic").map_err(|m| ("realm".to_string(), m))?;
+        challenge("Basic", realm.as_deref(), "basic").map_err(|m| ("realm".to_string(), m))?;
     Ok(BasicAuth {
         common: AuthCommon {
             name: "basic-auth",
-            hide_credentials: conf.hide_credentials.unwrap_or(false),
+            hide_credentials: hide_credentials.unwrap_or(false),
             challenge,
             anonymous,
         },
@@ -70,14 +75,18 @@ pub(crate) fn compile(
 pub(crate) fn compile_credential(
     conf: &BasicAuthCredentialConf,
 ) -> Result<(String, PasswordCheck), (String, String)> {
-    let user = conf
-        .username
+    let BasicAuthCredentialConf {
+        username,
+        password,
+        password_hash,
+    } = conf;
+    let user = username
         .as_deref()
         .ok_or(("username".to_string(), "required".to_string()))?;
     if user.is_empty() {
         return Err(("username".into(), "must not be empty".into()));
     }
-    let check = match (&conf.password, &conf.password_hash) {
+    let check = match (&password, &password_hash) {
         (Some(_), Some(_)) => {
             return Err((
                 "password_hash".into(),

@@ -85,7 +85,17 @@ pub(crate) fn compile(
     conf: &HmacAuthConf,
     anonymous: Option<crate::ids::ConsumerId>,
 ) -> Result<HmacAuth, (String, String)> {
-    let allowed = conf.allowed_algorithms.clone().unwrap_or_else(|| {
+    let HmacAuthConf {
+        allowed_algorithms,
+        clock_skew,
+        signed_headers,
+        validate_request_body,
+        max_req_body_size,
+        hide_credentials,
+        realm,
+        anonymous_consumer: _, // resolved by the caller (plugins::compile_route_plugins)
+    } = conf;
+    let allowed = allowed_algorithms.clone().unwrap_or_else(|| {
         vec![
             HmacAlgorithm::Sha1,
             HmacAlgorithm::Sha256,
@@ -98,12 +108,11 @@ pub(crate) fn compile(
             "at least one algorithm is required".into(),
         ));
     }
-    let clock_skew = conf.clock_skew.unwrap_or(300);
+    let clock_skew = clock_skew.unwrap_or(300);
     if clock_skew < 1 {
         return Err(("clock_skew".into(), "must be at least 1".into()));
     }
-    let signed = conf
-        .signed_headers
+    let signed = signed_headers
         .clone()
         .unwrap_or_else(|| vec!["date".into()]);
     for (i, h) in signed.iter().enumerate() {
@@ -114,16 +123,16 @@ pub(crate) fn compile(
             ));
         }
     }
-    let max = conf.max_req_body_size.unwrap_or(64 * 1024 * 1024);
+    let max = max_req_body_size.unwrap_or(64 * 1024 * 1024);
     if max < 1 {
         return Err(("max_req_body_size".into(), "must be at least 1".into()));
     }
     let challenge =
-        challenge("hmac", conf.realm.as_deref(), "hmac").map_err(|m| ("realm".to_string(), m))?;
+        challenge("hmac", realm.as_deref(), "hmac").map_err(|m| ("realm".to_string(), m))?;
     Ok(HmacAuth {
         common: AuthCommon {
             name: "hmac-auth",
-            hide_credentials: conf.hide_credentials.unwrap_or(false),
+            hide_credentials: hide_credentials.unwrap_or(false),
             challenge,
             anonymous,
         },
@@ -133,7 +142,7 @@ pub(crate) fn compile(
             .iter()
             .map(|h| h.to_ascii_lowercase().into_boxed_str())
             .collect(),
-        validate_request_body: conf.validate_request_body.unwrap_or(false),
+        validate_request_body: validate_request_body.unwrap_or(false),
         max_req_body_size: max,
     })
 }
@@ -142,15 +151,14 @@ pub(crate) fn compile(
 pub(crate) fn compile_credential(
     conf: &HmacAuthCredentialConf,
 ) -> Result<(String, Secret), (String, String)> {
-    let key_id = conf
-        .key_id
+    let HmacAuthCredentialConf { key_id, secret_key } = conf;
+    let key_id = key_id
         .as_deref()
         .ok_or(("key_id".to_string(), "required".to_string()))?;
     if key_id.is_empty() || key_id.len() > 256 {
         return Err(("key_id".into(), "must be 1 to 256 characters".into()));
     }
-    let secret = conf
-        .secret_key
+    let secret = secret_key
         .as_deref()
         .ok_or(("secret_key".to_string(), "required".to_string()))?;
     let secret = secret_value(secret).map_err(|m| ("secret_key".to_string(), m))?;

@@ -97,7 +97,18 @@ pub(crate) fn compile(
     conf: &JwtAuthConf,
     anonymous: Option<crate::ids::ConsumerId>,
 ) -> Result<JwtAuth, (String, String)> {
-    let header = conf.header.as_deref().unwrap_or("authorization");
+    let JwtAuthConf {
+        header,
+        query,
+        cookie,
+        hide_credentials,
+        key_claim_name,
+        store_in_ctx: _, // accepted, no effect: there is no later plugin that reads the payload
+        claims_to_verify,
+        realm,
+        anonymous_consumer: _, // resolved by the caller (plugins::compile_route_plugins)
+    } = conf;
+    let header = header.as_deref().unwrap_or("authorization");
     let header = HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).map_err(|_| {
         (
             "header".to_string(),
@@ -105,13 +116,12 @@ pub(crate) fn compile(
         )
     })?;
     let challenge =
-        challenge("Bearer", conf.realm.as_deref(), "jwt").map_err(|m| ("realm".to_string(), m))?;
-    let key_claim = conf.key_claim_name.as_deref().unwrap_or("key");
+        challenge("Bearer", realm.as_deref(), "jwt").map_err(|m| ("realm".to_string(), m))?;
+    let key_claim = key_claim_name.as_deref().unwrap_or("key");
     if key_claim.is_empty() {
         return Err(("key_claim_name".into(), "must not be empty".into()));
     }
-    let claims = conf
-        .claims_to_verify
+    let claims = claims_to_verify
         .as_ref()
         .filter(|c| !c.is_empty())
         .map(|c| {
@@ -122,13 +132,13 @@ pub(crate) fn compile(
     Ok(JwtAuth {
         common: AuthCommon {
             name: "jwt-auth",
-            hide_credentials: conf.hide_credentials.unwrap_or(false),
+            hide_credentials: hide_credentials.unwrap_or(false),
             challenge,
             anonymous,
         },
         header,
-        query: conf.query.as_deref().unwrap_or("jwt").into(),
-        cookie: conf.cookie.as_deref().unwrap_or("jwt").into(),
+        query: query.as_deref().unwrap_or("jwt").into(),
+        cookie: cookie.as_deref().unwrap_or("jwt").into(),
         key_claim: key_claim.into(),
         claims,
     })
@@ -155,17 +165,25 @@ fn algorithm(a: JwtAlgorithmConf) -> Algorithm {
 pub(crate) fn compile_credential(
     conf: &JwtAuthCredentialConf,
 ) -> Result<(String, JwtKey), (String, String)> {
-    let key = conf
-        .key
+    let JwtAuthCredentialConf {
+        key,
+        secret,
+        public_key,
+        algorithm: algorithm_conf,
+        exp: _, // accepted, no effect: APISIX uses it only to sign tokens, which tollgate does not
+        base64_secret,
+        lifetime_grace_period,
+    } = conf;
+    let key = key
         .as_deref()
         .ok_or(("key".to_string(), "required".to_string()))?;
     if key.is_empty() {
         return Err(("key".into(), "must not be empty".into()));
     }
-    let alg = algorithm(conf.algorithm.unwrap_or(JwtAlgorithmConf::HS256));
+    let alg = algorithm(algorithm_conf.unwrap_or(JwtAlgorithmConf::HS256));
     let dk = match alg {
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            let secret = conf.secret.as_deref().ok_or((
+            let secret = secret.as_deref().ok_or((
                 "secret".to_string(),
                 "required when using HS based algorithms".to_string(),
             ))?;
@@ -173,7 +191,7 @@ pub(crate) fn compile_credential(
             if secret.is_empty() {
                 return Err(("secret".into(), "must not be empty".into()));
             }
-            if conf.base64_secret.unwrap_or(false) {
+            if base64_secret.unwrap_or(false) {
                 let raw = base64::engine::general_purpose::STANDARD
                     .decode(secret.trim())
                     .map_err(|_| {
@@ -189,7 +207,7 @@ pub(crate) fn compile_credential(
             }
         }
         _ => {
-            let pem = conf.public_key.as_deref().ok_or((
+            let pem = public_key.as_deref().ok_or((
                 "public_key".to_string(),
                 "required for RS, ES, PS and EdDSA algorithms".to_string(),
             ))?;
@@ -212,7 +230,7 @@ pub(crate) fn compile_credential(
         JwtKey {
             algorithm: alg,
             key: dk,
-            grace: conf.lifetime_grace_period.unwrap_or(0),
+            grace: lifetime_grace_period.unwrap_or(0),
         },
     ))
 }

@@ -44,23 +44,30 @@ pub(crate) fn compile(
     conf: &KeyAuthConf,
     anonymous: Option<crate::ids::ConsumerId>,
 ) -> Result<KeyAuth, (String, String)> {
-    let header = conf.header.as_deref().unwrap_or("apikey");
+    let KeyAuthConf {
+        header,
+        query,
+        hide_credentials,
+        realm,
+        anonymous_consumer: _, // resolved by the caller (plugins::compile_route_plugins)
+    } = conf;
+    let header = header.as_deref().unwrap_or("apikey");
     let header = HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).map_err(|_| {
         (
             "header".to_string(),
             format!("`{header}` is not a valid header name"),
         )
     })?;
-    let query = conf.query.as_deref().unwrap_or("apikey");
+    let query = query.as_deref().unwrap_or("apikey");
     if query.is_empty() {
         return Err(("query".into(), "must not be empty".into()));
     }
     let challenge =
-        challenge("apikey", conf.realm.as_deref(), "key").map_err(|m| ("realm".to_string(), m))?;
+        challenge("apikey", realm.as_deref(), "key").map_err(|m| ("realm".to_string(), m))?;
     Ok(KeyAuth {
         common: AuthCommon {
             name: "key-auth",
-            hide_credentials: conf.hide_credentials.unwrap_or(false),
+            hide_credentials: hide_credentials.unwrap_or(false),
             challenge,
             anonymous,
         },
@@ -73,7 +80,8 @@ pub(crate) fn compile(
 pub(crate) fn compile_credential(
     conf: &KeyAuthCredentialConf,
 ) -> Result<([u8; 32], &'static str), (String, String)> {
-    match (&conf.key, &conf.key_hash) {
+    let KeyAuthCredentialConf { key, key_hash } = conf;
+    match (&key, &key_hash) {
         (Some(_), Some(_)) => Err((
             "key_hash".into(),
             "set either key or key_hash, not both".into(),

@@ -42,14 +42,15 @@ pub(crate) fn compile(
     conf: &MultiAuthConf,
     anonymous: AnonymousLookup<'_>,
 ) -> Result<AuthPlugin, (String, String)> {
-    if conf.auth_plugins.len() < 2 {
+    let MultiAuthConf { auth_plugins } = conf;
+    if auth_plugins.len() < 2 {
         return Err((
             "auth_plugins".into(),
             "expect array to have at least 2 items".into(),
         ));
     }
     let mut list = Vec::new();
-    for (i, e) in conf.auth_plugins.iter().enumerate() {
+    for (i, e) in auth_plugins.iter().enumerate() {
         let n = [
             e.key_auth.is_some(),
             e.basic_auth.is_some(),
