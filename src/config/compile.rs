@@ -482,6 +482,7 @@ fn compile_global_rules(
         let mut compiled = plugins(&g.plugins, place, &format!("global_rule:{}", g.id.0), errs);
         instances.extend(compiled.set.extra.iter().cloned());
         compiled.set.extra = Arc::new([]);
+        compiled.disabled = Arc::new([]); // each rule runs on its own
         merged = merged.over(&compiled);
     }
     (merged, instances)
@@ -631,6 +632,8 @@ fn compile_route(
     if let Some((_, s)) = &service {
         merged = merged.over(&s.plugins);
     }
+    // Global rules run on their own in APISIX: a route's `_meta.disable` does not reach them.
+    merged.disabled = Arc::new([]);
     merged = merged.over(inh.global);
     let upstream = upstream?;
     let spec = (status == 1).then(|| RouteSpec {

@@ -118,12 +118,33 @@ fn unset_vars(v: &serde_yaml::Value, path: &str, out: &mut Vec<(String, String)>
 
 /// `_meta` on every plugin (APISIX's plugin-common fields): `disable: true` removes that plugin
 /// instance; any other `_meta` field is refused by name, never ignored. `item` is one entry of
-/// the list `list`, at `at` (`routes[2]`).
-fn apply_plugin_meta(file: &str, at: &str, item: &mut serde_yaml::Value) -> Vec<ConfigError> {
+/// a list, at `at` (`routes[2]`). On the route side (`route_side`: routes, services, plugin
+/// configs, global rules) the names turned off are kept in the map under `_meta.disabled`
+/// ([`crate::plugins::RoutePluginsConf::disabled`]), so that they also turn off the plugin of
+/// that name a route inherits, as in APISIX.
+fn apply_plugin_meta(
+    file: &str,
+    at: &str,
+    route_side: bool,
+    item: &mut serde_yaml::Value,
+) -> Vec<ConfigError> {
     use serde_yaml::Value;
-    fn plugins_map(file: &str, at: &str, plugins: &mut Value, errs: &mut Vec<ConfigError>) {
+    fn plugins_map(
+        file: &str,
+        at: &str,
+        route_side: bool,
+        plugins: &mut Value,
+        errs: &mut Vec<ConfigError>,
+    ) {
         let Value::Mapping(m) = plugins else { return };
         let mut disabled = Vec::new();
+        if m.contains_key(DISABLED_KEY) {
+            errs.push(ConfigError::new(
+                file,
+                format!("{at}.{DISABLED_KEY}"),
+                "not supported by tollgate (use `_meta: {disable: true}` in a plugin)",
+            ));
+        }
         for (k, conf) in m.iter_mut() {
             let name = k.as_str().unwrap_or("?").to_owned();
             let Value::Mapping(c) = conf else { continue };
@@ -152,8 +173,11 @@ fn apply_plugin_meta(file: &str, at: &str, item: &mut serde_yaml::Value) -> Vec<
                 }
             }
         }
-        for k in disabled {
-            m.remove(&k);
+        for k in &disabled {
+            m.remove(k);
+        }
+        if route_side && !disabled.is_empty() {
+            m.insert(Value::from(DISABLED_KEY), Value::Sequence(disabled));
         }
     }
     let mut errs = Vec::new();
@@ -161,7 +185,7 @@ fn apply_plugin_meta(file: &str, at: &str, item: &mut serde_yaml::Value) -> Vec<
         return errs;
     };
     if let Some(p) = item.get_mut("plugins") {
-        plugins_map(file, &format!("{at}.plugins"), p, &mut errs);
+        plugins_map(file, &format!("{at}.plugins"), route_side, p, &mut errs);
     }
     if let Some(Value::Sequence(creds)) = item.get_mut("credentials") {
         for (j, c) in creds.iter_mut().enumerate() {
@@ -169,6 +193,7 @@ fn apply_plugin_meta(file: &str, at: &str, item: &mut serde_yaml::Value) -> Vec<
                 plugins_map(
                     file,
                     &format!("{at}.credentials[{j}].plugins"),
+                    false,
                     p,
                     &mut errs,
                 );
@@ -177,6 +202,9 @@ fn apply_plugin_meta(file: &str, at: &str, item: &mut serde_yaml::Value) -> Vec<
     }
     errs
 }
+
+/// Where [`apply_plugin_meta`] lists the route-side plugins `_meta.disable` turned off.
+pub(crate) const DISABLED_KEY: &str = "_meta.disabled";
 
 /// The top-level lists of a resource file, read item by item.
 const LISTS: [&str; 7] = [
@@ -230,7 +258,11 @@ fn parse_item<T: serde::de::DeserializeOwned>(
         return Err(item_ident(list, &v));
     }
     if features.meta {
-        errors.extend(apply_plugin_meta(file, &at, &mut v));
+        let route_side = matches!(
+            list,
+            "routes" | "services" | "plugin_configs" | "global_rules"
+        );
+        errors.extend(apply_plugin_meta(file, &at, route_side, &mut v));
     }
     if features.unset_vars {
         let mut unset = Vec::new();

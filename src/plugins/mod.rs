@@ -82,6 +82,10 @@ macro_rules! registry {
                 #[serde(rename = $rname, default, deserialize_with = "null_is_default")]
                 pub $rmod: Option<Box<$rmod::Conf>>,
             )*
+            /// The plugins `_meta.disable: true` turned off here (the loader removes their
+            /// confs and lists them; see `config::DISABLED_KEY`): a route does not inherit them.
+            #[serde(rename = "_meta.disabled", default)]
+            pub disabled: Vec<String>,
         }
 
         /// Plugins on a consumer, a consumer group or a credential: the consumer side of each
@@ -267,21 +271,37 @@ pub(crate) struct RoutePlugins {
     pub jwt: Option<Arc<AuthPlugin>>,
     pub key: Option<Arc<AuthPlugin>>,
     pub set: PluginSet,
+    /// Names turned off by `_meta.disable` here or above: not taken from a lower level.
+    pub disabled: Arc<[String]>,
 }
 
 impl RoutePlugins {
-    /// Each slot from `self`, else from `lower` (route over plugin config over service).
+    /// Each slot from `self`, else from `lower` (route over plugin config over service), unless
+    /// `self` turned that plugin off with `_meta.disable`.
     pub(crate) fn over(&self, lower: &RoutePlugins) -> RoutePlugins {
-        let pick = |a: &Option<Arc<AuthPlugin>>, b: &Option<Arc<AuthPlugin>>| {
-            a.clone().or_else(|| b.clone())
+        let off = |name: &str| self.disabled.iter().any(|d| d == name);
+        let pick = |name: &str, a: &Option<Arc<AuthPlugin>>, b: &Option<Arc<AuthPlugin>>| {
+            a.clone().or_else(|| b.clone().filter(|_| !off(name)))
         };
+        let lower_set = PluginSet {
+            extra: lower
+                .set
+                .extra
+                .iter()
+                .filter(|(n, _)| !off(n))
+                .cloned()
+                .collect(),
+        };
+        let mut disabled = self.disabled.to_vec();
+        disabled.extend(lower.disabled.iter().cloned());
         RoutePlugins {
-            multi: pick(&self.multi, &lower.multi),
-            hmac: pick(&self.hmac, &lower.hmac),
-            basic: pick(&self.basic, &lower.basic),
-            jwt: pick(&self.jwt, &lower.jwt),
-            key: pick(&self.key, &lower.key),
-            set: self.set.over(&lower.set),
+            multi: pick("multi-auth", &self.multi, &lower.multi),
+            hmac: pick("hmac-auth", &self.hmac, &lower.hmac),
+            basic: pick("basic-auth", &self.basic, &lower.basic),
+            jwt: pick("jwt-auth", &self.jwt, &lower.jwt),
+            key: pick("key-auth", &self.key, &lower.key),
+            set: self.set.over(&lower_set),
+            disabled: disabled.into(),
         }
     }
 
@@ -347,6 +367,7 @@ pub(crate) fn compile_route_plugins(
         instances.extend(compile_limit(l, place, "plugins.limit-count", owner, errs));
     }
     out.set.extra = merge_extra(&instances, &[]);
+    out.disabled = conf.disabled.iter().cloned().collect();
     out
 }
 

@@ -55,6 +55,66 @@ fn request_id_is_made_sent_upstream_and_returned() {
 }
 
 #[test]
+fn meta_disable_turns_off_the_plugin_a_route_inherits_but_not_a_global_rule() {
+    let up = Upstream::start("up");
+    let gw = Gateway::start(&format!(
+        r#"services:
+  - id: s
+    plugins: {{key-auth: {{}}, request-id: {{}}}}
+    upstream: {u}
+plugin_configs:
+  - id: pc
+    plugins: {{key-auth: {{_meta: {{disable: true}}}}}}
+global_rules:
+  - id: g1
+    plugins: {{request-id: {{header_name: X-Global-Id, _meta: {{disable: true}}}}}}
+  - id: g2
+    plugins: {{request-id: {{header_name: X-Global-Id}}}}
+routes:
+  - id: inherits
+    uri: /inherits
+    service_id: s
+  - id: off
+    uri: /off
+    service_id: s
+    plugins: {{key-auth: {{_meta: {{disable: true}}}}, request-id: {{_meta: {{disable: true}}}}}}
+  - id: by-plugin-config
+    uri: /pc
+    service_id: s
+    plugin_config_id: pc
+consumers:
+  - username: jack
+    plugins: {{key-auth: {{key: jack-key}}}}
+#END
+"#,
+        u = up.yaml()
+    ));
+    // The service's key-auth and request-id apply to a route that sets neither.
+    assert_eq!(http(gw.port(), "GET", "/inherits", &[], b"").status, 401);
+    let r = http(
+        gw.port(),
+        "GET",
+        "/inherits",
+        &[("apikey", "jack-key")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.header("x-request-id").is_some());
+    // A route's disabled key-auth and request-id turn the service's off, as in APISIX.
+    let r = http(gw.port(), "GET", "/off", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("x-request-id").is_none());
+    assert!(r.json()["headers"]["x-consumer-username"].is_null());
+    // So does a plugin config's.
+    assert_eq!(http(gw.port(), "GET", "/pc", &[], b"").status, 200);
+    // One global rule's disabled request-id does not turn another rule's off.
+    assert!(
+        r.header("x-global-id").is_some(),
+        "global rule g2 still runs"
+    );
+}
+
+#[test]
 fn meta_fields_other_than_disable_and_other_algorithms_are_refused() {
     let lines = check_fails(&[(
         "resources.yaml",
