@@ -53,6 +53,16 @@ pub enum SecretKind {
     Password,
 }
 
+impl SecretKind {
+    /// The value `tollgate hash-secret` prints for a secret.
+    pub fn hash(self, secret: &str) -> Result<String, String> {
+        match self {
+            SecretKind::Key => Ok(crate::secret::key_hash(secret)),
+            SecretKind::Password => crate::secret::password_hash(secret),
+        }
+    }
+}
+
 impl Cli {
     /// Parses the process arguments; exits with clap's usage error (status 2) on flags that a
     /// subcommand would silently ignore: `--upgrade` with a subcommand, `-c` with `hash-secret`.

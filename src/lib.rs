@@ -41,6 +41,5 @@ pub use limiter::{CounterKey, Limiter};
 pub use pipeline::{RequestInfo, run as run_pipeline};
 pub use plugins::limit_count::{KeyVars, LimitCount, LimitCountConf, compile_limit_count};
 pub use reload::release_free_memory;
-pub use secret::hash_for;
 pub use server::run as serve;
 pub use snapshot::Snapshot;

@@ -172,7 +172,7 @@ fn hash_secret(kind: SecretKind) -> ExitCode {
         eprintln!("the secret is empty");
         return ExitCode::FAILURE;
     }
-    match tollgate::hash_for(kind, secret) {
+    match kind.hash(secret) {
         Ok(v) => {
             println!("{v}");
             ExitCode::SUCCESS

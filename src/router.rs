@@ -8,7 +8,6 @@ use std::net::IpAddr;
 use ahash::AHashMap;
 use ipnet::IpNet;
 
-use crate::config::raw::MethodConf;
 use crate::ids::RouteId;
 
 /// A bit per method a route may list; 0 means any method.
@@ -29,10 +28,10 @@ pub(crate) fn method_bit(method: &[u8]) -> u16 {
 }
 
 /// The method mask of a method list.
-pub(crate) fn method_mask(methods: &[MethodConf]) -> u16 {
+pub(crate) fn method_mask<'a>(methods: impl IntoIterator<Item = &'a str>) -> u16 {
     methods
-        .iter()
-        .fold(0, |m, x| m | method_bit(x.as_str().as_bytes()))
+        .into_iter()
+        .fold(0, |m, x| m | method_bit(x.as_bytes()))
 }
 
 /// What the compiler hands the router for one enabled route.

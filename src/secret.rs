@@ -6,8 +6,6 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::cli::SecretKind;
-
 /// A secret from the config. `Debug` shows `Secret(***)`; there is no `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Box<[u8]>);
@@ -43,18 +41,18 @@ pub(crate) fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// The value `tollgate hash-secret` prints for a secret.
-pub fn hash_for(kind: SecretKind, secret: &str) -> Result<String, String> {
-    match kind {
-        SecretKind::Key => Ok(format!("sha256:{}", hex::encode(sha256(secret.as_bytes())))),
-        SecretKind::Password => {
-            use argon2::password_hash::PasswordHasher;
-            argon2::Argon2::default()
-                .hash_password(secret.as_bytes())
-                .map(|h| h.to_string())
-                .map_err(|e| format!("cannot hash the password: {e}"))
-        }
-    }
+/// A key-auth `key_hash` for a key: `sha256:<hex>`.
+pub(crate) fn key_hash(key: &str) -> String {
+    format!("sha256:{}", hex::encode(sha256(key.as_bytes())))
+}
+
+/// A basic-auth `password_hash` for a password: an argon2id PHC string.
+pub(crate) fn password_hash(password: &str) -> Result<String, String> {
+    use argon2::password_hash::PasswordHasher;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| format!("cannot hash the password: {e}"))
 }
 
 /// Resolves `$env://VAR` secrets at load time.
@@ -78,7 +76,7 @@ mod tests {
 
     #[test]
     fn key_hash_roundtrip() {
-        let v = hash_for(SecretKind::Key, "s3cret").unwrap();
+        let v = key_hash("s3cret");
         assert_eq!(parse_key_hash(&v), Some(sha256(b"s3cret")));
         assert_eq!(format!("{:?}", Secret::new(*b"abc")), "Secret(***)");
         assert!(Secret::new(*b"abc").ct_eq(b"abc"));

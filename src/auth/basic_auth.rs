@@ -259,7 +259,7 @@ mod tests {
 
     #[test]
     fn phc_and_bcrypt() {
-        let h = crate::secret::hash_for(crate::cli::SecretKind::Password, "pw").unwrap();
+        let h = crate::secret::password_hash("pw").unwrap();
         assert!(verify_phc(&h, "pw"));
         assert!(!verify_phc(&h, "px"));
     }

@@ -640,7 +640,10 @@ fn compile_route(
         route: RouteId(0),
         paths,
         hosts: hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
-        methods: r.methods.as_deref().map(method_mask).unwrap_or(0),
+        methods: r
+            .methods
+            .as_deref()
+            .map_or(0, |m| method_mask(m.iter().map(|x| x.as_str()))),
         remote_addrs,
         priority: r.priority,
     });

@@ -133,7 +133,7 @@ fn compile_restriction(conf: &Conf, side: Side) -> Result<Restriction, CompileEr
             }
             methods
                 .entry(user.as_str().into())
-                .or_insert_with(|| method_mask(&e.methods));
+                .or_insert_with(|| method_mask(e.methods.iter().map(|x| x.as_str())));
         }
     }
     if whitelist.is_none() && blacklist.is_none() && allowed_by_methods.is_none() {
