@@ -272,7 +272,6 @@ impl Gateway {
         mut d: Decision,
     ) -> Result<bool> {
         let check = d.body_check.take();
-        let max = check.as_ref().map_or(u64::MAX, |c| c.max);
         if session
             .req_header()
             .headers
@@ -285,9 +284,8 @@ impl Gateway {
         while let Some(chunk) = session.read_request_body().await? {
             body.extend_from_slice(&chunk);
             let len = body.len() as u64;
-            let refused = if len > max {
-                let f = auth::hmac_auth::too_large(len, max);
-                Some(Reject::new(f.status, f.body))
+            let refused = if let Some(r) = check.as_ref().and_then(|c| c.too_large(len)) {
+                Some(r)
             } else if self.max_body > 0 && len > self.max_body {
                 Some(too_large())
             } else {
@@ -300,10 +298,7 @@ impl Gateway {
                 return Ok(true);
             }
         }
-        if let Some(check) = check.filter(|c| !c.matches(&body)) {
-            let f = auth::hmac_auth::digest_mismatch();
-            let r = Reject::new(f.status, f.body)
-                .with_header(headers::WWW_AUTHENTICATE, check.challenge.clone());
+        if let Some(Err(r)) = check.map(|c| c.verify(&body)) {
             self.metrics
                 .auth_failure(ctx.route_metrics(&self.metrics), "hmac-auth");
             ctx.identity = None;

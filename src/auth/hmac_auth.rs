@@ -69,15 +69,28 @@ pub struct BodyCheck {
 }
 
 impl BodyCheck {
-    /// Checks the whole body's digest.
-    pub fn matches(&self, body: &[u8]) -> bool {
+    /// The 413 once `len` bytes of body exceed `max_req_body_size`, if they do.
+    pub(crate) fn too_large(&self, len: u64) -> Option<crate::reject::Reject> {
+        (len > self.max).then(|| {
+            let f = too_large(len, self.max);
+            crate::reject::Reject::new(f.status, f.body)
+        })
+    }
+
+    /// Checks the whole body's digest: `Err` is the 401 a mismatch gets.
+    pub(crate) fn verify(&self, body: &[u8]) -> Result<(), crate::reject::Reject> {
         use sha2::Digest;
         let got: Vec<u8> = if self.sha512 {
             sha2::Sha512::digest(body).to_vec()
         } else {
             sha2::Sha256::digest(body).to_vec()
         };
-        Secret::new(got).ct_eq(&self.expected)
+        if Secret::new(got).ct_eq(&self.expected) {
+            return Ok(());
+        }
+        let f = Failure::unauthorized(GENERIC, "Invalid digest");
+        Err(crate::reject::Reject::new(f.status, f.body)
+            .with_header(crate::headers::WWW_AUTHENTICATE, self.challenge.clone()))
     }
 }
 
@@ -372,18 +385,13 @@ impl HmacAuth {
 }
 
 /// 413 for a body over `max_req_body_size` (no WWW-Authenticate).
-pub(crate) fn too_large(len: u64, max: u64) -> Failure {
+fn too_large(len: u64, max: u64) -> Failure {
     let msg = format!("request size {len} is greater than the maximum size {max} allowed");
     Failure {
         status: 413,
         body: crate::reject::Reject::json_body("message", &msg),
         log: msg.into(),
     }
-}
-
-/// The 401 a body that does not match its digest gets.
-pub(crate) fn digest_mismatch() -> Failure {
-    Failure::unauthorized(GENERIC, "Invalid digest")
 }
 
 #[cfg(test)]
