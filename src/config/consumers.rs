@@ -354,6 +354,7 @@ impl Builder {
                 Some(_) => parse_expiry(&mut self.errs, &place(ci), &cr.expires_at),
                 None => None,
             };
+            non_auth_plugins(&mut self.errs, &place(ci), "plugins", &cr.plugins);
             let n = auth_count(&cr.plugins);
             self.credential_count += n;
             if n != 1 {
@@ -364,7 +365,6 @@ impl Builder {
                 );
                 continue;
             }
-            non_auth_plugins(&mut self.errs, &place(ci), "plugins", &cr.plugins);
             self.index(Src {
                 origin: Origin {
                     ord,

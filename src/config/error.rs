@@ -50,6 +50,8 @@ impl ConfigError {
             } else {
                 format!("{path}.{field}")
             };
+            // `_meta.disabled` is written by the loader (`config::DISABLED_KEY`), not by users.
+            let tail = tail.replace(", `_meta.disabled`", "");
             return Self::new(
                 file,
                 path,

@@ -476,6 +476,12 @@ routes:
             "resources.yaml: consumers[0].credentials[0].plugins.limit-count",
             &["`limit-count` is not an auth plugin"],
         ),
+        // ... also when it holds no auth plugin at all.
+        (
+            "consumers:\n  - username: u\n    credentials:\n      - {name: c, plugins: {limit-count: {count: 1, time_window: 1}}}\n",
+            "resources.yaml: consumers[0].credentials[0].plugins.limit-count",
+            &["`limit-count` is not an auth plugin"],
+        ),
         (
             "consumers:\n  - {username: u}\n  - {id: u/credentials/c, plugins: {key-auth: {key: k}, proxy-rewrite: {uri: /x}}}\n",
             "resources.yaml: consumers[1].plugins.proxy-rewrite",
