@@ -64,6 +64,11 @@ impl Policy {
             Policy::RedisSentinel => "redis-sentinel",
         }
     }
+
+    /// Whether the counters live in Redis (the policies tollgate builds).
+    fn is_redis(self) -> bool {
+        matches!(self, Policy::Redis | Policy::RedisCluster)
+    }
 }
 
 /// APISIX 3.18 `window_type`; only `fixed` is supported.
@@ -604,6 +609,9 @@ impl StableHash {
 /// Per-process seed for [`RedisSettings::backend_id`].
 static BACKEND_SEED: LazyLock<ahash::RandomState> = LazyLock::new(ahash::RandomState::new);
 
+/// Collects `(field, message)` errors of one conf.
+type ErrFn<'e> = dyn FnMut(&str, String) + 'e;
+
 /// Validates a limit-count conf as APISIX does and builds its compiled form. Every error is
 /// kept, as `(field relative to the plugin, message)`; messages never contain the password.
 pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(String, String)>> {
@@ -636,17 +644,127 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
         redis_cluster_ssl,
         redis_cluster_ssl_verify,
     } = conf;
+    let redis = RedisFields {
+        host: redis_host,
+        port: redis_port,
+        username: redis_username,
+        password: redis_password,
+        database: redis_database,
+        timeout: redis_timeout,
+        ssl: redis_ssl,
+        ssl_verify: redis_ssl_verify,
+        keepalive_timeout: redis_keepalive_timeout,
+        keepalive_pool: redis_keepalive_pool,
+        cluster_nodes: redis_cluster_nodes,
+        cluster_name: redis_cluster_name,
+        cluster_ssl: redis_cluster_ssl,
+        cluster_ssl_verify: redis_cluster_ssl_verify,
+    };
     let mut errs: Vec<(String, String)> = Vec::new();
-    let mut err = |field: &str, msg: String| errs.push((field.to_owned(), msg));
+    let mut push = |field: &str, msg: String| errs.push((field.to_owned(), msg));
+    let err: &mut ErrFn<'_> = &mut push;
 
-    if rules.is_some() {
+    let (count, time_window) = quota(*count, *time_window, rules.is_some(), err);
+    if *window_type == Some(WindowType::Sliding) {
+        err(
+            "window_type",
+            "`sliding` is not supported by tollgate; use `fixed`".into(),
+        );
+    }
+    let key_type = key_type.unwrap_or_default();
+    let key_text = key.as_deref().unwrap_or("remote_addr");
+    let key_spec = key_spec(key_type, key_text, err);
+    let rejected_code = rejected_code.unwrap_or(503);
+    if !(200..=599).contains(&rejected_code) {
+        err(
+            "rejected_code",
+            format!("must be between 200 and 599, got {rejected_code}"),
+        );
+    }
+    if rejected_msg.as_deref() == Some("") {
+        err("rejected_msg", "must not be empty".into());
+    }
+    let msg = rejected_msg
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .unwrap_or(DEFAULT_REJECTED_MSG);
+    if group.as_deref() == Some("") {
+        err("group", "must not be empty".into());
+    }
+
+    let policy = policy.unwrap_or_default();
+    if policy == Policy::RedisSentinel {
+        err(
+            "policy",
+            "`redis-sentinel` is not supported by tollgate; use redis or redis-cluster".into(),
+        );
+    }
+    redis.check_policy(policy, err);
+    let timeout_ms = redis.connection(err);
+    let sync_ms = sync_interval_ms(*sync_interval, policy.is_redis(), time_window, err);
+    let target = redis.target(policy, err);
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+
+    // Everything that changes behaviour, normalised with defaults; never the password.
+    let mut h = StableHash::new(b"tollgate limit-count conf v1");
+    h.u64("count", count);
+    h.u64("time_window", time_window);
+    h.bytes("key_type", key_type.as_str().as_bytes());
+    h.bytes("key", key_text.as_bytes());
+    h.u64("rejected_code", u64::from(rejected_code));
+    h.bytes("rejected_msg", msg.as_bytes());
+    h.u64(
+        "show_limit_quota_header",
+        u64::from(show_limit_quota_header.unwrap_or(true)),
+    );
+    h.opt_str("group", group.as_deref());
+    h.bytes("policy", policy.as_str().as_bytes());
+    h.u64(
+        "allow_degradation",
+        u64::from(allow_degradation.unwrap_or(false)),
+    );
+    h.u64("sync_interval_ms", sync_ms.unwrap_or(u64::MAX));
+    if policy.is_redis() {
+        redis.hash_into(&mut h, timeout_ms, target.as_ref());
+    }
+    let conf_hash = h.finish();
+
+    Ok(LimitCount {
+        conf_hash,
+        count,
+        time_window,
+        window_ms: time_window * 1000,
+        key: key_spec,
+        rejection: Reject::new(rejected_code, Reject::json_body("error_msg", msg)),
+        show_limit_quota_header: show_limit_quota_header.unwrap_or(true),
+        allow_degradation: allow_degradation.unwrap_or(false),
+        policy: match target {
+            None => LimitPolicy::Local,
+            Some(target) => {
+                LimitPolicy::Redis(Arc::new(redis_settings(target, timeout_ms, sync_ms)))
+            }
+        },
+        group: group.as_deref().map(Arc::from),
+    })
+}
+
+/// `count` and `time_window` (`rules`, refused, would replace them).
+fn quota(
+    count: Option<u64>,
+    time_window: Option<u64>,
+    rules: bool,
+    err: &mut ErrFn<'_>,
+) -> (u64, u64) {
+    if rules {
         err(
             "rules",
             "not supported by tollgate; use count and time_window".into(),
         );
     }
-    let count = match *count {
-        None if rules.is_none() => {
+    let count = match count {
+        None if !rules => {
             err("count", "required, an integer greater than 0".into());
             0
         }
@@ -656,8 +774,8 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
         }
         c => c.unwrap_or(0),
     };
-    let time_window = match *time_window {
-        None if rules.is_none() => {
+    let time_window = match time_window {
+        None if !rules => {
             err(
                 "time_window",
                 "required, an integer number of seconds greater than 0".into(),
@@ -680,129 +798,31 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
         }
         t => t.unwrap_or(0),
     };
-    if *window_type == Some(WindowType::Sliding) {
-        err(
-            "window_type",
-            "`sliding` is not supported by tollgate; use `fixed`".into(),
-        );
-    }
+    (count, time_window)
+}
 
-    let key_type = key_type.unwrap_or_default();
-    let key_text = key.as_deref().unwrap_or("remote_addr");
-    let key_spec = match key_type {
+/// The counter key of `key_type` and `key`.
+fn key_spec(key_type: KeyType, key_text: &str, err: &mut ErrFn<'_>) -> KeySpec {
+    let spec = match key_type {
         KeyType::Var => KeyVar::parse(key_text).map(KeySpec::Var),
         KeyType::VarCombination => parse_template(key_text).map(KeySpec::Template),
         KeyType::Constant if key_text.is_empty() => Err("must not be empty".to_owned()),
         KeyType::Constant => Ok(KeySpec::Constant(key_text.into())),
     };
-    let key_spec = key_spec.unwrap_or_else(|m| {
+    spec.unwrap_or_else(|m| {
         err("key", m);
         KeySpec::Var(KeyVar::RemoteAddr)
-    });
+    })
+}
 
-    let rejected_code = rejected_code.unwrap_or(503);
-    if !(200..=599).contains(&rejected_code) {
-        err(
-            "rejected_code",
-            format!("must be between 200 and 599, got {rejected_code}"),
-        );
-    }
-    if rejected_msg.as_deref() == Some("") {
-        err("rejected_msg", "must not be empty".into());
-    }
-    let msg = rejected_msg
-        .as_deref()
-        .filter(|m| !m.is_empty())
-        .unwrap_or(DEFAULT_REJECTED_MSG);
-    if group.as_deref() == Some("") {
-        err("group", "must not be empty".into());
-    }
-
-    let policy = policy.unwrap_or_default();
-    let is_redis = matches!(policy, Policy::Redis | Policy::RedisCluster);
-    if policy == Policy::RedisSentinel {
-        err(
-            "policy",
-            "`redis-sentinel` is not supported by tollgate; use redis or redis-cluster".into(),
-        );
-    }
-
-    // Fields that belong to another policy: refused rather than silently unused (a `redis_host`
-    // without `policy: redis` would otherwise count per node).
-    let single_only: [(&str, bool); 6] = [
-        ("redis_host", redis_host.is_some()),
-        ("redis_port", redis_port.is_some()),
-        ("redis_username", redis_username.is_some()),
-        ("redis_database", redis_database.is_some()),
-        ("redis_ssl", redis_ssl.is_some()),
-        ("redis_ssl_verify", redis_ssl_verify.is_some()),
-    ];
-    let cluster_only: [(&str, bool); 4] = [
-        ("redis_cluster_nodes", redis_cluster_nodes.is_some()),
-        ("redis_cluster_name", redis_cluster_name.is_some()),
-        ("redis_cluster_ssl", redis_cluster_ssl.is_some()),
-        (
-            "redis_cluster_ssl_verify",
-            redis_cluster_ssl_verify.is_some(),
-        ),
-    ];
-    let shared: [(&str, bool); 4] = [
-        ("redis_password", redis_password.is_some()),
-        ("redis_timeout", redis_timeout.is_some()),
-        ("redis_keepalive_timeout", redis_keepalive_timeout.is_some()),
-        ("redis_keepalive_pool", redis_keepalive_pool.is_some()),
-    ];
-    if policy != Policy::Redis {
-        for (f, set) in single_only {
-            if set {
-                err(f, "only used with policy redis".into());
-            }
-        }
-    }
-    if policy != Policy::RedisCluster {
-        for (f, set) in cluster_only {
-            if set {
-                err(f, "only used with policy redis-cluster".into());
-            }
-        }
-    }
-    if !is_redis {
-        for (f, set) in shared {
-            if set {
-                err(f, "only used with policy redis or redis-cluster".into());
-            }
-        }
-    }
-    for (f, v) in [
-        ("redis_ssl", redis_ssl),
-        ("redis_ssl_verify", redis_ssl_verify),
-        ("redis_cluster_ssl", redis_cluster_ssl),
-        ("redis_cluster_ssl_verify", redis_cluster_ssl_verify),
-    ] {
-        if *v == Some(true) {
-            err(f, "TLS to Redis is not supported by tollgate".into());
-        }
-    }
-
-    let timeout_ms = redis_timeout.unwrap_or(1000);
-    if timeout_ms == 0 {
-        err("redis_timeout", "must be at least 1 (milliseconds)".into());
-    }
-    if redis_keepalive_timeout.is_some_and(|t| t < 1000) {
-        err(
-            "redis_keepalive_timeout",
-            "must be at least 1000 (milliseconds)".into(),
-        );
-    }
-    if *redis_keepalive_pool == Some(0) {
-        err("redis_keepalive_pool", "must be at least 1".into());
-    }
-    let password = redis_password
-        .as_deref()
-        .filter(|p| !p.is_empty())
-        .map(|p| Secret::new(p.as_bytes()));
-
-    let sync_ms = match *sync_interval {
+/// `sync_interval` in milliseconds (`-1`, APISIX's default, means none).
+fn sync_interval_ms(
+    sync_interval: Option<f64>,
+    is_redis: bool,
+    time_window: u64,
+    err: &mut ErrFn<'_>,
+) -> Option<u64> {
+    match sync_interval {
         None => None,
         Some(-1.0) => None,
         Some(_) if !is_redis => {
@@ -827,213 +847,277 @@ pub fn compile_limit_count(conf: &LimitCountConf) -> Result<LimitCount, Vec<(Str
             None
         }
         Some(s) => Some((s * 1000.0).round() as u64),
-    };
+    }
+}
 
-    let target = match policy {
-        Policy::Redis => {
-            let host = match redis_host.as_deref() {
-                None => {
-                    err("redis_host", "required with policy redis".into());
-                    ""
+/// The `redis_*` fields of a conf.
+struct RedisFields<'a> {
+    host: &'a Option<String>,
+    port: &'a Option<u16>,
+    username: &'a Option<String>,
+    password: &'a Option<String>,
+    database: &'a Option<u32>,
+    timeout: &'a Option<u64>,
+    ssl: &'a Option<bool>,
+    ssl_verify: &'a Option<bool>,
+    keepalive_timeout: &'a Option<u64>,
+    keepalive_pool: &'a Option<u32>,
+    cluster_nodes: &'a Option<Vec<String>>,
+    cluster_name: &'a Option<String>,
+    cluster_ssl: &'a Option<bool>,
+    cluster_ssl_verify: &'a Option<bool>,
+}
+
+impl RedisFields<'_> {
+    /// Fields that belong to another policy: refused rather than silently unused (a
+    /// `redis_host` without `policy: redis` would otherwise count per node). TLS is refused.
+    fn check_policy(&self, policy: Policy, err: &mut ErrFn<'_>) {
+        let single_only: [(&str, bool); 6] = [
+            ("redis_host", self.host.is_some()),
+            ("redis_port", self.port.is_some()),
+            ("redis_username", self.username.is_some()),
+            ("redis_database", self.database.is_some()),
+            ("redis_ssl", self.ssl.is_some()),
+            ("redis_ssl_verify", self.ssl_verify.is_some()),
+        ];
+        let cluster_only: [(&str, bool); 4] = [
+            ("redis_cluster_nodes", self.cluster_nodes.is_some()),
+            ("redis_cluster_name", self.cluster_name.is_some()),
+            ("redis_cluster_ssl", self.cluster_ssl.is_some()),
+            (
+                "redis_cluster_ssl_verify",
+                self.cluster_ssl_verify.is_some(),
+            ),
+        ];
+        let shared: [(&str, bool); 4] = [
+            ("redis_password", self.password.is_some()),
+            ("redis_timeout", self.timeout.is_some()),
+            ("redis_keepalive_timeout", self.keepalive_timeout.is_some()),
+            ("redis_keepalive_pool", self.keepalive_pool.is_some()),
+        ];
+        let misplaced = |list: &[(&str, bool)], msg: &str, err: &mut ErrFn<'_>| {
+            for (f, set) in list {
+                if *set {
+                    err(f, msg.into());
                 }
-                Some(h) if h.len() < 2 => {
-                    err("redis_host", "must be at least 2 characters".into());
-                    ""
-                }
-                Some(h) if h.contains(|c: char| c.is_whitespace() || c == '/') => {
-                    err("redis_host", format!("`{h}` is not a host name or address"));
-                    ""
-                }
-                Some(h) => h,
-            };
-            if *redis_port == Some(0) {
-                err("redis_port", "must be between 1 and 65535".into());
             }
-            if redis_username.as_deref() == Some("") {
-                err("redis_username", "must not be empty".into());
-            }
-            Some(RedisTarget::Single {
-                host: host.into(),
-                port: redis_port.unwrap_or(6379),
-                username: redis_username
-                    .as_deref()
-                    .filter(|u| !u.is_empty())
-                    .map(Into::into),
-                password: password.clone(),
-                database: redis_database.unwrap_or(0),
-            })
+        };
+        if policy != Policy::Redis {
+            misplaced(&single_only, "only used with policy redis", err);
         }
-        Policy::RedisCluster => {
-            let mut nodes = Vec::new();
-            match redis_cluster_nodes {
-                None => err(
-                    "redis_cluster_nodes",
-                    "required with policy redis-cluster".into(),
-                ),
-                Some(list) if list.is_empty() => err(
-                    "redis_cluster_nodes",
-                    "must list at least one `host:port`".into(),
-                ),
-                Some(list) => {
-                    for (i, n) in list.iter().enumerate() {
-                        match parse_host_port(n) {
-                            Some(hp) if (2..=100).contains(&n.len()) => nodes.push(hp),
-                            _ => err(
-                                &format!("redis_cluster_nodes[{i}]"),
-                                format!("must be `host:port` (2 to 100 characters), got `{n}`"),
-                            ),
+        if policy != Policy::RedisCluster {
+            misplaced(&cluster_only, "only used with policy redis-cluster", err);
+        }
+        if !policy.is_redis() {
+            misplaced(&shared, "only used with policy redis or redis-cluster", err);
+        }
+        for (f, v) in [
+            ("redis_ssl", self.ssl),
+            ("redis_ssl_verify", self.ssl_verify),
+            ("redis_cluster_ssl", self.cluster_ssl),
+            ("redis_cluster_ssl_verify", self.cluster_ssl_verify),
+        ] {
+            if *v == Some(true) {
+                err(f, "TLS to Redis is not supported by tollgate".into());
+            }
+        }
+    }
+
+    /// Checks the connection fields; returns `redis_timeout` in milliseconds.
+    fn connection(&self, err: &mut ErrFn<'_>) -> u64 {
+        let timeout_ms = self.timeout.unwrap_or(1000);
+        if timeout_ms == 0 {
+            err("redis_timeout", "must be at least 1 (milliseconds)".into());
+        }
+        if self.keepalive_timeout.is_some_and(|t| t < 1000) {
+            err(
+                "redis_keepalive_timeout",
+                "must be at least 1000 (milliseconds)".into(),
+            );
+        }
+        if *self.keepalive_pool == Some(0) {
+            err("redis_keepalive_pool", "must be at least 1".into());
+        }
+        timeout_ms
+    }
+
+    /// Where a Redis policy counts; `None` for the local policy.
+    fn target(&self, policy: Policy, err: &mut ErrFn<'_>) -> Option<RedisTarget> {
+        let password = self
+            .password
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(|p| Secret::new(p.as_bytes()));
+        match policy {
+            Policy::Redis => {
+                let host = match self.host.as_deref() {
+                    None => {
+                        err("redis_host", "required with policy redis".into());
+                        ""
+                    }
+                    Some(h) if h.len() < 2 => {
+                        err("redis_host", "must be at least 2 characters".into());
+                        ""
+                    }
+                    Some(h) if h.contains(|c: char| c.is_whitespace() || c == '/') => {
+                        err("redis_host", format!("`{h}` is not a host name or address"));
+                        ""
+                    }
+                    Some(h) => h,
+                };
+                if *self.port == Some(0) {
+                    err("redis_port", "must be between 1 and 65535".into());
+                }
+                if self.username.as_deref() == Some("") {
+                    err("redis_username", "must not be empty".into());
+                }
+                Some(RedisTarget::Single {
+                    host: host.into(),
+                    port: self.port.unwrap_or(6379),
+                    username: self
+                        .username
+                        .as_deref()
+                        .filter(|u| !u.is_empty())
+                        .map(Into::into),
+                    password,
+                    database: self.database.unwrap_or(0),
+                })
+            }
+            Policy::RedisCluster => {
+                let mut nodes = Vec::new();
+                match self.cluster_nodes {
+                    None => err(
+                        "redis_cluster_nodes",
+                        "required with policy redis-cluster".into(),
+                    ),
+                    Some(list) if list.is_empty() => err(
+                        "redis_cluster_nodes",
+                        "must list at least one `host:port`".into(),
+                    ),
+                    Some(list) => {
+                        for (i, n) in list.iter().enumerate() {
+                            match parse_host_port(n) {
+                                Some(hp) if (2..=100).contains(&n.len()) => nodes.push(hp),
+                                _ => err(
+                                    &format!("redis_cluster_nodes[{i}]"),
+                                    format!("must be `host:port` (2 to 100 characters), got `{n}`"),
+                                ),
+                            }
                         }
                     }
                 }
+                let name = match self.cluster_name.as_deref() {
+                    None => {
+                        err(
+                            "redis_cluster_name",
+                            "required with policy redis-cluster".into(),
+                        );
+                        ""
+                    }
+                    Some("") => {
+                        err("redis_cluster_name", "must not be empty".into());
+                        ""
+                    }
+                    Some(n) => n,
+                };
+                Some(RedisTarget::Cluster {
+                    name: name.into(),
+                    nodes: nodes.into_boxed_slice(),
+                    password,
+                })
             }
-            let name = match redis_cluster_name.as_deref() {
-                None => {
-                    err(
-                        "redis_cluster_name",
-                        "required with policy redis-cluster".into(),
-                    );
-                    ""
-                }
-                Some("") => {
-                    err("redis_cluster_name", "must not be empty".into());
-                    ""
-                }
-                Some(n) => n,
-            };
-            Some(RedisTarget::Cluster {
-                name: name.into(),
-                nodes: nodes.into_boxed_slice(),
-                password: password.clone(),
-            })
+            Policy::Local | Policy::RedisSentinel => None,
         }
-        Policy::Local | Policy::RedisSentinel => None,
-    };
-
-    if !errs.is_empty() {
-        return Err(errs);
     }
 
-    // Everything that changes behaviour, normalised with defaults; never the password.
-    let mut h = StableHash::new(b"tollgate limit-count conf v1");
-    h.u64("count", count);
-    h.u64("time_window", time_window);
-    h.bytes("key_type", key_type.as_str().as_bytes());
-    h.bytes("key", key_text.as_bytes());
-    h.u64("rejected_code", u64::from(rejected_code));
-    h.bytes("rejected_msg", msg.as_bytes());
-    h.u64(
-        "show_limit_quota_header",
-        u64::from(show_limit_quota_header.unwrap_or(true)),
-    );
-    h.opt_str("group", group.as_deref());
-    h.bytes("policy", policy.as_str().as_bytes());
-    h.u64(
-        "allow_degradation",
-        u64::from(allow_degradation.unwrap_or(false)),
-    );
-    h.u64("sync_interval_ms", sync_ms.unwrap_or(u64::MAX));
-    if is_redis {
+    /// The Redis part of the conf hash (never the password).
+    fn hash_into(&self, h: &mut StableHash, timeout_ms: u64, target: Option<&RedisTarget>) {
         h.u64("redis_timeout", timeout_ms);
         h.u64(
             "redis_keepalive_timeout",
-            redis_keepalive_timeout.unwrap_or(10_000),
+            self.keepalive_timeout.unwrap_or(10_000),
         );
         h.u64(
             "redis_keepalive_pool",
-            u64::from(redis_keepalive_pool.unwrap_or(100)),
+            u64::from(self.keepalive_pool.unwrap_or(100)),
         );
+        match target {
+            Some(RedisTarget::Single {
+                host,
+                port,
+                username,
+                database,
+                ..
+            }) => {
+                h.bytes("redis_host", host.as_bytes());
+                h.u64("redis_port", u64::from(*port));
+                h.opt_str("redis_username", username.as_deref());
+                h.u64("redis_database", u64::from(*database));
+            }
+            Some(RedisTarget::Cluster { name, nodes, .. }) => {
+                h.bytes("redis_cluster_name", name.as_bytes());
+                h.u64("redis_cluster_nodes", nodes.len() as u64);
+                for (host, port) in nodes.iter() {
+                    h.bytes("node_host", host.as_bytes());
+                    h.u64("node_port", u64::from(*port));
+                }
+            }
+            None => {}
+        }
     }
-    match &target {
-        Some(RedisTarget::Single {
+}
+
+/// A Redis policy's settings: its target, its label for metrics and logs (never the password),
+/// and the id of the connection it shares with every conf of the same target.
+fn redis_settings(target: RedisTarget, timeout_ms: u64, sync_ms: Option<u64>) -> RedisSettings {
+    let label: Arc<str> = match &target {
+        RedisTarget::Single {
             host,
             port,
-            username,
             database,
             ..
-        }) => {
-            h.bytes("redis_host", host.as_bytes());
-            h.u64("redis_port", u64::from(*port));
-            h.opt_str("redis_username", username.as_deref());
-            h.u64("redis_database", u64::from(*database));
-        }
-        Some(RedisTarget::Cluster { name, nodes, .. }) => {
-            h.bytes("redis_cluster_name", name.as_bytes());
-            h.u64("redis_cluster_nodes", nodes.len() as u64);
-            for (host, port) in nodes.iter() {
-                h.bytes("node_host", host.as_bytes());
-                h.u64("node_port", u64::from(*port));
+        } if host.contains(':') => format!("[{host}]:{port}/{database}").into(),
+        RedisTarget::Single {
+            host,
+            port,
+            database,
+            ..
+        } => format!("{host}:{port}/{database}").into(),
+        RedisTarget::Cluster { name, .. } => format!("cluster {name}").into(),
+    };
+    let backend_id = {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut s = BACKEND_SEED.build_hasher();
+        match &target {
+            RedisTarget::Single {
+                host,
+                port,
+                username,
+                password,
+                database,
+            } => {
+                (0u8, host, port, username, database).hash(&mut s);
+                password.as_ref().map(Secret::expose).hash(&mut s);
+            }
+            RedisTarget::Cluster {
+                name,
+                nodes,
+                password,
+            } => {
+                (1u8, name, nodes).hash(&mut s);
+                password.as_ref().map(Secret::expose).hash(&mut s);
             }
         }
-        None => {}
-    }
-    let conf_hash = h.finish();
-
-    let policy = match target {
-        None => LimitPolicy::Local,
-        Some(target) => {
-            let label: Arc<str> = match &target {
-                RedisTarget::Single {
-                    host,
-                    port,
-                    database,
-                    ..
-                } if host.contains(':') => format!("[{host}]:{port}/{database}").into(),
-                RedisTarget::Single {
-                    host,
-                    port,
-                    database,
-                    ..
-                } => format!("{host}:{port}/{database}").into(),
-                RedisTarget::Cluster { name, .. } => format!("cluster {name}").into(),
-            };
-            let backend_id = {
-                use std::hash::{BuildHasher, Hash, Hasher};
-                let mut s = BACKEND_SEED.build_hasher();
-                match &target {
-                    RedisTarget::Single {
-                        host,
-                        port,
-                        username,
-                        password,
-                        database,
-                    } => {
-                        (0u8, host, port, username, database).hash(&mut s);
-                        password.as_ref().map(Secret::expose).hash(&mut s);
-                    }
-                    RedisTarget::Cluster {
-                        name,
-                        nodes,
-                        password,
-                    } => {
-                        (1u8, name, nodes).hash(&mut s);
-                        password.as_ref().map(Secret::expose).hash(&mut s);
-                    }
-                }
-                timeout_ms.hash(&mut s);
-                s.finish()
-            };
-            LimitPolicy::Redis(Arc::new(RedisSettings {
-                target,
-                timeout: Duration::from_millis(timeout_ms),
-                sync_interval: sync_ms.map(Duration::from_millis),
-                backend_id,
-                label,
-            }))
-        }
+        timeout_ms.hash(&mut s);
+        s.finish()
     };
-
-    Ok(LimitCount {
-        conf_hash,
-        count,
-        time_window,
-        window_ms: time_window * 1000,
-        key: key_spec,
-        rejection: Reject::new(rejected_code, Reject::json_body("error_msg", msg)),
-        show_limit_quota_header: show_limit_quota_header.unwrap_or(true),
-        allow_degradation: allow_degradation.unwrap_or(false),
-        policy,
-        group: group.as_deref().map(Arc::from),
-    })
+    RedisSettings {
+        target,
+        timeout: Duration::from_millis(timeout_ms),
+        sync_interval: sync_ms.map(Duration::from_millis),
+        backend_id,
+        label,
+    }
 }
 
 #[cfg(test)]
