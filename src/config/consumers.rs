@@ -127,7 +127,12 @@ pub(crate) struct Builder<'a> {
     /// The key (username, else id) of each id-form entry, for duplicates.
     id_form_keys: AHashMap<String, (u32, u32)>,
     creds: CredentialIndex,
+    /// The origin of each credential but the shared ones (see [`Builder::origin`]).
     origins: Vec<Origin>,
+    /// The credentials of shared consumers, `creds.entries[shared_creds]`, copied in
+    /// [`Builder::finish`]: their origins are not kept (only an error, which makes the load run
+    /// again without sharing, would read them).
+    shared_creds: std::ops::Range<usize>,
     credential_count: usize,
     label_headers: Vec<http::HeaderName>,
     /// Shared by every consumer without plugins of its own.
@@ -152,6 +157,7 @@ impl Default for Builder<'_> {
             id_form_keys: AHashMap::new(),
             creds: CredentialIndex::default(),
             origins: Vec::new(),
+            shared_creds: 0..0,
             credential_count: 0,
             label_headers: Vec::new(),
             empty: Arc::new(PluginSet::default()),
@@ -512,6 +518,27 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Where credential `k` was written (a shared consumer's: at its consumer, roughly).
+    fn origin(&self, k: usize) -> Origin {
+        let shared = &self.shared_creds;
+        if k < shared.start {
+            return self.origins[k];
+        }
+        if k >= shared.end {
+            return self.origins[k - shared.len()];
+        }
+        let e = &self.creds.entries[k];
+        let (file, index) = self.at[e.consumer.idx()];
+        Origin {
+            ord: u32::MAX,
+            file,
+            index,
+            // A nested credential (it has an id) must still meet an id-form one of the same id.
+            cred: if e.id().is_some() { 0 } else { NO_CRED },
+            key_hash: false,
+        }
+    }
+
     /// Reports a key claimed twice: on the later of the two places, naming the earlier.
     fn duplicate(
         &mut self,
@@ -520,7 +547,7 @@ impl<'a> Builder<'a> {
         what: &str,
         field: impl Fn(&Origin) -> String,
     ) {
-        let f = self.origins[first.idx()];
+        let f = self.origin(first.idx());
         let f_owner = self.creds.entries[first.idx()].consumer;
         let (late, early, early_owner) = if f.ord <= cur.0.ord {
             (*cur.0, f, f_owner)
@@ -698,6 +725,7 @@ impl<'a> Builder<'a> {
 
         // Credentials of the consumers shared with the old config, found in its key-auth index
         // (a shared consumer has only key-auth credentials, each one key there).
+        let shared_start = self.creds.entries.len();
         if let Some(old) = self.old.filter(|_| self.reused_count > 0) {
             use std::collections::hash_map::Entry;
             for (digest, &cid) in &old.creds.key_auth {
@@ -727,17 +755,11 @@ impl<'a> Builder<'a> {
                     }
                 }
                 self.creds.entries.push(prev.for_consumer(ConsumerId(to)));
-                self.origins.push(Origin {
-                    ord: u32::MAX,
-                    file: self.at[to as usize].0,
-                    index: self.at[to as usize].1,
-                    cred: NO_CRED,
-                    key_hash: false,
-                });
                 self.credential_count += 1;
             }
         }
         let own_credentials = self.creds.entries.len();
+        self.shared_creds = shared_start..own_credentials;
 
         // id-form credentials, in file order.
         let mut id_form_ids: AHashMap<String, Origin> = AHashMap::new();
@@ -819,7 +841,7 @@ impl<'a> Builder<'a> {
         // A nested credential and an id-form one with the same id: reported on the later.
         if !id_form_ids.is_empty() {
             for (k, e) in self.creds.entries.iter().enumerate() {
-                let o = self.origins[k];
+                let o = self.origin(k);
                 if o.cred == NO_CRED {
                     continue;
                 }

@@ -224,19 +224,20 @@ fn parse_item<T: serde::de::DeserializeOwned>(
     mut v: serde_yaml::Value,
     errors: &mut Vec<ConfigError>,
 ) -> Result<T, Option<String>> {
-    let at = format!("{list}[{i}]");
+    // Written out only when needed (an error, or a feature that names places).
+    let at = || format!("{list}[{i}]");
     if features.merge_keys
         && let Err(e) = v.apply_merge()
     {
-        errors.push(ConfigError::new(file, at, format!("YAML merge key: {e}")));
+        errors.push(ConfigError::new(file, at(), format!("YAML merge key: {e}")));
         return Err(item_ident(list, &v));
     }
     if features.meta {
-        errors.extend(apply_plugin_meta(file, &at, &mut v));
+        errors.extend(apply_plugin_meta(file, &at(), &mut v));
     }
     if features.unset_vars {
         let mut unset = Vec::new();
-        unset_vars(&v, &at, &mut unset);
+        unset_vars(&v, &at(), &mut unset);
         if !unset.is_empty() {
             errors.extend(
                 unset
@@ -251,7 +252,7 @@ fn parse_item<T: serde::de::DeserializeOwned>(
     match serde_path_to_error::deserialize::<_, T>(v) {
         Ok(t) => Ok(t),
         Err(e) => {
-            errors.push(typed_error(file, &at, &e));
+            errors.push(typed_error(file, &at(), &e));
             Err(ident)
         }
     }

@@ -1089,6 +1089,72 @@ mod tests {
         assert!(m.contains_key("version") && m.contains_key("x-a") && !m.contains_key("routes"));
     }
 
+    /// Items of a hashed list: (value, hash) each, as read.
+    fn hashed(text: &str) -> Vec<(Value, Option<ItemHash>)> {
+        let mut got = Vec::new();
+        let h = Hashing {
+            list: 0,
+            lookup: None,
+        };
+        read_input(
+            Input::Text(text.as_bytes()),
+            &["consumers"],
+            Some(h),
+            |_, _, r| {
+                if let Read::Value(v, hash) = r {
+                    got.push((v, hash));
+                }
+            },
+        )
+        .0
+        .unwrap();
+        got
+    }
+
+    #[test]
+    fn hashed_items_read_as_serde_yaml_and_hash_by_content() {
+        let text = "x: &k {key: 1}\nconsumers:\n  - {username: a, n: 007, t: !!str 5, q: \"5\"}\n  - username: a\n    n: 007\n    t: !!str 5\n    q: '5'\n  - {username: a, n: 7, t: !!str 5, q: \"5\"}\n  - {username: b, plugins: *k}\n  - {username: c, <<: {d: [1, {e: ~}]}}\n";
+        let got = hashed(text);
+        let theirs: Value = serde_yaml::from_str(text).unwrap();
+        let want = theirs["consumers"].as_sequence().unwrap();
+        assert_eq!(got.len(), want.len());
+        for ((v, _), w) in got.iter().zip(want) {
+            assert_eq!(v, w);
+        }
+        // The same item in another style, indentation or place hashes the same: `"5"` and
+        // `'5'` are both quoted, flow and block mappings give the same events.
+        assert_eq!(got[0].1, got[1].1);
+        assert!(got[0].1.is_some());
+        // `007` and `7` read differently (a string and a number), so they hash differently.
+        assert_ne!(got[0].1, got[2].1);
+        // An alias: no hash (the item depends on an anchor outside it).
+        assert_eq!(got[3].1, None);
+        assert!(got[4].1.is_some());
+        // Errors read as without hashing, in the same order.
+        for bad in [
+            "consumers:\n  - {a: 1, a: 2, b: [1\n",
+            "consumers:\n  - {a: !!int x}\n",
+            "consumers:\n  - {a: *nope}\n",
+            "consumers:\n  - {a: [1, 2}\n",
+        ] {
+            let plain = read_resources(bad, &["consumers"], |_, _, _| {}).err();
+            let mut r = Vec::new();
+            let ours = read_input(
+                Input::Text(bad.as_bytes()),
+                &["consumers"],
+                Some(Hashing {
+                    list: 0,
+                    lookup: None,
+                }),
+                |_, _, v| r.push(matches!(v, Read::Value(..))),
+            )
+            .0
+            .err();
+            assert!(plain.is_some(), "{bad}");
+            assert_eq!(ours, plain, "{bad}");
+        }
+    }
+
     #[test]
     fn errors() {
         assert!(read_resources("a: [1, 2\n", &[], |_, _, _| {}).is_err());

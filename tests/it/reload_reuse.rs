@@ -143,6 +143,15 @@ fn a_reload_shares_unchanged_consumers_and_applies_every_change() {
         "{log}"
     );
     assert_eq!(username(&get(&gw, "/any", &[("apikey", "k-jack")])), "jack");
+
+    // An id-form credential with the id of a shared consumer's nested credential is refused.
+    let mark = gw.log_mark();
+    let bad =
+        format!("{AFTER}  - {{id: erin/credentials/two, plugins: {{key-auth: {{key: k-x}}}}}}\n");
+    gw.write_file("resources.yaml", &config(&up, &bad));
+    let log = gw.wait_log(mark, &["same id"]);
+    assert!(log.contains("same id `erin/credentials/two`"), "{log}");
+    assert_eq!(status(&gw, "/any", "k-x"), 401);
 }
 
 #[test]
