@@ -7,6 +7,11 @@
 //! that may come later (consumer groups, id-form credentials of a consumer defined further on)
 //! is finished in [`Builder::finish`]. Places are kept as (file, index) numbers and written out
 //! only for an error.
+//!
+//! A reload's builder shares what it can with the consumers being replaced: a consumer whose
+//! compiled form depends on its own entry alone (no group, no plugins of its own, key-auth
+//! credentials only) keeps the hash of that entry, and an entry of the new files with the
+//! same hash takes the old `Arc<Consumer>` as it is ([`Builder::reuse`]).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -410,8 +415,16 @@ impl<'a> Builder<'a> {
         // Shared by a later reload only when nothing but the item decides what it compiles to:
         // no group, no plugins of its own (whose confs may be checked against others'), and
         // only key-auth credentials (their keys are found again in the old index).
+        // A key read from the environment (`$env://VAR`) is read again at each load, in case.
         let key_auth_only = |p: &ConsumerPluginsConf| {
-            p.basic_auth.is_none() && p.hmac_auth.is_none() && p.jwt_auth.is_none()
+            p.basic_auth.is_none()
+                && p.hmac_auth.is_none()
+                && p.jwt_auth.is_none()
+                && !p
+                    .key_auth
+                    .as_ref()
+                    .and_then(|k| k.key.as_deref())
+                    .is_some_and(|k| k.starts_with('$'))
         };
         let shareable = c.group_id.is_none()
             && Arc::ptr_eq(&plugins, &self.empty)

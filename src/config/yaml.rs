@@ -5,6 +5,11 @@
 //! event of the document). Values come out as serde_yaml would build them: the same scalar
 //! resolution (`123` is a number, `"123"` a string, `~` null), `!tag` values as `Tagged`,
 //! anchors and aliases expanded, `<<` merge keys left for `Value::apply_merge`.
+//!
+//! The items of one list (`consumers`) are first recorded as events on a tape and hashed
+//! ([`ItemHash`]: what the events say, not where they stand), so a reload can tell an item
+//! that reads as before and skip building it at all ([`Hashing`]); otherwise the tape is
+//! replayed into the same value, with the same errors in the same order.
 #![allow(unsafe_code)] // libyaml is a C-style API: every call is unsafe (SAFETY notes below).
 
 use std::ffi::CStr;
