@@ -21,6 +21,10 @@ pub struct Consumer {
     /// Consumer over group, per plugin; one shared set for every consumer without plugins of
     /// its own (most of a million consumers that each hold only a key).
     pub plugins: Arc<PluginSet>,
+    /// The hash of the `consumers` item this was compiled from (`config::yaml::ItemHash`), for
+    /// a reload to share this consumer when the item reads the same; `NO_HASH` when it cannot
+    /// be shared (it has a group or plugins besides key-auth, or its item uses anchors).
+    pub item_hash: [u64; 2],
 }
 
 #[derive(Debug)]
@@ -31,13 +35,17 @@ pub struct ConsumerGroup {
 /// Every consumer, group and credential of a snapshot.
 #[derive(Debug, Default)]
 pub struct Consumers {
-    pub list: Box<[Consumer]>,
+    /// Each consumer behind its own `Arc`: a reload shares the unchanged ones.
+    pub list: Box<[Arc<Consumer>]>,
     pub groups: Box<[ConsumerGroup]>,
     pub by_name: AHashMap<Arc<str>, ConsumerId>,
     pub creds: CredentialIndex,
     pub credential_count: usize,
     /// Every header named by an attach-consumer-label on a consumer or group.
     pub label_headers: Vec<http::HeaderName>,
+    /// Credentials `creds.entries[..own_credentials]` come from consumers' own items (inline
+    /// plugins and nested credentials); the rest from id-form entries.
+    pub own_credentials: usize,
 }
 
 impl Consumer {

@@ -70,22 +70,44 @@ fn lower_priority() {
 
 /// Drops a replaced config off the request path: a million consumers take a noticeable while
 /// to free, and the last request holding the old config would otherwise free it on a proxy
-/// thread. A low-priority thread waits (up to a minute) until the reloader holds the only
-/// reference, then frees it and hands the memory back.
+/// thread. One low-priority thread, started at the first reload, takes the replaced configs in
+/// turn (a reload storm queues them, it does not start a thread each): it waits (up to a
+/// minute) until it holds the only reference, then frees the config and hands the memory back.
 fn retire(old: Arc<Live>) {
-    let spawned = std::thread::Builder::new()
-        .name("tollgate-retire".into())
-        .spawn(move || {
-            lower_priority();
-            let start = std::time::Instant::now();
-            while Arc::strong_count(&old) > 1 && start.elapsed() < Duration::from_secs(60) {
-                std::thread::sleep(Duration::from_millis(20));
+    use std::sync::mpsc::{Sender, channel};
+    static RETIRE: Mutex<Option<Sender<Arc<Live>>>> = Mutex::new(None);
+    let mut tx = RETIRE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if tx.is_none() {
+        let (t, rx) = channel::<Arc<Live>>();
+        let spawned = std::thread::Builder::new()
+            .name("tollgate-retire".into())
+            .spawn(move || {
+                lower_priority();
+                for old in rx {
+                    let start = std::time::Instant::now();
+                    while Arc::strong_count(&old) > 1 && start.elapsed() < Duration::from_secs(60) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    drop(old);
+                    release_free_memory();
+                }
+            });
+        match spawned {
+            Ok(_) => *tx = Some(t),
+            Err(e) => {
+                warn!(
+                    "Cannot start a thread to free the previous config ({e}); it is freed in place."
+                );
+                return;
             }
-            drop(old);
-            release_free_memory();
-        });
-    if let Err(e) = spawned {
-        warn!("Cannot start a thread to free the previous config ({e}); it is freed in place.");
+        }
+    }
+    if let Some(Err(e)) = tx.as_ref().map(|t| t.send(old)) {
+        // The thread is gone (it cannot panic, but if it did): free in place.
+        *tx = None;
+        drop(e.0);
     }
 }
 
@@ -269,8 +291,11 @@ impl Reloader {
             .lock()
             .map(|s| s.memory.clone())
             .unwrap_or_default();
+        // The config being replaced: consumers that read the same are shared with it.
+        let old = self.store.load_full();
         let report = match background(move || {
-            let r = config::load_logged(&node, &memory);
+            let r = config::load_logged_reusing(&node, &memory, &old.snapshot);
+            drop(old);
             release_free_memory();
             r
         })
@@ -294,6 +319,12 @@ impl Reloader {
                 }
                 let s = &loaded.snapshot;
                 info!("Reloaded config {}: {}.", s.version, s.counts);
+                if report.shared > 0 {
+                    info!(
+                        "{} unchanged consumers shared with the previous config.",
+                        report.shared
+                    );
+                }
                 self.metrics.reload_success(s);
                 if let Ok(mut st) = self.state.lock() {
                     st.memory = loaded.memory.clone();

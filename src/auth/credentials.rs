@@ -54,6 +54,19 @@ impl Credential {
             })),
         }
     }
+    /// The same credential for the consumer numbered `consumer` (a reload that kept it).
+    pub fn for_consumer(&self, consumer: ConsumerId) -> Credential {
+        Credential {
+            consumer,
+            named: self.named.as_ref().map(|n| {
+                Box::new(Named {
+                    id: n.id.clone(),
+                    header: n.header.clone(),
+                    expires_at: n.expires_at,
+                })
+            }),
+        }
+    }
     /// The full id `<username>/credentials/<name>` (access log, metrics); None for an inline
     /// plugin.
     pub fn id(&self) -> Option<&HeaderValue> {

@@ -127,7 +127,7 @@ pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<Conf
 /// names the items that failed to parse (their errors are already reported).
 pub(crate) fn compile_with(
     files: Vec<(String, ResourcesConf)>,
-    mut consumers: crate::config::consumers::Builder,
+    mut consumers: crate::config::consumers::Builder<'_>,
     broken: &Broken,
 ) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errs = std::mem::take(&mut consumers.errs);

@@ -7,6 +7,11 @@
 //! that may come later (consumer groups, id-form credentials of a consumer defined further on)
 //! is finished in [`Builder::finish`]. Places are kept as (file, index) numbers and written out
 //! only for an error.
+//!
+//! A reload's builder shares what it can with the consumers being replaced: a consumer whose
+//! compiled form depends on its own entry alone (no group, no plugins of its own, key-auth
+//! credentials only) keeps the hash of that entry, and an entry of the new files with the
+//! same hash takes the old `Arc<Consumer>` as it is ([`Builder::reuse`]).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -17,6 +22,7 @@ use http::HeaderValue;
 use crate::auth::credentials::{Credential, CredentialIndex};
 use crate::config::error::{Errs, Place};
 use crate::config::raw::{ConsumerConf, ConsumerGroupConf};
+use crate::config::yaml::{ItemHash, NO_HASH};
 use crate::consumer::{Consumer, ConsumerGroup, Consumers};
 use crate::ids::{ConsumerId, CredentialId, GroupId};
 use crate::plugins::{ConsumerPluginsConf, PluginSet, compile_consumer_plugins};
@@ -103,11 +109,19 @@ fn auth_count(p: &ConsumerPluginsConf) -> usize {
 }
 
 /// Compiles `consumers` entries as they are read; [`Builder::finish`] adds the groups and
-/// id-form credentials and returns the [`Consumers`].
-pub(crate) struct Builder {
+/// id-form credentials and returns the [`Consumers`]. With the consumers of the config being
+/// replaced (`old`), an entry that reads exactly as one of them did is not compiled again:
+/// the old consumer is shared ([`Builder::reuse`]).
+pub(crate) struct Builder<'a> {
+    /// The consumers of the config a reload replaces.
+    old: Option<&'a Consumers>,
+    /// For each old consumer, its number in `list` when shared (else `u32::MAX`).
+    reused: Vec<u32>,
+    /// Consumers shared with `old`.
+    pub reused_count: usize,
     files: Vec<Arc<str>>,
     next_ord: u32,
-    list: Vec<Consumer>,
+    list: Vec<Arc<Consumer>>,
     /// (file, index) of each consumer of `list`.
     at: Vec<(u32, u32)>,
     /// Consumers with a `group_id`, resolved when the groups are known.
@@ -118,7 +132,12 @@ pub(crate) struct Builder {
     /// The key (username, else id) of each id-form entry, for duplicates.
     id_form_keys: AHashMap<String, (u32, u32)>,
     creds: CredentialIndex,
+    /// The origin of each credential but the shared ones (see [`Builder::origin`]).
     origins: Vec<Origin>,
+    /// The credentials of shared consumers, `creds.entries[shared_creds]`, copied in
+    /// [`Builder::finish`]: their origins are not kept (only an error, which makes the load run
+    /// again without sharing, would read them).
+    shared_creds: std::ops::Range<usize>,
     credential_count: usize,
     label_headers: Vec<http::HeaderName>,
     /// Shared by every consumer without plugins of its own.
@@ -127,9 +146,12 @@ pub(crate) struct Builder {
     pub errs: Errs,
 }
 
-impl Default for Builder {
+impl Default for Builder<'_> {
     fn default() -> Self {
         Builder {
+            old: None,
+            reused: Vec::new(),
+            reused_count: 0,
             files: Vec::new(),
             next_ord: 0,
             list: Vec::new(),
@@ -140,6 +162,7 @@ impl Default for Builder {
             id_form_keys: AHashMap::new(),
             creds: CredentialIndex::default(),
             origins: Vec::new(),
+            shared_creds: 0..0,
             credential_count: 0,
             label_headers: Vec::new(),
             empty: Arc::new(PluginSet::default()),
@@ -148,7 +171,69 @@ impl Default for Builder {
     }
 }
 
-impl Builder {
+/// Finds the old consumer an item hash belongs to: first where the last one was found (a file
+/// read again is mostly in the same order), else through a map built the first time it is needed.
+pub(crate) struct Matcher<'a> {
+    old: &'a [Arc<Consumer>],
+    next: usize,
+    map: Option<AHashMap<u64, u32>>,
+}
+
+impl<'a> Matcher<'a> {
+    pub(crate) fn new(old: &'a Consumers) -> Matcher<'a> {
+        Matcher {
+            old: &old.list,
+            next: 0,
+            map: None,
+        }
+    }
+
+    pub(crate) fn find(&mut self, h: ItemHash) -> Option<u32> {
+        if h == NO_HASH {
+            return None;
+        }
+        let end = (self.next + 8).min(self.old.len());
+        let at = match (self.next..end).find(|&k| self.old[k].item_hash == h) {
+            Some(k) => k,
+            None => {
+                let old = self.old;
+                let map = self.map.get_or_insert_with(|| {
+                    let mut m = AHashMap::with_capacity(old.len());
+                    for (k, c) in old.iter().enumerate() {
+                        if c.item_hash != NO_HASH {
+                            m.insert(c.item_hash[0], k as u32);
+                        }
+                    }
+                    m
+                });
+                let k = *map.get(&h[0])? as usize;
+                if self.old[k].item_hash != h {
+                    return None;
+                }
+                k
+            }
+        };
+        self.next = at + 1;
+        Some(at as u32)
+    }
+}
+
+impl<'a> Builder<'a> {
+    /// A builder that shares what it can with `old`, the consumers of the config a reload
+    /// replaces.
+    pub(crate) fn reusing(old: &'a Consumers) -> Builder<'a> {
+        Builder {
+            old: Some(old),
+            reused: vec![u32::MAX; old.list.len()],
+            ..Builder::default()
+        }
+    }
+
+    /// The consumers shared from, if any.
+    pub(crate) fn old(&self) -> Option<&'a Consumers> {
+        self.old
+    }
+
     /// Registers a file; its entries are added with the number returned.
     pub(crate) fn file(&mut self, name: &str) -> u32 {
         self.files.push(name.into());
@@ -194,8 +279,44 @@ impl Builder {
         );
     }
 
+    /// `consumers[index]` of file `file` reads as old consumer `old` did: shares it. Its
+    /// credentials are indexed in [`Builder::finish`], from the old index.
+    pub(crate) fn reuse(&mut self, file: u32, index: u32, old: u32) {
+        let Some(prev) = self.old else { return };
+        self.next_ord += 1;
+        let c = &prev.list[old as usize];
+        let first = match self.by_name.get(&*c.username) {
+            Some(&BROKEN) => return,
+            Some(&c) => Some(self.at[c.idx()]),
+            None => self.id_form_keys.get(&*c.username).copied(),
+        };
+        if let Some(first) = first {
+            self.same_username(file, index, &c.username.clone(), first);
+            return;
+        }
+        let id = ConsumerId(self.list.len() as u32);
+        self.by_name.insert(c.username.clone(), id);
+        self.at.push((file, index));
+        self.list.push(c.clone());
+        self.reused[old as usize] = id.0;
+        self.reused_count += 1;
+    }
+
     /// Compiles `consumers[index]` of file `file`.
     pub(crate) fn add(&mut self, file: u32, index: u32, c: ConsumerConf) {
+        self.add_hashed(file, index, c, None);
+    }
+
+    /// [`Builder::add`] for an item whose hash is `hash` (None: unknown, or it uses anchors or
+    /// aliases), kept in the consumer for the next reload.
+    pub(crate) fn add_hashed(
+        &mut self,
+        file: u32,
+        index: u32,
+        c: ConsumerConf,
+        hash: Option<ItemHash>,
+    ) {
+        let errors_before = self.errs.0.len();
         let ord = self.next_ord;
         self.next_ord += 1;
         if let Some(id) = c.id.as_ref().filter(|id| id.0.contains("/credentials/")) {
@@ -291,13 +412,35 @@ impl Builder {
         let owner: Arc<str> = username.as_str().into();
         self.by_name.insert(owner.clone(), id);
         self.at.push((file, index));
-        self.list.push(Consumer {
+        // Shared by a later reload only when nothing but the item decides what it compiles to:
+        // no group, no plugins of its own (whose confs may be checked against others'), and
+        // only key-auth credentials (their keys are found again in the old index).
+        // A key read from the environment (`$env://VAR`) is read again at each load, in case.
+        let key_auth_only = |p: &ConsumerPluginsConf| {
+            p.basic_auth.is_none()
+                && p.hmac_auth.is_none()
+                && p.jwt_auth.is_none()
+                && !p
+                    .key_auth
+                    .as_ref()
+                    .and_then(|k| k.key.as_deref())
+                    .is_some_and(|k| k.starts_with('$'))
+        };
+        let shareable = c.group_id.is_none()
+            && Arc::ptr_eq(&plugins, &self.empty)
+            && key_auth_only(&c.plugins)
+            && c.credentials
+                .iter()
+                .all(|cr| key_auth_only(&cr.plugins) && cr.plugins.key_auth.is_some());
+        let id_slot = self.list.len();
+        self.list.push(Arc::new(Consumer {
             username: owner,
             username_header,
             group: None,
             labels,
             plugins,
-        });
+            item_hash: NO_HASH,
+        }));
         let n = auth_count(&c.plugins);
         if n > 0 {
             self.credential_count += n;
@@ -379,6 +522,34 @@ impl Builder {
                 expires_at,
             });
         }
+        if let Some(h) = hash
+            && shareable
+            && self.errs.0.len() == errors_before
+            && let Some(c) = self.list.get_mut(id_slot).and_then(Arc::get_mut)
+        {
+            c.item_hash = h;
+        }
+    }
+
+    /// Where credential `k` was written (a shared consumer's: at its consumer, roughly).
+    fn origin(&self, k: usize) -> Origin {
+        let shared = &self.shared_creds;
+        if k < shared.start {
+            return self.origins[k];
+        }
+        if k >= shared.end {
+            return self.origins[k - shared.len()];
+        }
+        let e = &self.creds.entries[k];
+        let (file, index) = self.at[e.consumer.idx()];
+        Origin {
+            ord: u32::MAX,
+            file,
+            index,
+            // A nested credential (it has an id) must still meet an id-form one of the same id.
+            cred: if e.id().is_some() { 0 } else { NO_CRED },
+            key_hash: false,
+        }
     }
 
     /// Reports a key claimed twice: on the later of the two places, naming the earlier.
@@ -389,7 +560,7 @@ impl Builder {
         what: &str,
         field: impl Fn(&Origin) -> String,
     ) {
-        let f = self.origins[first.idx()];
+        let f = self.origin(first.idx());
         let f_owner = self.creds.entries[first.idx()].consumer;
         let (late, early, early_owner) = if f.ord <= cur.0.ord {
             (*cur.0, f, f_owner)
@@ -411,7 +582,7 @@ impl Builder {
         let cred = CredentialId(self.creds.entries.len() as u32);
         let mut origin = s.origin;
         let (pf, pi, pc) = (origin.file, origin.index, origin.cred);
-        let err_place = move |b: &Builder| b.place(pf, pi, pc);
+        let err_place = move |b: &Builder<'_>| b.place(pf, pi, pc);
         if let Some(k) = &s.plugins.key_auth {
             match crate::auth::key_auth::compile_credential(k) {
                 Ok((digest, which)) => {
@@ -546,9 +717,11 @@ impl Builder {
         for (id, g) in std::mem::take(&mut self.grouped) {
             match group_ids.get(&*g) {
                 Some(&gid) => {
-                    let c = &mut self.list[id.idx()];
-                    c.group = Some(gid);
-                    c.plugins = Arc::new(c.plugins.over(&group_plugins[gid.idx()]));
+                    // Never shared (a consumer with a group is not): the only reference.
+                    if let Some(c) = Arc::get_mut(&mut self.list[id.idx()]) {
+                        c.group = Some(gid);
+                        c.plugins = Arc::new(c.plugins.over(&group_plugins[gid.idx()]));
+                    }
                 }
                 None if all_broken || broken_groups.contains(&*g) => {}
                 None => {
@@ -562,6 +735,44 @@ impl Builder {
                 }
             }
         }
+
+        // Credentials of the consumers shared with the old config, found in its key-auth index
+        // (a shared consumer has only key-auth credentials, each one key there).
+        let shared_start = self.creds.entries.len();
+        if let Some(old) = self.old.filter(|_| self.reused_count > 0) {
+            use std::collections::hash_map::Entry;
+            for (digest, &cid) in &old.creds.key_auth {
+                if cid.idx() >= old.own_credentials {
+                    continue;
+                }
+                let prev = old.creds.get(cid);
+                let to = self.reused[prev.consumer.idx()];
+                if to == u32::MAX {
+                    continue;
+                }
+                let cred = CredentialId(self.creds.entries.len() as u32);
+                match self.creds.key_auth.entry(*digest) {
+                    Entry::Vacant(v) => {
+                        v.insert(cred);
+                    }
+                    Entry::Occupied(_) => {
+                        // Named exactly by the load that runs again without sharing.
+                        let (f, i) = self.at[to as usize];
+                        let place = self.place(f, i, NO_CRED);
+                        self.errs.push(
+                            &place,
+                            "plugins.key-auth.key",
+                            "same key as another credential",
+                        );
+                        continue;
+                    }
+                }
+                self.creds.entries.push(prev.for_consumer(ConsumerId(to)));
+                self.credential_count += 1;
+            }
+        }
+        let own_credentials = self.creds.entries.len();
+        self.shared_creds = shared_start..own_credentials;
 
         // id-form credentials, in file order.
         let mut id_form_ids: AHashMap<String, Origin> = AHashMap::new();
@@ -643,7 +854,7 @@ impl Builder {
         // A nested credential and an id-form one with the same id: reported on the later.
         if !id_form_ids.is_empty() {
             for (k, e) in self.creds.entries.iter().enumerate() {
-                let o = self.origins[k];
+                let o = self.origin(k);
                 if o.cred == NO_CRED {
                     continue;
                 }
@@ -677,6 +888,7 @@ impl Builder {
         self.creds.shrink_to_fit();
         out.creds = self.creds;
         out.credential_count = self.credential_count;
+        out.own_credentials = own_credentials;
         out.label_headers = self.label_headers;
         out.by_name = self.by_name;
         out.list = self.list.into_boxed_slice();

@@ -42,6 +42,8 @@ pub struct Loaded {
 pub struct LoadReport {
     pub warnings: Vec<String>,
     pub result: Result<Loaded, Vec<ConfigError>>,
+    /// Consumers shared with the config a reload replaces ([`load_reusing`]).
+    pub shared: usize,
 }
 
 const TRUNCATED: &str = "ended with #END at the last good load and does not now: refused as truncated (write it atomically and end it with #END)";
@@ -250,11 +252,12 @@ fn parse_item<T: serde::de::DeserializeOwned>(
     mut v: serde_yaml::Value,
     errors: &mut Vec<ConfigError>,
 ) -> Result<T, Option<String>> {
-    let at = format!("{list}[{i}]");
+    // Written out only when needed (an error, or a feature that names places).
+    let at = || format!("{list}[{i}]");
     if features.merge_keys
         && let Err(e) = v.apply_merge()
     {
-        errors.push(ConfigError::new(file, at, format!("YAML merge key: {e}")));
+        errors.push(ConfigError::new(file, at(), format!("YAML merge key: {e}")));
         return Err(item_ident(list, &v));
     }
     if features.meta {
@@ -262,11 +265,11 @@ fn parse_item<T: serde::de::DeserializeOwned>(
             list,
             "routes" | "services" | "plugin_configs" | "global_rules"
         );
-        errors.extend(apply_plugin_meta(file, &at, route_side, &mut v));
+        errors.extend(apply_plugin_meta(file, &at(), route_side, &mut v));
     }
     if features.unset_vars {
         let mut unset = Vec::new();
-        unset_vars(&v, &at, &mut unset);
+        unset_vars(&v, &at(), &mut unset);
         if !unset.is_empty() {
             errors.extend(
                 unset
@@ -281,7 +284,7 @@ fn parse_item<T: serde::de::DeserializeOwned>(
     match serde_path_to_error::deserialize::<_, T>(v) {
         Ok(t) => Ok(t),
         Err(e) => {
-            errors.push(typed_error(file, &at, &e));
+            errors.push(typed_error(file, &at(), &e));
             Err(ident)
         }
     }
@@ -302,7 +305,9 @@ enum Item {
     Route(Box<raw::RouteConf>),
     Service(Box<raw::ServiceConf>),
     Upstream(Box<raw::UpstreamConf>),
-    Consumer(Box<raw::ConsumerConf>),
+    Consumer(Box<raw::ConsumerConf>, Option<yaml::ItemHash>),
+    /// A consumer that reads as old consumer `n` did.
+    Reused(u32),
     Group(Box<raw::ConsumerGroupConf>),
     PluginConfig(Box<raw::PluginConfigConf>),
     GlobalRule(Box<raw::GlobalRuleConf>),
@@ -316,15 +321,19 @@ fn parse_list_item(
     features: &TextFeatures,
     list: usize,
     i: usize,
-    v: serde_yaml::Value,
+    v: yaml::Read,
     errors: &mut Vec<ConfigError>,
 ) -> (u32, Item) {
     let key = LISTS[list];
+    let (v, hash) = match v {
+        yaml::Read::Value(v, hash) => (v, hash),
+        yaml::Read::Reused(n) => return (i as u32, Item::Reused(n)),
+    };
     let r = match list {
         0 => parse_item(file, features, key, i, v, errors).map(Item::Route),
         1 => parse_item(file, features, key, i, v, errors).map(Item::Service),
         2 => parse_item(file, features, key, i, v, errors).map(Item::Upstream),
-        3 => parse_item(file, features, key, i, v, errors).map(Item::Consumer),
+        3 => parse_item(file, features, key, i, v, errors).map(|c| Item::Consumer(c, hash)),
         4 => parse_item(file, features, key, i, v, errors).map(Item::Group),
         5 => parse_item(file, features, key, i, v, errors).map(Item::PluginConfig),
         _ => parse_item(file, features, key, i, v, errors).map(Item::GlobalRule),
@@ -333,14 +342,14 @@ fn parse_list_item(
 }
 
 /// Where the items of the files go as they are parsed.
-struct Sink<'a> {
+struct Sink<'a, 'o> {
     conf: raw::ResourcesConf,
     /// Consumers go here, compiled at once; None keeps them in `conf.consumers`.
-    consumers: Option<(&'a mut consumers::Builder, u32)>,
+    consumers: Option<(&'a mut consumers::Builder<'o>, u32)>,
     broken: &'a mut compile::Broken,
 }
 
-impl Sink<'_> {
+impl Sink<'_, '_> {
     fn store(&mut self, (i, item): (u32, Item)) {
         let c = &mut self.conf;
         let mut at = |list: &'static str| c.positions.entry(list).or_default().push(i);
@@ -357,13 +366,18 @@ impl Sink<'_> {
                 at("upstreams");
                 c.upstreams.push(*u);
             }
-            Item::Consumer(conf) => match &mut self.consumers {
-                Some((b, f)) => b.add(*f, i, *conf),
+            Item::Consumer(conf, hash) => match &mut self.consumers {
+                Some((b, f)) => b.add_hashed(*f, i, *conf, hash),
                 None => {
                     at("consumers");
                     c.consumers.push(*conf);
                 }
             },
+            Item::Reused(n) => {
+                if let Some((b, f)) = &mut self.consumers {
+                    b.reuse(*f, i, n);
+                }
+            }
             Item::Group(g) => {
                 at("consumer_groups");
                 c.consumer_groups.push(*g);
@@ -398,7 +412,7 @@ impl Sink<'_> {
         features: &TextFeatures,
         list: usize,
         i: usize,
-        v: serde_yaml::Value,
+        v: yaml::Read,
         errors: &mut Vec<ConfigError>,
     ) {
         let item = parse_list_item(file, features, list, i, v, errors);
@@ -417,22 +431,32 @@ fn read_items(
     name: &str,
     input: yaml::Input<'_>,
     features: &TextFeatures,
-    sink: &mut Sink<'_>,
+    sink: &mut Sink<'_, '_>,
     errors: &mut Vec<ConfigError>,
 ) -> (Result<yaml::Rest, String>, Option<Box<yaml::Source>>) {
+    // Consumers are hashed (for the next reload), and looked up among the old ones.
+    let old = sink.consumers.as_ref().and_then(|(b, _)| b.old());
+    let mut matcher = old.map(consumers::Matcher::new);
+    let mut find = |h: yaml::ItemHash| matcher.as_mut().and_then(|m| m.find(h));
+    let hashing = sink.consumers.is_some().then(|| yaml::Hashing {
+        list: 3,
+        lookup: old
+            .is_some()
+            .then_some(&mut find as &mut (dyn FnMut(_) -> _ + Send)),
+    });
     if let yaml::Input::Text(t) = &input
         && t.len() < PIPELINE_BYTES
     {
-        return yaml::read_input(input, &LISTS, |list, i, v| {
+        return yaml::read_input(input, &LISTS, hashing, |list, i, v| {
             sink.item(name, features, list, i, v, errors);
         });
     }
     const BATCH: usize = 512;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(usize, usize, serde_yaml::Value)>>(8);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(usize, usize, yaml::Read)>>(8);
     std::thread::scope(|s| {
         let reader = s.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
-            let out = yaml::read_input(input, &LISTS, |list, i, v| {
+            let out = yaml::read_input(input, &LISTS, hashing, |list, i, v| {
                 batch.push((list, i, v));
                 if batch.len() == BATCH {
                     let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
@@ -455,7 +479,7 @@ fn read_items(
 /// Parses one resource file's text into `sink`: `${{VAR}}` substituted, then read item by item
 /// ([`yaml::read_resources`]), each item checked and deserialised on its own, so one bad item
 /// does not hide the errors of the others; top-level `x-` keys (anchor holders) are dropped.
-fn parse_into(name: &str, text: &str, sink: &mut Sink<'_>, errors: &mut Vec<ConfigError>) {
+fn parse_into(name: &str, text: &str, sink: &mut Sink<'_, '_>, errors: &mut Vec<ConfigError>) {
     let text = match env_subst::substitute(text, |k| std::env::var(k).ok()) {
         Ok(t) => t,
         Err(m) => {
@@ -485,7 +509,7 @@ fn parse_stream(
     name: &str,
     source: Box<yaml::Source>,
     features: &TextFeatures,
-    sink: &mut Sink<'_>,
+    sink: &mut Sink<'_, '_>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Box<yaml::Source>> {
     let (rest, source) = read_items(name, yaml::Input::File(source), features, sink, errors);
@@ -499,7 +523,7 @@ fn finish_file(
     name: &str,
     rest: Result<yaml::Rest, String>,
     features: &TextFeatures,
-    sink: &mut Sink<'_>,
+    sink: &mut Sink<'_, '_>,
     errors: &mut Vec<ConfigError>,
 ) {
     use serde_yaml::Value;
@@ -541,7 +565,7 @@ fn finish_file(
             None | Some(Value::Null) => {}
             Some(Value::Sequence(seq)) => {
                 for (i, v) in seq.into_iter().enumerate() {
-                    sink.item(name, features, l, i, v, errors);
+                    sink.item(name, features, l, i, yaml::Read::Value(v, None), errors);
                 }
             }
             Some(_) => errors.push(ConfigError::new(name, *key, "expected a list")),
@@ -618,6 +642,23 @@ fn scan_file(file: &mut std::fs::File) -> std::io::Result<(bool, TextFeatures, b
 /// saw: a file that ended with `#END` then and does not now is refused as truncated, and a glob
 /// that matched files then and matches none now is refused as a lost deploy.
 pub fn load(node: &Node, prev: &Memory) -> LoadReport {
+    load_with(node, prev, None)
+}
+
+/// [`load`] for a reload: consumers whose entries read exactly as they did in `old` (the
+/// config being replaced) are shared with it rather than compiled again. A load that finds
+/// any error runs again without sharing, so errors are worded and ordered as [`load`] gives
+/// them.
+pub(crate) fn load_reusing(node: &Node, prev: &Memory, old: &Snapshot) -> LoadReport {
+    let report = load_with(node, prev, Some(&old.consumers));
+    if report.result.is_err() && report.shared > 0 {
+        return load_with(node, prev, None);
+    }
+    report
+}
+
+/// [`load`], sharing consumers with `old`.
+fn load_with(node: &Node, prev: &Memory, old: Option<&crate::consumer::Consumers>) -> LoadReport {
     let mut warnings = Vec::new();
     let end_marked = &prev.end_marked;
     let (files, matched_globs) = match node.resource_files() {
@@ -629,6 +670,7 @@ pub fn load(node: &Node, prev: &Memory) -> LoadReport {
             return LoadReport {
                 warnings,
                 result: Err(e),
+                shared: 0,
             };
         }
     };
@@ -646,7 +688,10 @@ pub fn load(node: &Node, prev: &Memory) -> LoadReport {
     let mut parsed = Vec::new();
     let mut hasher = Sha256::new();
     let mut marked = AHashSet::new();
-    let mut builder = consumers::Builder::default();
+    let mut builder = match old {
+        Some(old) => consumers::Builder::reusing(old),
+        None => consumers::Builder::default(),
+    };
     let mut broken = compile::Broken::default();
     for (name, path) in &files {
         let opened = std::fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
@@ -765,6 +810,7 @@ pub fn load(node: &Node, prev: &Memory) -> LoadReport {
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect();
+    let reused = builder.reused_count;
     let compiled = compile::compile_with(parsed, builder, &broken);
     let result = match (compiled, errors.is_empty()) {
         (Ok(snapshot), true) => Ok(snapshot),
@@ -786,12 +832,25 @@ pub fn load(node: &Node, prev: &Memory) -> LoadReport {
             files: files.into_iter().map(|(_, p)| p).collect(),
         }
     });
-    LoadReport { warnings, result }
+    LoadReport {
+        warnings,
+        result,
+        shared: reused,
+    }
 }
 
 /// [`load`] for the running gateway: logs the files and their sizes first, and a line every
 /// few seconds while a long load (a million consumers) is still under way.
 pub fn load_logged(node: &Node, prev: &Memory) -> LoadReport {
+    logged(node, || load(node, prev))
+}
+
+/// [`load_reusing`], logged as [`load_logged`] logs.
+pub(crate) fn load_logged_reusing(node: &Node, prev: &Memory, old: &Snapshot) -> LoadReport {
+    logged(node, || load_reusing(node, prev, old))
+}
+
+fn logged(node: &Node, load: impl FnOnce() -> LoadReport) -> LoadReport {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
     if let Ok((files, _, _)) = node.resource_files() {
@@ -820,7 +879,7 @@ pub fn load_logged(node: &Node, prev: &Memory) -> LoadReport {
                 }
             }
         });
-        let report = load(node, prev);
+        let report = load();
         done.store(true, Ordering::Relaxed);
         report
     })

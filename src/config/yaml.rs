@@ -5,6 +5,11 @@
 //! event of the document). Values come out as serde_yaml would build them: the same scalar
 //! resolution (`123` is a number, `"123"` a string, `~` null), `!tag` values as `Tagged`,
 //! anchors and aliases expanded, `<<` merge keys left for `Value::apply_merge`.
+//!
+//! The items of one list (`consumers`) are first recorded as events on a tape and hashed
+//! ([`ItemHash`]: what the events say, not where they stand), so a reload can tell an item
+//! that reads as before and skip building it at all ([`Hashing`]); otherwise the tape is
+//! replayed into the same value, with the same errors in the same order.
 #![allow(unsafe_code)] // libyaml is a C-style API: every call is unsafe (SAFETY notes below).
 
 use std::ffi::CStr;
@@ -27,6 +32,36 @@ pub(crate) enum Rest {
     Mapping(Mapping),
     /// A scalar or a sequence at the top.
     Other,
+}
+
+/// One item of a streamed list, as handed to the caller.
+pub(crate) enum Read {
+    /// The item as a value; `hash` is its [`ItemHash`] when its list is hashed and the item
+    /// holds no anchor and no alias (so its meaning is all in its own events).
+    Value(Value, Option<ItemHash>),
+    /// The item's hash matched what `Hashing::lookup` knows: its value was never built.
+    Reused(u32),
+}
+
+/// A 128-bit hash of one list item's events (kinds, scalar text, styles, tags; not their
+/// places in the file), keyed per process: two items with the same hash read the same.
+pub(crate) type ItemHash = [u64; 2];
+
+/// The hash no item has (a consumer not to be reused).
+pub(crate) const NO_HASH: ItemHash = [0, 0];
+
+fn item_hash(data: &[u8]) -> ItemHash {
+    static KEYS: std::sync::LazyLock<(ahash::RandomState, ahash::RandomState)> =
+        std::sync::LazyLock::new(|| (ahash::RandomState::new(), ahash::RandomState::new()));
+    let h = [KEYS.0.hash_one(data), KEYS.1.hash_one(data)];
+    if h == NO_HASH { [0, 1] } else { h }
+}
+
+/// The list whose items are hashed, and what to ask about each hash: `Some(n)` means the
+/// caller already has what the item compiles to (its number `n`), so the value is not built.
+pub(crate) struct Hashing<'r> {
+    pub list: usize,
+    pub lookup: Option<&'r mut (dyn FnMut(ItemHash) -> Option<u32> + Send)>,
 }
 
 /// A position in the text, 0-based as libyaml counts.
@@ -493,6 +528,88 @@ struct Reader<'a> {
     /// Nodes copied by aliases so far: a few aliases must not expand into a huge tree
     /// ("billion laughs"), as serde_yaml refuses too.
     expanded: usize,
+    /// The events of the item being read, when its list is hashed.
+    tape: Tape,
+}
+
+/// The events of one item, recorded: `data` holds what they say (hashed), `marks` where each
+/// one was (not hashed).
+#[derive(Default)]
+struct Tape {
+    data: Vec<u8>,
+    marks: Vec<Mark>,
+    /// An anchor or an alias was seen: the item depends on (or defines) something outside it.
+    linked: bool,
+}
+
+const T_SCALAR: u8 = 0;
+const T_SEQ: u8 = 1;
+const T_SEQ_END: u8 = 2;
+const T_MAP: u8 = 3;
+const T_MAP_END: u8 = 4;
+const T_ALIAS: u8 = 5;
+
+impl Tape {
+    fn put(&mut self, b: Option<&[u8]>) {
+        match b {
+            Some(b) => {
+                self.data.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                self.data.extend_from_slice(b);
+            }
+            None => self.data.extend_from_slice(&u32::MAX.to_le_bytes()),
+        }
+    }
+}
+
+/// Reads a tape back; `None` at its end (an item cut short by a syntax error).
+struct TapeReader<'t> {
+    data: &'t [u8],
+    marks: &'t [Mark],
+    pos: usize,
+    ev: usize,
+}
+
+impl<'t> TapeReader<'t> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.data.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+    fn peek(&self) -> Option<u8> {
+        self.data.get(self.pos).copied()
+    }
+    fn bytes(&mut self) -> Option<Option<&'t [u8]>> {
+        let len = u32::from_le_bytes(self.data.get(self.pos..self.pos + 4)?.try_into().ok()?);
+        self.pos += 4;
+        if len == u32::MAX {
+            return Some(None);
+        }
+        let b = self.data.get(self.pos..self.pos + len as usize)?;
+        self.pos += len as usize;
+        Some(Some(b))
+    }
+    fn mark(&mut self) -> Mark {
+        let m = self.marks.get(self.ev).copied().unwrap_or(Mark {
+            line: 0,
+            column: 0,
+            index: 0,
+        });
+        self.ev += 1;
+        m
+    }
+}
+
+/// Why a replay stopped.
+enum Replay {
+    Error(String),
+    /// The tape ended before the item did.
+    Cut,
+}
+
+impl From<String> for Replay {
+    fn from(s: String) -> Replay {
+        Replay::Error(s)
+    }
 }
 
 /// How many nodes aliases may copy: ten per event read, plus a fixed allowance.
@@ -516,6 +633,185 @@ fn node_count(v: &Value) -> usize {
 }
 
 impl Reader<'_> {
+    /// Records the node that starts with `ev` (a list item) on the tape, to its end, without
+    /// building it. Errors are the ones [`Reader::node`] gives for the same events, in the
+    /// same order: a syntax error further on comes after what the events read so far say.
+    fn record(&mut self, ev: Event) -> Result<(), String> {
+        self.tape.data.clear();
+        self.tape.marks.clear();
+        self.tape.linked = false;
+        let mut open = 0usize;
+        let mut ev = ev;
+        loop {
+            let mark = ev.mark();
+            let kind = ev.kind();
+            let is_end = kind == unsafe_sys::YAML_SEQUENCE_END_EVENT
+                || kind == unsafe_sys::YAML_MAPPING_END_EVENT;
+            if !is_end && 2 + open > MAX_DEPTH {
+                return Err(self.replay_first(format!("recursion limit exceeded at {mark}")));
+            }
+            self.tape.marks.push(mark);
+            let t = &mut self.tape;
+            match kind {
+                unsafe_sys::YAML_ALIAS_EVENT => {
+                    t.linked = true;
+                    t.data.push(T_ALIAS);
+                    t.put(Some(ev.alias()));
+                }
+                unsafe_sys::YAML_SCALAR_EVENT => {
+                    let (anchor, tag) = ev.anchor_tag();
+                    let (bytes, style) = ev.scalar();
+                    t.linked |= anchor.is_some();
+                    t.data.push(T_SCALAR);
+                    t.data.push(u8::from(style == Style::Plain));
+                    t.put(anchor);
+                    t.put(tag);
+                    t.put(Some(bytes));
+                }
+                unsafe_sys::YAML_SEQUENCE_START_EVENT | unsafe_sys::YAML_MAPPING_START_EVENT => {
+                    let (anchor, tag) = ev.anchor_tag();
+                    t.linked |= anchor.is_some();
+                    t.data
+                        .push(if kind == unsafe_sys::YAML_SEQUENCE_START_EVENT {
+                            T_SEQ
+                        } else {
+                            T_MAP
+                        });
+                    t.put(anchor);
+                    t.put(tag);
+                    open += 1;
+                }
+                unsafe_sys::YAML_SEQUENCE_END_EVENT | unsafe_sys::YAML_MAPPING_END_EVENT => {
+                    t.data.push(if kind == unsafe_sys::YAML_SEQUENCE_END_EVENT {
+                        T_SEQ_END
+                    } else {
+                        T_MAP_END
+                    });
+                    open -= 1;
+                }
+                _ => {
+                    return Err(self.replay_first(format!("unexpected YAML event at {mark}")));
+                }
+            }
+            if open == 0 {
+                return Ok(());
+            }
+            drop(ev);
+            ev = match self.parser.next() {
+                Ok(ev) => ev,
+                Err(e) => return Err(self.replay_first(e)),
+            };
+        }
+    }
+
+    /// `err` stopped the recording: an error the events recorded before it give comes first.
+    fn replay_first(&mut self, err: String) -> String {
+        match self.replay() {
+            Err(Replay::Error(e)) => e,
+            _ => err,
+        }
+    }
+
+    /// The recorded item as a value.
+    fn replay(&mut self) -> Result<Value, Replay> {
+        let tape = std::mem::take(&mut self.tape);
+        let mut t = TapeReader {
+            data: &tape.data,
+            marks: &tape.marks,
+            pos: 0,
+            ev: 0,
+        };
+        let out = self.replay_node(&mut t, 2);
+        self.tape = tape;
+        out
+    }
+
+    /// [`Reader::node`] over recorded events.
+    fn replay_node(&mut self, t: &mut TapeReader<'_>, depth: usize) -> Result<Value, Replay> {
+        let kind = t.byte().ok_or(Replay::Cut)?;
+        let mark = t.mark();
+        if depth > MAX_DEPTH {
+            return Err(format!("recursion limit exceeded at {mark}").into());
+        }
+        let value = match kind {
+            T_ALIAS => {
+                let name = t.bytes().flatten().ok_or(Replay::Cut)?;
+                let v = self
+                    .anchors
+                    .get(name)
+                    .ok_or_else(|| format!("unknown anchor at {mark}"))?;
+                self.expanded = self.expanded.saturating_add(node_count(v));
+                if self.expanded > expansion_limit(self.parser.events) {
+                    return Err(format!(
+                        "repetition limit exceeded at {mark}: aliases expand to too many nodes"
+                    )
+                    .into());
+                }
+                return Ok(v.clone());
+            }
+            T_SCALAR => {
+                let style = if t.byte().ok_or(Replay::Cut)? == 1 {
+                    Style::Plain
+                } else {
+                    Style::Other
+                };
+                let anchor = t.bytes().ok_or(Replay::Cut)?;
+                let tag = t.bytes().ok_or(Replay::Cut)?;
+                let bytes = t.bytes().flatten().ok_or(Replay::Cut)?;
+                let v = scalar_value(bytes, tag, style, mark)?;
+                if let Some(a) = anchor {
+                    self.anchors.insert(a.to_vec(), v.clone());
+                }
+                return Ok(v);
+            }
+            T_SEQ | T_MAP => {
+                let anchor = t.bytes().ok_or(Replay::Cut)?;
+                let tag = t.bytes().ok_or(Replay::Cut)?;
+                let value = if kind == T_SEQ {
+                    let mut seq = Vec::new();
+                    loop {
+                        if t.peek().ok_or(Replay::Cut)? == T_SEQ_END {
+                            t.byte();
+                            t.mark();
+                            break;
+                        }
+                        seq.push(self.replay_node(t, depth + 1)?);
+                    }
+                    Value::Sequence(seq)
+                } else {
+                    let mut map = Mapping::new();
+                    loop {
+                        if t.peek().ok_or(Replay::Cut)? == T_MAP_END {
+                            t.byte();
+                            t.mark();
+                            break;
+                        }
+                        let key = self.replay_node(t, depth + 1)?;
+                        if map.contains_key(&key) {
+                            return Err(format!("{} at {mark}", duplicate_key(&key)).into());
+                        }
+                        let value = self.replay_node(t, depth + 1)?;
+                        map.insert(key, value);
+                    }
+                    Value::Mapping(map)
+                };
+                let value = match local_tag(tag) {
+                    Some(name) => Value::Tagged(Box::new(TaggedValue {
+                        tag: Tag::new(name),
+                        value,
+                    })),
+                    None => value,
+                };
+                if let Some(a) = anchor {
+                    self.anchors.insert(a.to_vec(), value.clone());
+                }
+                value
+            }
+            _ => return Err(format!("unexpected YAML event at {mark}").into()),
+        };
+        Ok(value)
+    }
+
     /// The node that starts with `ev`, read to its end.
     fn node(&mut self, ev: Event, depth: usize) -> Result<Value, String> {
         if depth > MAX_DEPTH {
@@ -601,26 +897,35 @@ impl Reader<'_> {
 pub(crate) fn read_resources(
     text: &str,
     lists: &[&str],
-    on_item: impl FnMut(usize, usize, Value),
+    mut on_item: impl FnMut(usize, usize, Value),
 ) -> Result<Rest, String> {
-    read_input(Input::Text(text.as_bytes()), lists, on_item).0
+    read_input(Input::Text(text.as_bytes()), lists, None, |l, i, r| {
+        if let Read::Value(v, _) = r {
+            on_item(l, i, v);
+        }
+    })
+    .0
 }
 
 /// [`read_resources`] from any [`Input`]; gives back a file source (its hasher) at the end.
+/// The items of `hashing.list` are recorded and hashed before they are built (and not built
+/// when the lookup knows their hash).
 pub(crate) fn read_input(
     input: Input<'_>,
     lists: &[&str],
-    on_item: impl FnMut(usize, usize, Value),
+    hashing: Option<Hashing<'_>>,
+    on_item: impl FnMut(usize, usize, Read),
 ) -> (Result<Rest, String>, Option<Box<Source>>) {
     let mut r = match Parser::new(input) {
         Ok(parser) => Reader {
             parser,
             anchors: AHashMap::new(),
             expanded: 0,
+            tape: Tape::default(),
         },
         Err(e) => return (Err(e), None),
     };
-    let rest = read_document(&mut r, lists, on_item);
+    let rest = read_document(&mut r, lists, hashing, on_item);
     let source = r.parser.source.take();
     drop(r);
     (rest, source)
@@ -629,7 +934,8 @@ pub(crate) fn read_input(
 fn read_document(
     r: &mut Reader<'_>,
     lists: &[&str],
-    mut on_item: impl FnMut(usize, usize, Value),
+    mut hashing: Option<Hashing<'_>>,
+    mut on_item: impl FnMut(usize, usize, Read),
 ) -> Result<Rest, String> {
     let mut ev = r.parser.next()?;
     if ev.kind() == unsafe_sys::YAML_STREAM_START_EVENT {
@@ -643,65 +949,88 @@ fn read_document(
     }
     let root = r.parser.next()?;
     let (anchor, tag) = root.anchor_tag();
-    let rest =
-        if root.kind() == unsafe_sys::YAML_MAPPING_START_EVENT && anchor.is_none() && tag.is_none()
-        {
-            drop(root);
-            let mut rest = Mapping::new();
-            let mut seen: Vec<String> = Vec::new();
-            loop {
-                let ev = r.parser.next()?;
-                if ev.kind() == unsafe_sys::YAML_MAPPING_END_EVENT {
-                    break;
+    let rest = if root.kind() == unsafe_sys::YAML_MAPPING_START_EVENT
+        && anchor.is_none()
+        && tag.is_none()
+    {
+        drop(root);
+        let mut rest = Mapping::new();
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let ev = r.parser.next()?;
+            if ev.kind() == unsafe_sys::YAML_MAPPING_END_EVENT {
+                break;
+            }
+            let key_mark = ev.mark();
+            let key = r.node(ev, 1)?;
+            if let Value::String(k) = &key {
+                if seen.contains(k) {
+                    return Err(format!("{} at {key_mark}", duplicate_key(&key)));
                 }
-                let key_mark = ev.mark();
-                let key = r.node(ev, 1)?;
-                if let Value::String(k) = &key {
-                    if seen.contains(k) {
+                seen.push(k.clone());
+            }
+            let ev = r.parser.next()?;
+            let list = key
+                .as_str()
+                .and_then(|k| lists.iter().position(|l| *l == k));
+            let (a, t) = ev.anchor_tag();
+            match list {
+                Some(l)
+                    if ev.kind() == unsafe_sys::YAML_SEQUENCE_START_EVENT
+                        && a.is_none()
+                        && t.is_none() =>
+                {
+                    drop(ev);
+                    let mut i = 0;
+                    loop {
+                        let ev = r.parser.next()?;
+                        if ev.kind() == unsafe_sys::YAML_SEQUENCE_END_EVENT {
+                            break;
+                        }
+                        match &mut hashing {
+                            Some(h) if h.list == l => {
+                                r.record(ev)?;
+                                let hash = (!r.tape.linked).then(|| item_hash(&r.tape.data));
+                                let known = match (hash, &mut h.lookup) {
+                                    (Some(hash), Some(lookup)) => lookup(hash),
+                                    _ => None,
+                                };
+                                match known {
+                                    Some(n) => on_item(l, i, Read::Reused(n)),
+                                    None => {
+                                        let item = r.replay().map_err(|e| match e {
+                                            Replay::Error(e) => e,
+                                            Replay::Cut => "libyaml: an item ended early".into(),
+                                        })?;
+                                        on_item(l, i, Read::Value(item, hash));
+                                    }
+                                }
+                            }
+                            _ => {
+                                let item = r.node(ev, 2)?;
+                                on_item(l, i, Read::Value(item, None));
+                            }
+                        }
+                        i += 1;
+                    }
+                }
+                _ => {
+                    if rest.contains_key(&key) {
                         return Err(format!("{} at {key_mark}", duplicate_key(&key)));
                     }
-                    seen.push(k.clone());
-                }
-                let ev = r.parser.next()?;
-                let list = key
-                    .as_str()
-                    .and_then(|k| lists.iter().position(|l| *l == k));
-                let (a, t) = ev.anchor_tag();
-                match list {
-                    Some(l)
-                        if ev.kind() == unsafe_sys::YAML_SEQUENCE_START_EVENT
-                            && a.is_none()
-                            && t.is_none() =>
-                    {
-                        drop(ev);
-                        let mut i = 0;
-                        loop {
-                            let ev = r.parser.next()?;
-                            if ev.kind() == unsafe_sys::YAML_SEQUENCE_END_EVENT {
-                                break;
-                            }
-                            let item = r.node(ev, 2)?;
-                            on_item(l, i, item);
-                            i += 1;
-                        }
-                    }
-                    _ => {
-                        if rest.contains_key(&key) {
-                            return Err(format!("{} at {key_mark}", duplicate_key(&key)));
-                        }
-                        let value = r.node(ev, 1)?;
-                        rest.insert(key, value);
-                    }
+                    let value = r.node(ev, 1)?;
+                    rest.insert(key, value);
                 }
             }
-            Rest::Mapping(rest)
-        } else {
-            match r.node(root, 0)? {
-                Value::Null => Rest::Null,
-                Value::Mapping(m) => Rest::Mapping(m),
-                _ => Rest::Other,
-            }
-        };
+        }
+        Rest::Mapping(rest)
+    } else {
+        match r.node(root, 0)? {
+            Value::Null => Rest::Null,
+            Value::Mapping(m) => Rest::Mapping(m),
+            _ => Rest::Other,
+        }
+    };
     let end = r.parser.next()?;
     if end.kind() != unsafe_sys::YAML_DOCUMENT_END_EVENT {
         return Err(format!(
@@ -763,6 +1092,72 @@ mod tests {
         );
         let Rest::Mapping(m) = rest else { panic!() };
         assert!(m.contains_key("version") && m.contains_key("x-a") && !m.contains_key("routes"));
+    }
+
+    /// Items of a hashed list: (value, hash) each, as read.
+    fn hashed(text: &str) -> Vec<(Value, Option<ItemHash>)> {
+        let mut got = Vec::new();
+        let h = Hashing {
+            list: 0,
+            lookup: None,
+        };
+        read_input(
+            Input::Text(text.as_bytes()),
+            &["consumers"],
+            Some(h),
+            |_, _, r| {
+                if let Read::Value(v, hash) = r {
+                    got.push((v, hash));
+                }
+            },
+        )
+        .0
+        .unwrap();
+        got
+    }
+
+    #[test]
+    fn hashed_items_read_as_serde_yaml_and_hash_by_content() {
+        let text = "x: &k {key: 1}\nconsumers:\n  - {username: a, n: 007, t: !!str 5, q: \"5\"}\n  - username: a\n    n: 007\n    t: !!str 5\n    q: '5'\n  - {username: a, n: 7, t: !!str 5, q: \"5\"}\n  - {username: b, plugins: *k}\n  - {username: c, <<: {d: [1, {e: ~}]}}\n";
+        let got = hashed(text);
+        let theirs: Value = serde_yaml::from_str(text).unwrap();
+        let want = theirs["consumers"].as_sequence().unwrap();
+        assert_eq!(got.len(), want.len());
+        for ((v, _), w) in got.iter().zip(want) {
+            assert_eq!(v, w);
+        }
+        // The same item in another style, indentation or place hashes the same: `"5"` and
+        // `'5'` are both quoted, flow and block mappings give the same events.
+        assert_eq!(got[0].1, got[1].1);
+        assert!(got[0].1.is_some());
+        // `007` and `7` read differently (a string and a number), so they hash differently.
+        assert_ne!(got[0].1, got[2].1);
+        // An alias: no hash (the item depends on an anchor outside it).
+        assert_eq!(got[3].1, None);
+        assert!(got[4].1.is_some());
+        // Errors read as without hashing, in the same order.
+        for bad in [
+            "consumers:\n  - {a: 1, a: 2, b: [1\n",
+            "consumers:\n  - {a: !!int x}\n",
+            "consumers:\n  - {a: *nope}\n",
+            "consumers:\n  - {a: [1, 2}\n",
+        ] {
+            let plain = read_resources(bad, &["consumers"], |_, _, _| {}).err();
+            let mut r = Vec::new();
+            let ours = read_input(
+                Input::Text(bad.as_bytes()),
+                &["consumers"],
+                Some(Hashing {
+                    list: 0,
+                    lookup: None,
+                }),
+                |_, _, v| r.push(matches!(v, Read::Value(..))),
+            )
+            .0
+            .err();
+            assert!(plain.is_some(), "{bad}");
+            assert_eq!(ours, plain, "{bad}");
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod plugin_proxy_rewrite;
 mod plugin_request_id;
 mod plugin_response_rewrite;
 mod promises;
+mod reload_reuse;
 mod restriction;
 mod scale_config;
 mod security;
