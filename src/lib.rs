@@ -10,6 +10,7 @@ pub(crate) mod cli;
 pub(crate) mod config;
 pub(crate) mod connection;
 pub(crate) mod consumer;
+pub(crate) mod cow_map;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod headers;

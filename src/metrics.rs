@@ -25,6 +25,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::cow_map::CowMap;
 use crate::snapshot::{ConsumerId, Snapshot};
 
 const BUCKETS: &[f64] = &[
@@ -77,38 +78,9 @@ pub(crate) struct Metrics {
     unmatched: Arc<RouteMetrics>,
 }
 
-/// A counter family with label values fixed but one key from a small fixed set (plugin names,
-/// error kinds), resolved once per key.
-pub(crate) struct LazyCounters<K> {
-    map: ArcSwap<AHashMap<K, IntCounter>>,
-    write: Mutex<()>,
-}
-
-impl<K: std::hash::Hash + Eq + Clone> LazyCounters<K> {
-    fn new() -> Self {
-        LazyCounters {
-            map: ArcSwap::from_pointee(AHashMap::new()),
-            write: Mutex::new(()),
-        }
-    }
-    /// The counter for `key`, made with `make` the first time. Copies the map on a miss: only
-    /// for the few keys of a fixed set.
-    pub(crate) fn get(&self, key: &K, make: impl FnOnce() -> IntCounter) -> IntCounter {
-        if let Some(c) = self.map.load().get(key) {
-            return c.clone();
-        }
-        let _guard = self.write.lock();
-        let current = self.map.load();
-        if let Some(c) = current.get(key) {
-            return c.clone();
-        }
-        let c = make();
-        let mut next = (**current).clone();
-        next.insert(key.clone(), c.clone());
-        self.map.store(Arc::new(next));
-        c
-    }
-}
+/// A counter family's counters by one key from a small fixed set (plugin names, error kinds),
+/// each resolved once.
+type LazyCounters<K> = CowMap<K, IntCounter>;
 
 /// The count of each status code a consumer got on one route (usually one or two codes).
 type Codes = Vec<(u16, AtomicU64)>;
@@ -410,7 +382,7 @@ impl Metrics {
     pub(crate) fn auth_failure(&self, rm: &RouteMetrics, plugin: &'static str) {
         let s = &rm.series;
         s.auth_failures
-            .get(&plugin, || {
+            .get_or_insert_with(&plugin, || {
                 self.auth_failures.with_label_values(&[&s.route, plugin])
             })
             .inc();
@@ -432,7 +404,7 @@ impl Metrics {
     pub(crate) fn upstream_error(&self, rm: &RouteMetrics, kind: &'static str) {
         let s = &rm.series;
         s.upstream_errors
-            .get(&kind, || {
+            .get_or_insert_with(&kind, || {
                 self.upstream_errors.with_label_values(&[&s.route, kind])
             })
             .inc();

@@ -30,7 +30,7 @@
 //! next sync, at most one interval later, probes it again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -40,12 +40,12 @@ use ::redis::{
     ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisError, RedisResult, Script,
     ServerErrorKind,
 };
-use ahash::AHashMap;
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 
 use super::local::{Expiring, Sharded};
 use super::policy::{RedisSettings, RedisTarget};
 use super::{CounterKey, LimiterError, Quota};
+use crate::cow_map::CowMap;
 
 /// `KEYS[1]` += `ARGV[1]`; a key without expiry gets `ARGV[2]` ms. Returns `{count, pttl}`.
 const INCR_SRC: &str = "\
@@ -452,10 +452,8 @@ type GroupId = (u64, u64);
 
 /// Every Redis target and `sync_interval` group the limiter has seen.
 pub(crate) struct RedisCounters {
-    backends: ArcSwap<AHashMap<u64, Arc<Backend>>>,
-    groups: ArcSwap<AHashMap<GroupId, Arc<SyncGroup>>>,
-    /// Serialises inserts into the two maps (reads never take it).
-    insert: Mutex<()>,
+    backends: CowMap<u64, Arc<Backend>>,
+    groups: CowMap<GroupId, Arc<SyncGroup>>,
 }
 
 impl Default for RedisCounters {
@@ -467,31 +465,20 @@ impl Default for RedisCounters {
 impl RedisCounters {
     pub(crate) fn new() -> RedisCounters {
         RedisCounters {
-            backends: ArcSwap::from_pointee(AHashMap::new()),
-            groups: ArcSwap::from_pointee(AHashMap::new()),
-            insert: Mutex::new(()),
+            backends: CowMap::new(),
+            groups: CowMap::new(),
         }
     }
 
     fn backend(&self, s: &RedisSettings) -> Arc<Backend> {
-        if let Some(b) = self.backends.load().get(&s.backend_id) {
-            return b.clone();
-        }
-        let _g = self.insert.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = self.backends.load_full();
-        if let Some(b) = current.get(&s.backend_id) {
-            return b.clone();
-        }
-        let b = Arc::new(Backend {
-            target: s.target.clone(),
-            timeout: s.timeout,
-            label: s.label.clone(),
-            conn: tokio::sync::OnceCell::new(),
-        });
-        let mut next = (*current).clone();
-        next.insert(s.backend_id, b.clone());
-        self.backends.store(Arc::new(next));
-        b
+        self.backends.get_or_insert_with(&s.backend_id, || {
+            Arc::new(Backend {
+                target: s.target.clone(),
+                timeout: s.timeout,
+                label: s.label.clone(),
+                conn: tokio::sync::OnceCell::new(),
+            })
+        })
     }
 
     fn with_group<T>(
@@ -506,27 +493,16 @@ impl RedisCounters {
             return f(g);
         }
         let backend = self.backend(s);
-        let g = {
-            let _g = self.insert.lock().unwrap_or_else(PoisonError::into_inner);
-            let current = self.groups.load_full();
-            match current.get(&id) {
-                Some(g) => g.clone(),
-                None => {
-                    let g = Arc::new(SyncGroup {
-                        backend,
-                        interval_ms,
-                        entries: Sharded::new(),
-                        next_due_ms: AtomicU64::new(now_ms + interval_ms),
-                        healthy: AtomicBool::new(true),
-                        last_error: ArcSwapOption::empty(),
-                    });
-                    let mut next = (*current).clone();
-                    next.insert(id, g.clone());
-                    self.groups.store(Arc::new(next));
-                    g
-                }
-            }
-        };
+        let g = self.groups.get_or_insert_with(&id, || {
+            Arc::new(SyncGroup {
+                backend,
+                interval_ms,
+                entries: Sharded::new(),
+                next_due_ms: AtomicU64::new(now_ms + interval_ms),
+                healthy: AtomicBool::new(true),
+                last_error: ArcSwapOption::empty(),
+            })
+        });
         f(&g)
     }
 
