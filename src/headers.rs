@@ -30,14 +30,27 @@ pub(crate) fn dash_spelling(name: &HeaderName) -> HeaderName {
 }
 
 /// Removes every header whose name, in any case and with `_` read as `-`, is in `strip` (held in
-/// dash spelling): many upstream stacks (CGI, WSGI, PHP) treat `X_Consumer_Username` and
-/// `X-Consumer-Username` alike, so a client must not be able to send either.
+/// dash spelling), and `Forwarded` (APISIX 3.18 clears it; X-Forwarded-* carry our view): many
+/// upstream stacks (CGI, WSGI, PHP) treat `X_Consumer_Username` and `X-Consumer-Username` alike,
+/// so a client must not be able to send either.
+///
+/// Hot path: one pass over the request's names finds whether any is to go (usually none), instead
+/// of a hash probe per name to remove; a name compares unequal to a stripped one at its
+/// representation or length, so the pass costs a few instructions per client header.
 pub(crate) fn remove_all_spellings(req: &mut pingora_http::RequestHeader, strip: &[HeaderName]) {
-    for name in strip {
-        req.remove_header(name);
+    let (mut exact, mut underscore) = (false, false);
+    for k in req.headers.keys() {
+        exact |= *k == http::header::FORWARDED || strip.contains(k);
+        underscore |= k.as_str().contains('_');
+    }
+    if exact {
+        for name in strip {
+            req.remove_header(name);
+        }
+        req.remove_header(&http::header::FORWARDED);
     }
     // Rare: only a request with `_` in a header name pays for the second pass.
-    if !req.headers.keys().any(|k| k.as_str().contains('_')) {
+    if !underscore {
         return;
     }
     let forged: Vec<HeaderName> = req
@@ -48,5 +61,57 @@ pub(crate) fn remove_all_spellings(req: &mut pingora_http::RequestHeader, strip:
         .collect();
     for name in &forged {
         req.remove_header(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_http::RequestHeader;
+
+    fn names(req: &RequestHeader) -> Vec<String> {
+        let mut v = Vec::new();
+        req.map(|n, _| {
+            v.push(match n {
+                pingora_http::HeaderNameVariant::Case(c) => {
+                    String::from_utf8_lossy(c.as_slice()).into_owned()
+                }
+                pingora_http::HeaderNameVariant::Titled(t) => t.to_string(),
+            });
+            Ok(())
+        })
+        .unwrap();
+        v
+    }
+
+    #[test]
+    fn removes_every_spelling_and_forwarded_only() {
+        let strip = IDENTITY.to_vec();
+        let cases: [(&[&str], &[&str]); 6] = [
+            (&["Host", "apikey"], &["Host", "apikey"]),
+            (
+                &["Host", "X-Consumer-Username", "Forwarded", "Accept"],
+                &["Host", "Accept"],
+            ),
+            (&["forwarded", "User-Agent"], &["User-Agent"]),
+            (
+                &["X_Consumer_Custom_ID", "x-credential-identifier", "X_Other"],
+                &["X_Other"],
+            ),
+            (&["x_consumer_username", "Host"], &["Host"]),
+            (
+                &["X-Forwarded-For", "X-Consumer-Usernames"],
+                &["X-Forwarded-For", "X-Consumer-Usernames"],
+            ),
+        ];
+        for (sent, kept) in cases {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            for n in sent {
+                req.append_header(n.to_string(), "v").unwrap();
+            }
+            remove_all_spellings(&mut req, &strip);
+            assert_eq!(names(&req), *kept, "{sent:?}");
+            assert_eq!(req.headers.len(), kept.len(), "{sent:?}");
+        }
     }
 }

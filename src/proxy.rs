@@ -45,7 +45,27 @@ pub(crate) struct Gateway {
 }
 
 /// Per-request state: the snapshot (held to the end) and what the pipeline decided.
-pub(crate) struct Ctx {
+///
+/// Boxed: Pingora keeps the context inside the request's future, which it moves (memcpy) into
+/// a `Box` once or twice per request; an 8-byte handle instead of the ~500-byte state keeps
+/// those copies as small as bare Pingora's.
+pub(crate) struct Ctx(Box<CtxState>);
+
+impl std::ops::Deref for Ctx {
+    type Target = CtxState;
+    fn deref(&self) -> &CtxState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Ctx {
+    fn deref_mut(&mut self) -> &mut CtxState {
+        &mut self.0
+    }
+}
+
+/// What [`Ctx`] holds.
+pub(crate) struct CtxState {
     snap: Option<Arc<Live>>,
     decision: Option<Decision>,
     /// Route and identity of a rejected request, for metrics and the access log.
@@ -223,7 +243,7 @@ fn rewrite_reject(
     Ok((Box::new(h), body))
 }
 
-impl Ctx {
+impl CtxState {
     fn snap(&self) -> Result<&Arc<Live>> {
         self.snap
             .as_ref()
@@ -352,7 +372,7 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx {
+        Ctx(Box::new(CtxState {
             snap: None,
             decision: None,
             route: None,
@@ -367,7 +387,7 @@ impl ProxyHttp for Gateway {
             delegated: false,
             pending: None,
             _inflight: InFlight::new(&self.inflight),
-        }
+        }))
     }
 
     fn allow_spawning_subrequest(&self, session: &Session, _ctx: &Ctx) -> bool {
@@ -477,6 +497,7 @@ impl ProxyHttp for Gateway {
                     r.reject.status,
                     session.req_header().uri.path()
                 );
+                let ctx: &mut CtxState = ctx;
                 let running = ctx.rejected_running.insert(r.running);
                 match (r.route, ctx.snap.clone()) {
                     (Some(route), Some(snap))
@@ -525,12 +546,15 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let snap = ctx.snap()?.clone();
-        let d = ctx.decision()?;
+        // Fields borrowed apart: the snapshot is read while the node is written down.
+        let ctx: &mut CtxState = ctx;
+        let (Some(snap), Some(d)) = (&ctx.snap, &ctx.decision) else {
+            return Error::e_explain(ErrorType::InternalError, "no snapshot or decision");
+        };
         let route = snap.route(d.route);
         let up = snap.upstream(d.upstream);
         let key = match up.hash_key() {
-            Some((on, key)) => hash_input(&snap, d, on, key, session),
+            Some((on, key)) => hash_input(snap, d, on, key, session),
             None => Vec::new(),
         };
         let node = up.pick(&key).ok_or_else(|| {
@@ -553,12 +577,12 @@ impl ProxyHttp for Gateway {
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let snap = ctx.snap()?.clone();
+        let snap = ctx.snap()?;
         let d = ctx.decision()?;
+        // Client copies of the identity headers, and `Forwarded` (APISIX 3.18 clears it;
+        // X-Forwarded-* below carry our view).
         headers::remove_all_spellings(req, &snap.strip);
-        // APISIX 3.18 clears `Forwarded`; X-Forwarded-* below carry our view.
-        req.remove_header(&http::header::FORWARDED);
-        set_identity(&snap, d, req)?;
+        set_identity(snap, d, req)?;
         hide_credentials(&d.hide, session.req_header(), req)?;
         if let Some(p) = &d.new_path {
             let mut uri = p.to_vec();
@@ -579,7 +603,7 @@ impl ProxyHttp for Gateway {
         }
         forwarded_headers(session, req)?;
         if !d.running.list.is_empty() {
-            let view = request_view(&snap, d, session, ctx.upstream_addr, &self.limiter);
+            let view = request_view(snap, d, session, ctx.upstream_addr, &self.limiter);
             for (p, state) in &d.running.list {
                 p.upstream_request(req, &view, state)?;
             }
@@ -593,12 +617,13 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        let ctx: &mut CtxState = ctx;
         let upstream = ctx.upstream_addr;
-        if let (Some(snap), Some(d)) = (ctx.snap.clone(), ctx.decision.as_mut())
+        if let (Some(snap), Some(d)) = (&ctx.snap, ctx.decision.as_mut())
             && !d.running.list.is_empty()
         {
             let mut list = std::mem::take(&mut d.running.list);
-            let view = request_view(&snap, d, session, upstream, &self.limiter);
+            let view = request_view(snap, d, session, upstream, &self.limiter);
             let mut result = Ok(());
             for (p, state) in &mut list {
                 result = result.and(p.response(resp, &view, state));
@@ -731,6 +756,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let ctx: &mut CtxState = ctx;
         let running = ctx.decision.as_mut().map(|d| &mut d.running);
         for (p, state) in running
             .into_iter()
@@ -742,8 +768,9 @@ impl ProxyHttp for Gateway {
         if ctx.delegated {
             return;
         }
-        let total = ctx.start.elapsed();
-        let upstream = ctx.upstream_start.map(|t| t.elapsed());
+        let now = Instant::now();
+        let total = now.saturating_duration_since(ctx.start);
+        let upstream = ctx.upstream_start.map(|t| now.saturating_duration_since(t));
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let rm = ctx.route_metrics(&self.metrics);
         let consumer = match (&ctx.snap, ctx.identity) {
@@ -919,15 +946,35 @@ fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
         })
     }
 
+    /// The client's address as a header value, formatted once per thread and address: the
+    /// requests of a keep-alive connection, or of a load balancer in front, share one.
+    fn ip_value(ip: std::net::IpAddr) -> Result<HeaderValue> {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(std::net::IpAddr, HeaderValue)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            if let Some((a, v)) = &*last
+                && *a == ip
+            {
+                return Ok(v.clone());
+            }
+            let mut buf = [0u8; 46];
+            let v = HeaderValue::from_bytes(crate::addr::ip_str(Some(ip), &mut buf).as_bytes())
+                .map_err(|e| Error::because(ErrorType::InternalError, "client ip", e))?;
+            *last = Some((ip, v.clone()));
+            Ok(v)
+        })
+    }
+
     if let Some(ip) = session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
     {
-        let mut buf = [0u8; 46];
-        let ip = crate::addr::ip_str(Some(ip), &mut buf).as_bytes();
-        let real_ip = HeaderValue::from_bytes(ip)
-            .map_err(|e| Error::because(ErrorType::InternalError, "client ip", e))?;
+        let real_ip = ip_value(ip)?;
+        let ip = real_ip.as_bytes();
         let xff = match req
             .headers
             .get(&headers::X_FORWARDED_FOR)

@@ -31,18 +31,46 @@ pub struct CounterKey(pub u128);
 static LOCAL_SEEDS: LazyLock<(ahash::RandomState, ahash::RandomState)> =
     LazyLock::new(|| (ahash::RandomState::new(), ahash::RandomState::new()));
 
-/// The local policy's hash input, gathered in one buffer (on the stack unless long) and hashed
-/// whole at the end, so that pieces hash like their concatenation, as with SHA-256.
+/// The fixed fields of a local counter key (owner or group, conf hash), hashed once into two
+/// aHash states with the per-process seeds; a limit-count instance keeps its own, so a request
+/// hashes only its key value.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalPrefix(ahash::AHasher, ahash::AHasher);
+
+impl LocalPrefix {
+    pub(crate) fn new(owner: &str, group: Option<&str>, conf_hash: u64) -> LocalPrefix {
+        let (tag, name) = match group {
+            Some(g) => (b"g", g),
+            None => (b"o", owner),
+        };
+        let (a, b) = &*LOCAL_SEEDS;
+        let (mut a, mut b) = (a.build_hasher(), b.build_hasher());
+        for h in [&mut a, &mut b] {
+            h.write(b"tollgate lc v1\0");
+            h.write(tag);
+            h.write_u64(name.len() as u64);
+            h.write(name.as_bytes());
+            h.write_u64(conf_hash);
+        }
+        LocalPrefix(a, b)
+    }
+}
+
+/// The local policy's hash: the [`LocalPrefix`], then the key value, gathered in one buffer (on
+/// the stack unless long) and hashed whole at the end, so that pieces hash like their
+/// concatenation, as with SHA-256.
 struct LocalHash {
-    stack: [u8; 160],
+    prefix: LocalPrefix,
+    stack: [u8; 128],
     len: usize,
     heap: Vec<u8>,
 }
 
 impl LocalHash {
-    fn new() -> LocalHash {
+    fn new(prefix: LocalPrefix) -> LocalHash {
         LocalHash {
-            stack: [0; 160],
+            prefix,
+            stack: [0; 128],
             len: 0,
             heap: Vec::new(),
         }
@@ -58,14 +86,13 @@ impl LocalHash {
             self.heap.extend_from_slice(bytes);
         }
     }
-    fn finish(&self) -> CounterKey {
+    fn finish(self) -> CounterKey {
         let bytes = if self.heap.is_empty() {
             &self.stack[..self.len]
         } else {
             &self.heap[..]
         };
-        let (a, b) = &*LOCAL_SEEDS;
-        let (mut a, mut b) = (a.build_hasher(), b.build_hasher());
+        let LocalPrefix(mut a, mut b) = self.prefix;
         a.write(bytes);
         b.write(bytes);
         CounterKey((u128::from(a.finish()) << 64) | u128::from(b.finish()))
@@ -82,6 +109,12 @@ enum KeyHash {
 }
 
 impl KeyBuilder {
+    /// A local key whose fixed fields are already hashed (the same key as
+    /// [`CounterKey::builder`] with `stable` false and the prefix's fields).
+    pub(crate) fn local(prefix: &LocalPrefix) -> KeyBuilder {
+        KeyBuilder(KeyHash::Local(LocalHash::new(prefix.clone())))
+    }
+
     /// Feeds bytes of the key value.
     pub fn update(&mut self, bytes: &[u8]) {
         match &mut self.0 {
@@ -105,11 +138,10 @@ impl CounterKey {
     /// (Redis policies) asks for SHA-256, the same in every process; otherwise a cheaper
     /// per-process hash. The key value is fed last, so it needs no length prefix.
     pub fn builder(stable: bool, owner: &str, group: Option<&str>, conf_hash: u64) -> KeyBuilder {
-        let mut b = KeyBuilder(if stable {
-            KeyHash::Stable(Sha256::new())
-        } else {
-            KeyHash::Local(LocalHash::new())
-        });
+        if !stable {
+            return KeyBuilder::local(&LocalPrefix::new(owner, group, conf_hash));
+        }
+        let mut b = KeyBuilder(KeyHash::Stable(Sha256::new()));
         let (tag, name) = match group {
             Some(g) => (b"g", g),
             None => (b"o", owner),
@@ -441,14 +473,15 @@ mod tests {
     #[test]
     fn local_hash_pieces_hash_like_the_whole() {
         let data: Vec<u8> = (0..400u32).map(|i| (i * 7) as u8).collect();
-        for len in [0, 1, 159, 160, 161, 400] {
+        let prefix = LocalPrefix::new("route:1", None, 42);
+        for len in [0, 1, 127, 128, 129, 400] {
             let whole = {
-                let mut h = LocalHash::new();
+                let mut h = LocalHash::new(prefix.clone());
                 h.update(&data[..len]);
                 h.finish()
             };
             for cut in [0, 1.min(len), len / 2, len.saturating_sub(1), len] {
-                let mut h = LocalHash::new();
+                let mut h = LocalHash::new(prefix.clone());
                 h.update(&data[..cut]);
                 h.update(&data[cut..len]);
                 assert_eq!(h.finish(), whole, "len {len}, cut {cut}");

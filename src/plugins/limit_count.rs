@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 
 use super::shape::{Plugin, RequestView, State, Step};
 use crate::addr::ip_str;
-use crate::limiter::{CounterKey, LimitPolicy, Quota, RedisSettings, RedisTarget};
+use crate::limiter::{
+    CounterKey, KeyBuilder, LimitPolicy, LocalPrefix, Quota, RedisSettings, RedisTarget,
+};
 use crate::reject::Reject;
 use crate::secret::Secret;
 
@@ -231,14 +233,56 @@ pub(crate) struct LimitCountPlugin {
     pub conf: LimitCount,
     /// Set once the "key is empty" warning was logged for this instance.
     fallback_warned: AtomicBool,
+    /// The local policy's counter key with owner (or group) and conf hash already hashed.
+    local_prefix: Option<LocalPrefix>,
+    /// `X-RateLimit-Limit`, the same on every answer.
+    limit_value: HeaderValue,
 }
 
 impl LimitCountPlugin {
     pub(crate) fn new(owner: &str, conf: LimitCount) -> LimitCountPlugin {
+        let local_prefix = matches!(conf.policy, LimitPolicy::Local)
+            .then(|| LocalPrefix::new(owner, conf.group.as_deref(), conf.conf_hash));
         LimitCountPlugin {
             owner: owner.into(),
+            limit_value: HeaderValue::from(conf.count),
             conf,
             fallback_warned: AtomicBool::new(false),
+            local_prefix,
+        }
+    }
+
+    /// [`LimitCount::counter_key`], from the instance's [`LocalPrefix`] for the local policy.
+    fn counter_key(&self, vars: &KeyVars<'_>) -> (CounterKey, KeySource) {
+        match &self.local_prefix {
+            Some(prefix) => {
+                let mut b = KeyBuilder::local(prefix);
+                let src = self.conf.key.write(vars, |bytes| b.update(bytes));
+                (b.finish(), src)
+            }
+            None => self.conf.counter_key(&self.owner, vars),
+        }
+    }
+
+    /// The counter of this request: [`LimitCount::counter_key`] over [`KeyVars::of`], except
+    /// that the addresses are formatted only for a key that reads them (a `consumer_name` key
+    /// does not), or when the key falls back to the client's address.
+    fn request_key(&self, r: &RequestView<'_>) -> (CounterKey, KeySource) {
+        let spec = &self.conf.key;
+        let remote = spec.reads(|v| matches!(v, KeyVar::RemoteAddr));
+        let server = spec.reads(|v| matches!(v, KeyVar::ServerAddr));
+        let mut bufs = [[0u8; 46]; 2];
+        let vars = KeyVars::of_only(r, &mut bufs, remote, server);
+        match self.counter_key(&vars) {
+            (_, KeySource::FallbackRemoteAddr) if !remote => {
+                let mut buf = [0u8; 46];
+                let vars = KeyVars {
+                    remote_addr: ip_str(r.remote, &mut buf),
+                    ..vars
+                };
+                self.counter_key(&vars)
+            }
+            k => k,
         }
     }
 }
@@ -262,9 +306,7 @@ impl Plugin for LimitCountPlugin {
     }
 
     async fn request(&self, r: &RequestView<'_>, state: &mut State) -> Step {
-        let mut bufs = [[0u8; 46]; 2];
-        let vars = KeyVars::of(r, &mut bufs);
-        let (key, source) = self.conf.counter_key(&self.owner, &vars);
+        let (key, source) = self.request_key(r);
         warn_fallback(source, &self.fallback_warned, "limit-count", r.route_id);
         let lc = &self.conf;
         let quota = r
@@ -312,7 +354,12 @@ impl Plugin for LimitCountPlugin {
     ) -> pingora_core::Result<()> {
         if let Some(q) = state.as_ref().and_then(|s| s.downcast_ref::<Quota>()) {
             // Static names: Pingora uses a `&'static str` as is.
-            resp.insert_header("x-ratelimit-limit", HeaderValue::from(q.limit))?;
+            let limit = if q.limit == self.conf.count {
+                self.limit_value.clone()
+            } else {
+                HeaderValue::from(q.limit)
+            };
+            resp.insert_header("x-ratelimit-limit", limit)?;
             resp.insert_header("x-ratelimit-remaining", HeaderValue::from(q.remaining))?;
             resp.insert_header("x-ratelimit-reset", HeaderValue::from(q.reset_secs))?;
         }
@@ -370,10 +417,20 @@ pub struct KeyVars<'a> {
 impl<'a> KeyVars<'a> {
     /// The key variables of a request; the two addresses are written into `bufs`.
     pub fn of(r: &'a RequestView<'_>, bufs: &'a mut [[u8; 46]; 2]) -> KeyVars<'a> {
-        let [remote, local] = bufs;
+        KeyVars::of_only(r, bufs, true, true)
+    }
+
+    /// As [`KeyVars::of`], with `remote_addr` and `server_addr` left empty unless asked for.
+    pub(crate) fn of_only(
+        r: &'a RequestView<'_>,
+        bufs: &'a mut [[u8; 46]; 2],
+        remote: bool,
+        server: bool,
+    ) -> KeyVars<'a> {
+        let [rb, sb] = bufs;
         KeyVars {
-            remote_addr: ip_str(r.remote, remote),
-            server_addr: ip_str(r.local, local),
+            remote_addr: if remote { ip_str(r.remote, rb) } else { "" },
+            server_addr: if server { ip_str(r.local, sb) } else { "" },
             consumer_name: r.consumer,
             consumer_group_id: r.consumer_group,
             route_id: r.route_id,
@@ -508,6 +565,15 @@ impl KeySpec {
                 }
                 KeySource::Configured
             }
+        }
+    }
+
+    /// Whether the key reads a variable `f` picks.
+    pub(crate) fn reads(&self, f: impl Fn(&KeyVar) -> bool) -> bool {
+        match self {
+            KeySpec::Var(v) => f(v),
+            KeySpec::Template(parts) => parts.iter().any(|p| matches!(p, KeyPart::Var(v) if f(v))),
+            KeySpec::Constant(_) => false,
         }
     }
 
@@ -1531,5 +1597,62 @@ mod tests {
             s1.backend_id, s1b.backend_id,
             "same target shares a connection"
         );
+    }
+
+    /// `request_key` formats the addresses only when the key reads them or falls back to the
+    /// client's, and always gives the key `KeyVars::of` (every variable formatted) gives.
+    #[test]
+    fn request_key_is_the_full_key() {
+        let mut req = pingora_http::RequestHeader::build("GET", b"/p?page=2", None).unwrap();
+        req.insert_header("x-api-user", "u1").unwrap();
+        let local = "local";
+        for policy in [local, "redis"] {
+            for key in [
+                "{key: consumer_name}",
+                "{key: remote_addr}",
+                "{key: server_addr}",
+                "{key: http_x_api_user}",
+                "{key: http_x_missing}",
+                "{key: arg_page}",
+                "{key_type: constant, key: k}",
+                "{key_type: var_combination, key: '$consumer_name-$server_addr'}",
+                "{key_type: var_combination, key: 'a $remote_addr'}",
+                "{key_type: var_combination, key: 'a $consumer_group_id'}",
+            ] {
+                let yaml = if policy == local {
+                    format!("{{count: 1, time_window: 1, {}}}", &key[1..key.len() - 1])
+                } else {
+                    format!(
+                        "{{count: 1, time_window: 1, policy: redis, redis_host: 127.0.0.1, {}}}",
+                        &key[1..key.len() - 1]
+                    )
+                };
+                let p = LimitCountPlugin::new("route:r", ok(&yaml));
+                for (consumer, remote, server) in [
+                    (Some("jack"), Some("10.1.2.3"), Some("127.0.0.1")),
+                    (None, Some("10.1.2.3"), Some("127.0.0.1")),
+                    (None, Some("2001:db8::1"), None),
+                    (None, None, None),
+                ] {
+                    let view = RequestView {
+                        req: &req,
+                        path: b"/p",
+                        remote: remote.map(|a| a.parse().unwrap()),
+                        local: server.map(|a| a.parse().unwrap()),
+                        tls: false,
+                        upstream: None,
+                        route_id: "r",
+                        service_id: None,
+                        consumer,
+                        consumer_group: None,
+                        consumer_labels: &[],
+                        limiter: crate::plugins::shape::test_limiter(),
+                    };
+                    let mut bufs = [[0u8; 46]; 2];
+                    let full = p.conf.counter_key(&p.owner, &KeyVars::of(&view, &mut bufs));
+                    assert_eq!(p.request_key(&view), full, "{yaml} {consumer:?} {remote:?}");
+                }
+            }
+        }
     }
 }
