@@ -237,6 +237,9 @@ pub(crate) struct LimitCountPlugin {
     local_prefix: Option<LocalPrefix>,
     /// `X-RateLimit-Limit`, the same on every answer.
     limit_value: HeaderValue,
+    /// Whether the key reads `remote_addr` / `server_addr` (only then are they formatted).
+    reads_remote: bool,
+    reads_server: bool,
 }
 
 impl LimitCountPlugin {
@@ -246,6 +249,8 @@ impl LimitCountPlugin {
         LimitCountPlugin {
             owner: owner.into(),
             limit_value: HeaderValue::from(conf.count),
+            reads_remote: conf.key.reads(|v| matches!(v, KeyVar::RemoteAddr)),
+            reads_server: conf.key.reads(|v| matches!(v, KeyVar::ServerAddr)),
             conf,
             fallback_warned: AtomicBool::new(false),
             local_prefix,
@@ -268,9 +273,7 @@ impl LimitCountPlugin {
     /// that the addresses are formatted only for a key that reads them (a `consumer_name` key
     /// does not), or when the key falls back to the client's address.
     fn request_key(&self, r: &RequestView<'_>) -> (CounterKey, KeySource) {
-        let spec = &self.conf.key;
-        let remote = spec.reads(|v| matches!(v, KeyVar::RemoteAddr));
-        let server = spec.reads(|v| matches!(v, KeyVar::ServerAddr));
+        let (remote, server) = (self.reads_remote, self.reads_server);
         let mut bufs = [[0u8; 46]; 2];
         let vars = KeyVars::of_only(r, &mut bufs, remote, server);
         match self.counter_key(&vars) {
