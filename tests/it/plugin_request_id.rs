@@ -125,6 +125,17 @@ fn meta_fields_other_than_disable_and_other_algorithms_are_refused() {
         "resources.yaml: routes[0].plugins.key-auth._meta.priority",
         &["not supported"],
     );
+    // The loader's own list of disabled plugins cannot be written by hand (a file must not
+    // turn off a service's key-auth other than through `_meta.disable`).
+    let lines = check_fails(&[(
+        "resources.yaml",
+        "services:\n  - id: s\n    plugins: {key-auth: {}}\n    upstream: {nodes: {\"127.0.0.1:1\": 1}}\nroutes:\n  - id: r\n    uri: /r\n    service_id: s\n    plugins: {\"_meta.disabled\": [key-auth]}\n#END\n",
+    )]);
+    assert_line(
+        &lines,
+        "resources.yaml: routes[0].plugins._meta.disabled",
+        &["not supported"],
+    );
     let lines = check_fails(&[(
         "resources.yaml",
         "routes:\n  - id: r\n    uri: /r\n    plugins:\n      request-id: {algorithm: nanoid}\n    upstream: {nodes: {\"127.0.0.1:1\": 1}}\n#END\n",
