@@ -13,6 +13,34 @@ pub(crate) const WWW_AUTHENTICATE: HeaderName = HeaderName::from_static("www-aut
 pub(crate) const DATE: HeaderName = HeaderName::from_static("date");
 pub(crate) const DIGEST: HeaderName = HeaderName::from_static("digest");
 
+/// Names tollgate writes, parsed once with their wire spelling (lower case): inserting one with
+/// `insert_parsed_header` neither parses nor allocates the name (vendor/pingora-http/PATCH.md).
+pub(crate) mod write {
+    use pingora_http::ParsedHeaderName;
+
+    pub(crate) static X_CONSUMER_USERNAME: ParsedHeaderName =
+        ParsedHeaderName::from_static("x-consumer-username");
+    pub(crate) static X_CREDENTIAL_IDENTIFIER: ParsedHeaderName =
+        ParsedHeaderName::from_static("x-credential-identifier");
+    pub(crate) static X_CONSUMER_CUSTOM_ID: ParsedHeaderName =
+        ParsedHeaderName::from_static("x-consumer-custom-id");
+    pub(crate) static X_FORWARDED_FOR: ParsedHeaderName =
+        ParsedHeaderName::from_static("x-forwarded-for");
+    pub(crate) static X_REAL_IP: ParsedHeaderName = ParsedHeaderName::from_static("x-real-ip");
+    pub(crate) static X_FORWARDED_PROTO: ParsedHeaderName =
+        ParsedHeaderName::from_static("x-forwarded-proto");
+    pub(crate) static X_FORWARDED_PORT: ParsedHeaderName =
+        ParsedHeaderName::from_static("x-forwarded-port");
+    pub(crate) static X_FORWARDED_HOST: ParsedHeaderName =
+        ParsedHeaderName::from_static("x-forwarded-host");
+    pub(crate) static X_RATELIMIT_LIMIT: ParsedHeaderName =
+        ParsedHeaderName::from_static("x-ratelimit-limit");
+    pub(crate) static X_RATELIMIT_REMAINING: ParsedHeaderName =
+        ParsedHeaderName::from_static("x-ratelimit-remaining");
+    pub(crate) static X_RATELIMIT_RESET: ParsedHeaderName =
+        ParsedHeaderName::from_static("x-ratelimit-reset");
+}
+
 /// The identity headers set by authentication and removed from every client request.
 pub(crate) const IDENTITY: [HeaderName; 3] = [
     X_CONSUMER_USERNAME,
@@ -82,6 +110,31 @@ mod tests {
         })
         .unwrap();
         v
+    }
+
+    /// The patched pingora-http (vendor/pingora-http/PATCH.md): a parsed name replaces every
+    /// value under that name whatever its client spelling, goes on the wire as parsed, and the
+    /// two maps Pingora keeps stay in step (a wire line per value, none lost) after a reserve.
+    #[test]
+    fn parsed_names_replace_any_spelling_and_keep_the_maps_in_step() {
+        let mut req = RequestHeader::build("GET", b"/", Some(2)).unwrap();
+        req.append_header("Host", "a").unwrap();
+        req.append_header("X-Forwarded-For", "1.2.3.4").unwrap();
+        req.append_header("x-FORWARDED-for", "5.6.7.8").unwrap();
+        req.reserve_headers(8).unwrap();
+        req.insert_parsed_header(&write::X_FORWARDED_FOR, "9.9.9.9".parse().unwrap())
+            .unwrap();
+        let label = pingora_http::ParsedHeaderName::from_bytes(b"X-Dept").unwrap();
+        req.insert_parsed_header(&label, "ops".parse().unwrap()).unwrap();
+        req.append_parsed_header(&label, "dev".parse().unwrap()).unwrap();
+        assert_eq!(names(&req), ["Host", "x-forwarded-for", "X-Dept", "X-Dept"]);
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        assert_eq!(
+            String::from_utf8(wire).unwrap(),
+            "Host: a\r\nx-forwarded-for: 9.9.9.9\r\nX-Dept: ops\r\nX-Dept: dev\r\n"
+        );
+        assert!(pingora_http::ParsedHeaderName::from_bytes(b"bad name").is_err());
     }
 
     #[test]

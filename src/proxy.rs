@@ -104,20 +104,25 @@ impl Drop for InFlight {
     }
 }
 
+/// The most headers `upstream_request_filter` adds itself (identity 3, forwarded 5).
+const UPSTREAM_HEADERS_ADDED: usize = 8;
+
 /// Sets the identity headers (client copies are already gone).
 fn set_identity(snap: &Snapshot, d: &Decision, req: &mut RequestHeader) -> Result<()> {
     let Some(id) = d.identity else { return Ok(()) };
     let consumer = snap.consumers.get(id.consumer);
-    // Static names: Pingora would copy a custom `HeaderName` into a title-case buffer first.
-    req.insert_header("x-consumer-username", consumer.username_header.clone())?;
+    req.insert_parsed_header(
+        &headers::write::X_CONSUMER_USERNAME,
+        consumer.username_header.clone(),
+    )?;
     if let Some(cid) = id
         .credential
         .and_then(|c| snap.consumers.credential(c).header().cloned())
     {
-        req.insert_header(headers::X_CREDENTIAL_IDENTIFIER, cid)?;
+        req.insert_parsed_header(&headers::write::X_CREDENTIAL_IDENTIFIER, cid)?;
     }
     if let Some(custom) = consumer.label("custom_id").filter(|_| !id.anonymous) {
-        req.insert_header("x-consumer-custom-id", custom.clone())?;
+        req.insert_parsed_header(&headers::write::X_CONSUMER_CUSTOM_ID, custom.clone())?;
     }
     Ok(())
 }
@@ -582,6 +587,8 @@ impl ProxyHttp for Gateway {
         // Client copies of the identity headers, and `Forwarded` (APISIX 3.18 clears it;
         // X-Forwarded-* below carry our view).
         headers::remove_all_spellings(req, &snap.strip);
+        // The client's headers were cloned without spare room: make it for ours in one step.
+        req.reserve_headers(UPSTREAM_HEADERS_ADDED)?;
         set_identity(snap, d, req)?;
         hide_credentials(&d.hide, session.req_header(), req)?;
         if let Some(p) = &d.new_path {
@@ -990,12 +997,12 @@ fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
             }
             None => real_ip.clone(),
         };
-        req.insert_header("x-forwarded-for", xff)?;
-        req.insert_header("x-real-ip", real_ip)?;
+        req.insert_parsed_header(&headers::write::X_FORWARDED_FOR, xff)?;
+        req.insert_parsed_header(&headers::write::X_REAL_IP, real_ip)?;
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    req.insert_header(
-        "x-forwarded-proto",
+    req.insert_parsed_header(
+        &headers::write::X_FORWARDED_PROTO,
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     )?;
     if let Some(port) = session
@@ -1003,7 +1010,7 @@ fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
         .and_then(|a| a.as_inet())
         .map(|a| a.port())
     {
-        req.insert_header("x-forwarded-port", port_value(port))?;
+        req.insert_parsed_header(&headers::write::X_FORWARDED_PORT, port_value(port))?;
     }
     if let Some(h) = session
         .req_header()
@@ -1011,7 +1018,7 @@ fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
         .get(http::header::HOST)
         .cloned()
     {
-        req.insert_header("x-forwarded-host", h)?;
+        req.insert_parsed_header(&headers::write::X_FORWARDED_HOST, h)?;
     }
     Ok(())
 }

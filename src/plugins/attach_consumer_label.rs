@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::HeaderName;
-use pingora_http::RequestHeader;
+use pingora_http::{ParsedHeaderName, RequestHeader};
 use serde::Deserialize;
 
 use super::shape::{CompileCx, CompileError, Instance, Plugin, RequestView, State};
@@ -19,10 +19,10 @@ pub struct Conf {
     pub headers: BTreeMap<String, String>,
 }
 
-/// Compiled: (header, label name) pairs.
+/// Compiled: (header, label name) pairs; headers are written with the case the file gives.
 #[derive(Debug)]
 pub(crate) struct AttachConsumerLabel {
-    headers: Box<[(HeaderName, Box<str>)]>,
+    headers: Box<[(ParsedHeaderName, Box<str>)]>,
     names: Box<[HeaderName]>,
 }
 
@@ -33,7 +33,7 @@ pub(crate) fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, Comp
     }
     let mut out = Vec::new();
     for (h, v) in headers {
-        let name = HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
+        let name = ParsedHeaderName::from_bytes(h.as_bytes()).map_err(|_| {
             (
                 format!("headers.{h}"),
                 "not a valid header name".to_string(),
@@ -48,7 +48,7 @@ pub(crate) fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, Comp
         out.push((name, label.into()));
     }
     Ok(Arc::new(AttachConsumerLabel {
-        names: out.iter().map(|(n, _)| n.clone()).collect(),
+        names: out.iter().map(|(n, _)| n.name().clone()).collect(),
         headers: out.into_boxed_slice(),
     }))
 }
@@ -76,7 +76,7 @@ impl Plugin for AttachConsumerLabel {
     ) -> pingora_core::Result<()> {
         for (name, label) in self.headers.iter() {
             if let Some((_, v)) = r.consumer_labels.iter().find(|(k, _)| **k == **label) {
-                req.insert_header(name.clone(), v.clone())?;
+                req.insert_parsed_header(name, v.clone())?;
             }
         }
         Ok(())

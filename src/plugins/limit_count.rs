@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::shape::{Plugin, RequestView, State, Step};
 use crate::addr::ip_str;
+use crate::headers::write;
 use crate::limiter::{
     CounterKey, KeyBuilder, LimitPolicy, LocalPrefix, Quota, RedisSettings, RedisTarget,
 };
@@ -356,15 +357,16 @@ impl Plugin for LimitCountPlugin {
         state: &mut State,
     ) -> pingora_core::Result<()> {
         if let Some(q) = state.as_ref().and_then(|s| s.downcast_ref::<Quota>()) {
-            // Static names: Pingora uses a `&'static str` as is.
             let limit = if q.limit == self.conf.count {
                 self.limit_value.clone()
             } else {
                 HeaderValue::from(q.limit)
             };
-            resp.insert_header("x-ratelimit-limit", limit)?;
-            resp.insert_header("x-ratelimit-remaining", HeaderValue::from(q.remaining))?;
-            resp.insert_header("x-ratelimit-reset", HeaderValue::from(q.reset_secs))?;
+            // The upstream's headers filled the map Pingora sized for them: grow it once.
+            resp.reserve_headers(3)?;
+            resp.insert_parsed_header(&write::X_RATELIMIT_LIMIT, limit)?;
+            resp.insert_parsed_header(&write::X_RATELIMIT_REMAINING, q.remaining.into())?;
+            resp.insert_parsed_header(&write::X_RATELIMIT_RESET, q.reset_secs.into())?;
         }
         Ok(())
     }

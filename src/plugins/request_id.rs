@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::{HeaderName, HeaderValue};
-use pingora_http::{RequestHeader, ResponseHeader};
+use http::HeaderValue;
+use pingora_http::{ParsedHeaderName, RequestHeader, ResponseHeader};
 use serde::Deserialize;
 
 use super::shape::{CompileCx, CompileError, Instance, Plugin, RequestView, State, Step};
@@ -48,7 +48,8 @@ fn yes() -> bool {
 /// The compiled plugin.
 #[derive(Debug)]
 pub(crate) struct RequestId {
-    header: HeaderName,
+    /// Parsed once; written with the case the file gives.
+    header: ParsedHeaderName,
     include_in_response: bool,
 }
 
@@ -68,7 +69,7 @@ pub(crate) fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, Comp
     if range_id.is_some() {
         return Err(("range_id".into(), "not supported by tollgate".into()));
     }
-    let header = HeaderName::from_bytes(header_name.as_bytes()).map_err(|_| {
+    let header = ParsedHeaderName::from_bytes(header_name.as_bytes()).map_err(|_| {
         (
             "header_name".into(),
             format!("`{header_name}` is not a valid header name"),
@@ -98,7 +99,7 @@ impl Plugin for RequestId {
     }
 
     async fn request(&self, r: &RequestView<'_>, state: &mut State) -> Step {
-        let id = match r.req.headers.get(&self.header) {
+        let id = match r.req.headers.get(self.header.name()) {
             Some(v) => v.clone(),
             None => HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
                 .unwrap_or(HeaderValue::from_static("0")),
@@ -114,7 +115,7 @@ impl Plugin for RequestId {
         state: &State,
     ) -> pingora_core::Result<()> {
         if let Some(id) = state.as_ref().and_then(|s| s.downcast_ref::<HeaderValue>()) {
-            req.insert_header(self.header.clone(), id.clone())?;
+            req.insert_parsed_header(&self.header, id.clone())?;
         }
         Ok(())
     }
@@ -129,7 +130,7 @@ impl Plugin for RequestId {
             return Ok(());
         }
         if let Some(id) = state.as_ref().and_then(|s| s.downcast_ref::<HeaderValue>()) {
-            resp.insert_header(self.header.clone(), id.clone())?;
+            resp.insert_parsed_header(&self.header, id.clone())?;
         }
         Ok(())
     }
