@@ -115,7 +115,7 @@ impl KeyAuth {
                 Hide::Query(self.query.clone()),
             ]
         };
-        let (key, hide) = if let Some(v) = header_str(ar.req, self.header.as_str()) {
+        let (key, hide) = if let Some(v) = header_str(ar.req, &self.header) {
             (
                 std::borrow::Cow::Borrowed(v),
                 Hide::Header(self.header.clone()),

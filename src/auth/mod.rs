@@ -342,7 +342,10 @@ pub(crate) fn cookies_without(req: &RequestHeader, name: &str) -> Option<String>
 }
 
 /// The first value of a header as text; a non-UTF-8 value reads as absent.
-pub(crate) fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str<'a>(
+    req: &'a RequestHeader,
+    name: impl http::header::AsHeaderName,
+) -> Option<&'a str> {
     req.headers.get(name).map(|v| v.to_str().unwrap_or(""))
 }
 
