@@ -17,10 +17,15 @@ use super::yaml::{
 };
 
 /// Deserialises `T` from a plain item's tape, with the field path of an error (as
-/// `serde_path_to_error::deserialize` gives it from a value).
+/// `serde_path_to_error::deserialize` gives it from a value). The path is tracked (a string per
+/// key read) only when a first reading failed: the second fails the same way.
 pub(crate) fn deserialize<T: DeserializeOwned>(
     tape: &[u8],
 ) -> Result<T, serde_path_to_error::Error<Error>> {
+    let mut t = TapeReader::new(tape);
+    if let Ok(v) = T::deserialize(Node { t: &mut t }) {
+        return Ok(v);
+    }
     let mut t = TapeReader::new(tape);
     serde_path_to_error::deserialize(Node { t: &mut t })
 }
