@@ -367,24 +367,31 @@ impl BackgroundService for Reloader {
                 _ = shutdown.changed() => return,
                 t = rx.recv() => match t { Some(t) => t, None => return },
             };
-            let mut trigger = trigger;
-            // Debounce: an editor's save is several events; wait until they stop for 200 ms,
-            // but never more than 1 s in all.
-            let started = tokio::time::Instant::now();
-            while started.elapsed() < Duration::from_secs(1) {
-                match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
-                    Ok(Some(t)) => {
-                        if t == Trigger::Signal {
-                            trigger = Trigger::Signal;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
+            let Some(trigger) = debounce(trigger, &mut rx).await else {
+                return;
+            };
             self.reload(trigger).await;
         }
     }
+}
+
+/// Waits out a burst of file events (an editor's save is several): until none came for 200 ms,
+/// but never more than 1 s in all. SIGHUP reloads at once, and ends a wait it interrupts.
+/// None when the channel closed.
+async fn debounce(first: Trigger, rx: &mut UnboundedReceiver<Trigger>) -> Option<Trigger> {
+    if first == Trigger::Signal {
+        return Some(first);
+    }
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            Ok(Some(Trigger::Signal)) => return Some(Trigger::Signal),
+            Ok(Some(Trigger::FileChange)) => {}
+            Ok(None) => return None,
+            Err(_) => break,
+        }
+    }
+    Some(first)
 }
 
 /// Background service wrapper, so the `Arc<Reloader>` can also be used by the signal thread.

@@ -552,6 +552,83 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Indexes the keys of the shared consumers' credentials one by one, from `old`'s index.
+    fn share_keys_one_by_one(&mut self, old: &Consumers) {
+        use std::collections::hash_map::Entry;
+        for (digest, &cid) in &old.creds.key_auth {
+            if cid.idx() >= old.own_credentials {
+                continue;
+            }
+            let prev = old.creds.get(cid);
+            let to = self.reused[prev.consumer.idx()];
+            if to == u32::MAX {
+                continue;
+            }
+            let cred = CredentialId(self.creds.entries.len() as u32);
+            match self.creds.key_auth.entry(*digest) {
+                Entry::Vacant(v) => {
+                    v.insert(cred);
+                }
+                Entry::Occupied(_) => {
+                    let (f, i) = self.at[to as usize];
+                    self.key_shared_twice(f, i);
+                    continue;
+                }
+            }
+            self.creds.entries.push(prev.for_consumer(ConsumerId(to)));
+            self.credential_count += 1;
+        }
+    }
+
+    /// [`Builder::share_keys_one_by_one`] when most consumers are shared: `old`'s key-auth
+    /// table is copied whole (one copy of memory rather than a million random inserts), the
+    /// keys of consumers not shared are dropped and the rest renumbered in one pass over it,
+    /// then the keys compiled by this load are added to it.
+    fn share_key_index(&mut self, old: &Consumers) {
+        use std::collections::hash_map::Entry;
+        let base = self.creds.entries.len();
+        let mut renumber = vec![u32::MAX; old.own_credentials];
+        for (k, prev) in old.creds.entries[..old.own_credentials].iter().enumerate() {
+            let to = self.reused[prev.consumer.idx()];
+            if to != u32::MAX {
+                renumber[k] = self.creds.entries.len() as u32;
+                self.creds.entries.push(prev.for_consumer(ConsumerId(to)));
+            }
+        }
+        self.credential_count += self.creds.entries.len() - base;
+        let mut index = old.creds.key_auth.clone();
+        index.retain(|_, cid| match renumber.get(cid.idx()) {
+            Some(&n) if n != u32::MAX => {
+                *cid = CredentialId(n);
+                true
+            }
+            _ => false,
+        });
+        let fresh = std::mem::replace(&mut self.creds.key_auth, index);
+        for (digest, cid) in fresh {
+            match self.creds.key_auth.entry(digest) {
+                Entry::Vacant(v) => {
+                    v.insert(cid);
+                }
+                Entry::Occupied(_) => {
+                    let o = self.origins[cid.idx()];
+                    self.key_shared_twice(o.file, o.index);
+                }
+            }
+        }
+    }
+
+    /// A key of a shared consumer is also another credential's. Named exactly by the load that
+    /// runs again without sharing (any error makes it run again).
+    fn key_shared_twice(&mut self, file: u32, index: u32) {
+        let place = self.place(file, index, NO_CRED);
+        self.errs.push(
+            &place,
+            "plugins.key-auth.key",
+            "same key as another credential",
+        );
+    }
+
     /// Reports a key claimed twice: on the later of the two places, naming the earlier.
     fn duplicate(
         &mut self,
@@ -740,35 +817,10 @@ impl<'a> Builder<'a> {
         // (a shared consumer has only key-auth credentials, each one key there).
         let shared_start = self.creds.entries.len();
         if let Some(old) = self.old.filter(|_| self.reused_count > 0) {
-            use std::collections::hash_map::Entry;
-            for (digest, &cid) in &old.creds.key_auth {
-                if cid.idx() >= old.own_credentials {
-                    continue;
-                }
-                let prev = old.creds.get(cid);
-                let to = self.reused[prev.consumer.idx()];
-                if to == u32::MAX {
-                    continue;
-                }
-                let cred = CredentialId(self.creds.entries.len() as u32);
-                match self.creds.key_auth.entry(*digest) {
-                    Entry::Vacant(v) => {
-                        v.insert(cred);
-                    }
-                    Entry::Occupied(_) => {
-                        // Named exactly by the load that runs again without sharing.
-                        let (f, i) = self.at[to as usize];
-                        let place = self.place(f, i, NO_CRED);
-                        self.errs.push(
-                            &place,
-                            "plugins.key-auth.key",
-                            "same key as another credential",
-                        );
-                        continue;
-                    }
-                }
-                self.creds.entries.push(prev.for_consumer(ConsumerId(to)));
-                self.credential_count += 1;
+            if self.reused_count >= old.list.len() / 2 {
+                self.share_key_index(old);
+            } else {
+                self.share_keys_one_by_one(old);
             }
         }
         let own_credentials = self.creds.entries.len();

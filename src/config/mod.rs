@@ -8,6 +8,7 @@ pub(crate) mod env_subst;
 pub(crate) mod error;
 pub(crate) mod node;
 pub(crate) mod raw;
+pub(crate) mod tape_de;
 pub(crate) mod yaml;
 
 use std::path::PathBuf;
@@ -227,6 +228,13 @@ struct TextFeatures {
     unset_vars: bool,
 }
 
+impl TextFeatures {
+    /// Whether items may be deserialised from their tape: nothing is done to the value first.
+    fn tape_ok(&self) -> bool {
+        !(self.merge_keys || self.meta || self.unset_vars)
+    }
+}
+
 /// The id an item is referred to by (`username` for consumers), read from its YAML.
 fn item_ident(list: &str, v: &serde_yaml::Value) -> Option<String> {
     let field = |k: &str| match v.get(k) {
@@ -290,6 +298,30 @@ fn parse_item<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// [`parse_item`] for a plain item read from its tape ([`yaml::Read::Tape`]): nothing to merge,
+/// no `_meta`, no `${{`, so it is deserialised at once, with the same errors.
+fn parse_tape_item<T: serde::de::DeserializeOwned>(
+    file: &str,
+    list: &str,
+    i: usize,
+    tape: &[u8],
+    errors: &mut Vec<ConfigError>,
+) -> Result<T, Option<String>> {
+    match tape_de::deserialize::<T>(tape) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            errors.push(typed_error(file, &format!("{list}[{i}]"), &e));
+            let ident = match list {
+                "consumers" => {
+                    tape_de::top_field(tape, "username").or_else(|| tape_de::top_field(tape, "id"))
+                }
+                _ => tape_de::top_field(tape, "id"),
+            };
+            Err(ident)
+        }
+    }
+}
+
 fn unset_error(file: &str, path: String, var: &str) -> ConfigError {
     ConfigError::new(
         file,
@@ -321,13 +353,22 @@ fn parse_list_item(
     features: &TextFeatures,
     list: usize,
     i: usize,
-    v: yaml::Read,
+    v: yaml::Read<'_>,
     errors: &mut Vec<ConfigError>,
 ) -> (u32, Item) {
     let key = LISTS[list];
     let (v, hash) = match v {
         yaml::Read::Value(v, hash) => (v, hash),
         yaml::Read::Reused(n) => return (i as u32, Item::Reused(n)),
+        yaml::Read::Tape(tape, hash) => {
+            let r = match list {
+                3 => parse_tape_item(file, key, i, tape, errors)
+                    .map(|c| Item::Consumer(c, Some(hash))),
+                // Only consumers are recorded.
+                _ => Err(None),
+            };
+            return (i as u32, r.unwrap_or_else(|id| Item::Broken(list, id)));
+        }
     };
     let r = match list {
         0 => parse_item(file, features, key, i, v, errors).map(Item::Route),
@@ -412,11 +453,49 @@ impl Sink<'_, '_> {
         features: &TextFeatures,
         list: usize,
         i: usize,
-        v: yaml::Read,
+        v: yaml::Read<'_>,
         errors: &mut Vec<ConfigError>,
     ) {
         let item = parse_list_item(file, features, list, i, v, errors);
         self.store(item);
+    }
+}
+
+/// Items read on the reading thread, handed over together: the tapes of plain items are
+/// copied one after another into `tapes` (one buffer for the batch, not one per item).
+struct Batch {
+    items: Vec<(usize, usize, Owned)>,
+    tapes: Vec<u8>,
+}
+
+/// A [`yaml::Read`] that owns its tape (a range of [`Batch::tapes`]).
+enum Owned {
+    Value(serde_yaml::Value, Option<yaml::ItemHash>),
+    Tape(std::ops::Range<usize>, yaml::ItemHash),
+    Reused(u32),
+}
+
+impl Batch {
+    const ITEMS: usize = 512;
+
+    fn new() -> Batch {
+        Batch {
+            items: Vec::with_capacity(Batch::ITEMS),
+            tapes: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, list: usize, i: usize, v: yaml::Read<'_>) {
+        let v = match v {
+            yaml::Read::Value(v, hash) => Owned::Value(v, hash),
+            yaml::Read::Tape(tape, hash) => {
+                let start = self.tapes.len();
+                self.tapes.extend_from_slice(tape);
+                Owned::Tape(start..self.tapes.len(), hash)
+            }
+            yaml::Read::Reused(n) => Owned::Reused(n),
+        };
+        self.items.push((list, i, v));
     }
 }
 
@@ -440,6 +519,7 @@ fn read_items(
     let mut find = |h: yaml::ItemHash| matcher.as_mut().and_then(|m| m.find(h));
     let hashing = sink.consumers.is_some().then(|| yaml::Hashing {
         list: 3,
+        tape: features.tape_ok(),
         lookup: old
             .is_some()
             .then_some(&mut find as &mut (dyn FnMut(_) -> _ + Send)),
@@ -451,22 +531,26 @@ fn read_items(
             sink.item(name, features, list, i, v, errors);
         });
     }
-    const BATCH: usize = 512;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(usize, usize, yaml::Read)>>(8);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
     std::thread::scope(|s| {
         let reader = s.spawn(move || {
-            let mut batch = Vec::with_capacity(BATCH);
+            let mut batch = Batch::new();
             let out = yaml::read_input(input, &LISTS, hashing, |list, i, v| {
-                batch.push((list, i, v));
-                if batch.len() == BATCH {
-                    let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                batch.push(list, i, v);
+                if batch.items.len() == Batch::ITEMS {
+                    let _ = tx.send(std::mem::replace(&mut batch, Batch::new()));
                 }
             });
             let _ = tx.send(batch);
             out
         });
         for batch in rx {
-            for (list, i, v) in batch {
+            for (list, i, v) in batch.items {
+                let v = match v {
+                    Owned::Value(v, hash) => yaml::Read::Value(v, hash),
+                    Owned::Tape(range, hash) => yaml::Read::Tape(&batch.tapes[range], hash),
+                    Owned::Reused(n) => yaml::Read::Reused(n),
+                };
                 sink.item(name, features, list, i, v, errors);
             }
         }

@@ -35,10 +35,13 @@ pub(crate) enum Rest {
 }
 
 /// One item of a streamed list, as handed to the caller.
-pub(crate) enum Read {
+pub(crate) enum Read<'t> {
     /// The item as a value; `hash` is its [`ItemHash`] when its list is hashed and the item
     /// holds no anchor and no alias (so its meaning is all in its own events).
     Value(Value, Option<ItemHash>),
+    /// The item's recorded events, for [`crate::config::tape_de`]: a plain item ([`is_plain`])
+    /// of a list hashed with `tape` set, whose value was never built.
+    Tape(&'t [u8], ItemHash),
     /// The item's hash matched what `Hashing::lookup` knows: its value was never built.
     Reused(u32),
 }
@@ -61,6 +64,8 @@ fn item_hash(data: &[u8]) -> ItemHash {
 /// caller already has what the item compiles to (its number `n`), so the value is not built.
 pub(crate) struct Hashing<'r> {
     pub list: usize,
+    /// Plain items are handed on as their tape ([`Read::Tape`]) rather than as a value.
+    pub tape: bool,
     pub lookup: Option<&'r mut (dyn FnMut(ItemHash) -> Option<u32> + Send)>,
 }
 
@@ -416,12 +421,12 @@ fn parse_f64(s: &str) -> Option<f64> {
 
 /// An integer as serde_yaml reads one into a `Value` (u64, else a negative i64; larger ones are
 /// refused, as serde_yaml's `Value` refuses 128-bit integers).
-fn int_value(s: &str) -> Option<Result<Value, String>> {
+fn int_value(s: &str) -> Option<Result<Number, String>> {
     if let Some(u) = parse_unsigned(s) {
-        return Some(Ok(Value::Number(u.into())));
+        return Some(Ok(u.into()));
     }
     if let Some(i) = parse_negative(s) {
-        return Some(Ok(Value::Number(i.into())));
+        return Some(Ok(i.into()));
     }
     let wide = s.trim_start_matches(['+', '-']);
     if !wide.is_empty() && wide.bytes().all(|b| b.is_ascii_digit()) && !digits_but_not_number(s) {
@@ -432,35 +437,60 @@ fn int_value(s: &str) -> Option<Result<Value, String>> {
     None
 }
 
+/// A scalar as serde_yaml resolves it, borrowing its text.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Scalar<'s> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    Str(&'s str),
+}
+
+impl Scalar<'_> {
+    fn into_value(self) -> Value {
+        match self {
+            Scalar::Null => Value::Null,
+            Scalar::Bool(b) => Value::Bool(b),
+            Scalar::Number(n) => Value::Number(n),
+            Scalar::Str(s) => Value::String(s.to_owned()),
+        }
+    }
+}
+
 /// A plain untagged scalar, resolved as serde_yaml resolves one.
-fn plain(s: &str) -> Result<Value, String> {
+pub(crate) fn resolve_plain(s: &str) -> Result<Scalar<'_>, String> {
     // Fast path: a word that starts with a letter is a string unless it is null or a boolean
     // (`inf` and `nan` without the dot are strings in YAML).
     match s.as_bytes().first() {
-        None => return Ok(Value::Null),
+        None => return Ok(Scalar::Null),
         Some(b) if b.is_ascii_alphabetic() => {
             if parse_null(s) {
-                return Ok(Value::Null);
+                return Ok(Scalar::Null);
             }
             if let Some(b) = parse_bool(s) {
-                return Ok(Value::Bool(b));
+                return Ok(Scalar::Bool(b));
             }
-            return Ok(Value::String(s.to_owned()));
+            return Ok(Scalar::Str(s));
         }
         _ => {}
     }
     if parse_null(s) {
-        return Ok(Value::Null);
+        return Ok(Scalar::Null);
     }
     if let Some(v) = int_value(s) {
-        return v;
+        return v.map(Scalar::Number);
     }
     if !digits_but_not_number(s)
         && let Some(f) = parse_f64(s)
     {
-        return Ok(Value::Number(Number::from(f)));
+        return Ok(Scalar::Number(Number::from(f)));
     }
-    Ok(Value::String(s.to_owned()))
+    Ok(Scalar::Str(s))
+}
+
+/// A plain untagged scalar as a `Value`.
+fn plain(s: &str) -> Result<Value, String> {
+    resolve_plain(s).map(Scalar::into_value)
 }
 
 /// A scalar event as a `Value`, tags applied as serde_yaml applies them.
@@ -487,7 +517,7 @@ fn scalar_value(
             .map(Value::Bool)
             .ok_or_else(|| format!("invalid value: string {s:?}, expected a boolean at {mark}")),
         Some(TAG_INT) => match int_value(s) {
-            Some(v) => v,
+            Some(v) => v.map(Value::Number),
             None => Err(format!(
                 "invalid value: string {s:?}, expected an integer at {mark}"
             )),
@@ -542,12 +572,15 @@ struct Tape {
     linked: bool,
 }
 
-const T_SCALAR: u8 = 0;
-const T_SEQ: u8 = 1;
-const T_SEQ_END: u8 = 2;
-const T_MAP: u8 = 3;
-const T_MAP_END: u8 = 4;
-const T_ALIAS: u8 = 5;
+// The tape's event kinds. A scalar is followed by its style (1 plain, 0 other), anchor, tag
+// and text; a sequence or mapping start by its anchor and tag; each string as a u32 length
+// (little-endian; u32::MAX for none) and its bytes.
+pub(crate) const T_SCALAR: u8 = 0;
+pub(crate) const T_SEQ: u8 = 1;
+pub(crate) const T_SEQ_END: u8 = 2;
+pub(crate) const T_MAP: u8 = 3;
+pub(crate) const T_MAP_END: u8 = 4;
+pub(crate) const T_ALIAS: u8 = 5;
 
 impl Tape {
     fn put(&mut self, b: Option<&[u8]>) {
@@ -562,23 +595,32 @@ impl Tape {
 }
 
 /// Reads a tape back; `None` at its end (an item cut short by a syntax error).
-struct TapeReader<'t> {
+pub(crate) struct TapeReader<'t> {
     data: &'t [u8],
     marks: &'t [Mark],
-    pos: usize,
+    pub(crate) pos: usize,
     ev: usize,
 }
 
 impl<'t> TapeReader<'t> {
-    fn byte(&mut self) -> Option<u8> {
+    /// A reader of `data` without marks (every mark reads as position 0).
+    pub(crate) fn new(data: &'t [u8]) -> TapeReader<'t> {
+        TapeReader {
+            data,
+            marks: &[],
+            pos: 0,
+            ev: 0,
+        }
+    }
+    pub(crate) fn byte(&mut self) -> Option<u8> {
         let b = *self.data.get(self.pos)?;
         self.pos += 1;
         Some(b)
     }
-    fn peek(&self) -> Option<u8> {
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.data.get(self.pos).copied()
     }
-    fn bytes(&mut self) -> Option<Option<&'t [u8]>> {
+    pub(crate) fn bytes(&mut self) -> Option<Option<&'t [u8]>> {
         let len = u32::from_le_bytes(self.data.get(self.pos..self.pos + 4)?.try_into().ok()?);
         self.pos += 4;
         if len == u32::MAX {
@@ -596,6 +638,67 @@ impl<'t> TapeReader<'t> {
         });
         self.ev += 1;
         m
+    }
+}
+
+/// Whether a recorded item reads the same through [`crate::config::tape_de`] as through a
+/// value: no anchor, alias or tag; every text UTF-8 and every plain scalar resolvable (so no
+/// error is left that building the value would have given); every mapping key a string (as
+/// scalars resolve), none twice in one mapping, at most [`PLAIN_MAX_KEYS`] keys.
+pub(crate) fn is_plain(data: &[u8]) -> bool {
+    let mut t = TapeReader::new(data);
+    plain_node(&mut t, false).is_some() && t.peek().is_none()
+}
+
+/// Mappings with more keys than this are left to the value path (duplicates are looked for
+/// pairwise).
+const PLAIN_MAX_KEYS: usize = 32;
+
+/// Reads one node of a plain item; its text when it is a scalar that reads as a string (a
+/// mapping key must), None when the item is not plain.
+fn plain_node<'t>(t: &mut TapeReader<'t>, key: bool) -> Option<Option<&'t str>> {
+    match t.byte()? {
+        T_SCALAR => {
+            let style = t.byte()?;
+            if t.bytes()?.is_some() || t.bytes()?.is_some() {
+                return None;
+            }
+            let s = std::str::from_utf8(t.bytes()??).ok()?;
+            if style != 1 {
+                return Some(Some(s));
+            }
+            match resolve_plain(s).ok()? {
+                Scalar::Str(s) => Some(Some(s)),
+                _ if key => None,
+                _ => Some(None),
+            }
+        }
+        kind @ (T_SEQ | T_MAP) if !key => {
+            if t.bytes()?.is_some() || t.bytes()?.is_some() {
+                return None;
+            }
+            let mut keys: Vec<&str> = Vec::new();
+            loop {
+                match t.peek()? {
+                    T_SEQ_END if kind == T_SEQ => break,
+                    T_MAP_END if kind == T_MAP => break,
+                    _ if kind == T_SEQ => {
+                        plain_node(t, false)?;
+                    }
+                    _ => {
+                        let k = plain_node(t, true)??;
+                        if keys.len() == PLAIN_MAX_KEYS || keys.contains(&k) {
+                            return None;
+                        }
+                        keys.push(k);
+                        plain_node(t, false)?;
+                    }
+                }
+            }
+            t.byte();
+            Some(None)
+        }
+        _ => None,
     }
 }
 
@@ -716,10 +819,8 @@ impl Reader<'_> {
     fn replay(&mut self) -> Result<Value, Replay> {
         let tape = std::mem::take(&mut self.tape);
         let mut t = TapeReader {
-            data: &tape.data,
             marks: &tape.marks,
-            pos: 0,
-            ev: 0,
+            ..TapeReader::new(&tape.data)
         };
         let out = self.replay_node(&mut t, 2);
         self.tape = tape;
@@ -899,11 +1000,16 @@ pub(crate) fn read_resources(
     lists: &[&str],
     mut on_item: impl FnMut(usize, usize, Value),
 ) -> Result<Rest, String> {
-    read_input(Input::Text(text.as_bytes()), lists, None, |l, i, r| {
-        if let Read::Value(v, _) = r {
-            on_item(l, i, v);
-        }
-    })
+    read_input(
+        Input::Text(text.as_bytes()),
+        lists,
+        None,
+        |l, i, r: Read<'_>| {
+            if let Read::Value(v, _) = r {
+                on_item(l, i, v);
+            }
+        },
+    )
     .0
 }
 
@@ -914,7 +1020,7 @@ pub(crate) fn read_input(
     input: Input<'_>,
     lists: &[&str],
     hashing: Option<Hashing<'_>>,
-    on_item: impl FnMut(usize, usize, Read),
+    on_item: impl FnMut(usize, usize, Read<'_>),
 ) -> (Result<Rest, String>, Option<Box<Source>>) {
     let mut r = match Parser::new(input) {
         Ok(parser) => Reader {
@@ -935,7 +1041,7 @@ fn read_document(
     r: &mut Reader<'_>,
     lists: &[&str],
     mut hashing: Option<Hashing<'_>>,
-    mut on_item: impl FnMut(usize, usize, Read),
+    mut on_item: impl FnMut(usize, usize, Read<'_>),
 ) -> Result<Rest, String> {
     let mut ev = r.parser.next()?;
     if ev.kind() == unsafe_sys::YAML_STREAM_START_EVENT {
@@ -995,9 +1101,12 @@ fn read_document(
                                     (Some(hash), Some(lookup)) => lookup(hash),
                                     _ => None,
                                 };
-                                match known {
-                                    Some(n) => on_item(l, i, Read::Reused(n)),
-                                    None => {
+                                match (known, hash) {
+                                    (Some(n), _) => on_item(l, i, Read::Reused(n)),
+                                    (None, Some(hash)) if h.tape && is_plain(&r.tape.data) => {
+                                        on_item(l, i, Read::Tape(&r.tape.data, hash));
+                                    }
+                                    (None, _) => {
                                         let item = r.replay().map_err(|e| match e {
                                             Replay::Error(e) => e,
                                             Replay::Cut => "libyaml: an item ended early".into(),
@@ -1099,6 +1208,7 @@ mod tests {
         let mut got = Vec::new();
         let h = Hashing {
             list: 0,
+            tape: false,
             lookup: None,
         };
         read_input(
@@ -1149,6 +1259,7 @@ mod tests {
                 &["consumers"],
                 Some(Hashing {
                     list: 0,
+                    tape: false,
                     lookup: None,
                 }),
                 |_, _, v| r.push(matches!(v, Read::Value(..))),
