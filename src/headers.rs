@@ -125,8 +125,10 @@ mod tests {
         req.insert_parsed_header(&write::X_FORWARDED_FOR, "9.9.9.9".parse().unwrap())
             .unwrap();
         let label = pingora_http::ParsedHeaderName::from_bytes(b"X-Dept").unwrap();
-        req.insert_parsed_header(&label, "ops".parse().unwrap()).unwrap();
-        req.append_parsed_header(&label, "dev".parse().unwrap()).unwrap();
+        req.insert_parsed_header(&label, "ops".parse().unwrap())
+            .unwrap();
+        req.append_parsed_header(&label, "dev".parse().unwrap())
+            .unwrap();
         assert_eq!(names(&req), ["Host", "x-forwarded-for", "X-Dept", "X-Dept"]);
         let mut wire = Vec::new();
         req.header_to_h1_wire(&mut wire);

@@ -342,10 +342,10 @@ pub(crate) fn cookies_without(req: &RequestHeader, name: &str) -> Option<String>
 }
 
 /// The first value of a header as text; a non-UTF-8 value reads as absent.
-pub(crate) fn header_str<'a>(
-    req: &'a RequestHeader,
+pub(crate) fn header_str(
+    req: &RequestHeader,
     name: impl http::header::AsHeaderName,
-) -> Option<&'a str> {
+) -> Option<&str> {
     req.headers.get(name).map(|v| v.to_str().unwrap_or(""))
 }
 
