@@ -102,6 +102,18 @@ fn check_snapshot(s: &Snapshot) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Consumers read from their recorded events
+
+/// `text` as a resource file: every plain `consumers` item (`config::tape_de`) must deserialise
+/// from its recorded events exactly as serde_yaml's value of it does, as a consumer and as a
+/// generic value (the same value, or the same error with the same field path). Panics on a
+/// difference; returns how many items were compared.
+pub fn tape(text: &[u8]) -> usize {
+    config::tape_de::same_as_value::<config::raw::ConsumerConf>(text)
+        + config::tape_de::same_as_value::<serde_yaml::Value>(text)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Path normaliser
 
 /// Normalises `path` and checks what holds under both the "keep %2F" rule and the "decode every
@@ -472,6 +484,12 @@ mod tests {
         assert!(ok > 0, "no resource seed loads");
         assert!(load_resources(b"routes: [").is_err());
         assert!(load_resources(AUTH_RESOURCES.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn tape_seeds() {
+        let compared: usize = seeds("tape").iter().map(|s| tape(s)).sum();
+        assert!(compared > 0, "no tape seed has a plain consumer");
     }
 
     #[test]

@@ -536,6 +536,68 @@ impl<'de> VariantAccess<'de> for UnitVariant<'_> {
     }
 }
 
+/// The tape of each `consumers` item of `text` that is plain (None for the others), or None
+/// when the text cannot be read. For [`same_as_value`].
+fn plain_tapes(text: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
+    let mut out = Vec::new();
+    let hashing = yaml::Hashing {
+        list: 0,
+        tape: true,
+        lookup: None,
+    };
+    let (rest, _) = yaml::read_input(
+        yaml::Input::Text(text),
+        &["consumers"],
+        Some(hashing),
+        |_, _, r| match r {
+            yaml::Read::Tape(t, _) => out.push(Some(t.to_vec())),
+            _ => out.push(None),
+        },
+    );
+    rest.ok().map(|_| out)
+}
+
+/// Checks this deserializer against serde_yaml's `Value` on every plain `consumers` item of
+/// `text`, as `T`: the same value (by `Debug`) or the same error with the same field path, and
+/// the same `username`/`id` for naming the item. Panics on a difference; returns how many items
+/// were compared (0 when serde_yaml or the reader refuses the text). For the unit tests and the
+/// `tape` fuzz target.
+pub(crate) fn same_as_value<T: DeserializeOwned + std::fmt::Debug>(text: &[u8]) -> usize {
+    let Ok(value) = serde_yaml::from_slice::<serde_yaml::Value>(text) else {
+        return 0;
+    };
+    let Some(items) = value.get("consumers").and_then(|v| v.as_sequence()) else {
+        return 0;
+    };
+    let Some(tapes) = plain_tapes(text) else {
+        return 0;
+    };
+    assert_eq!(items.len(), tapes.len(), "items and tapes");
+    let mut plain = 0;
+    for (item, tape) in items.iter().zip(&tapes) {
+        let Some(tape) = tape else { continue };
+        plain += 1;
+        let want = serde_path_to_error::deserialize::<_, T>(item.clone())
+            .map_err(|e| format!("{}: {}", e.path(), e.inner()));
+        let got = deserialize::<T>(tape).map_err(|e| format!("{}: {}", e.path(), e.inner()));
+        assert_eq!(
+            format!("{got:?}"),
+            format!("{want:?}"),
+            "{item:?} as {}",
+            std::any::type_name::<T>()
+        );
+        for field in ["username", "id"] {
+            let want = match item.get(field) {
+                Some(serde_yaml::Value::String(s)) => Some(s.clone()),
+                Some(serde_yaml::Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            };
+            assert_eq!(top_field(tape, field), want, "{item:?}");
+        }
+    }
+    plain
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -545,59 +607,16 @@ mod tests {
     use serde_yaml::Value;
 
     use crate::config::raw::ConsumerConf;
-    use crate::config::yaml::{Hashing, Input, Read, read_input};
+    use crate::config::yaml::{Hashing, Input, read_input};
 
     /// Each item of `consumers` in `text`: its tape when it is plain, else None.
     fn tapes(text: &str) -> Vec<Option<Vec<u8>>> {
-        let mut out = Vec::new();
-        let hashing = Hashing {
-            list: 0,
-            tape: true,
-            lookup: None,
-        };
-        let (rest, _) = read_input(
-            Input::Text(text.as_bytes()),
-            &["consumers"],
-            Some(hashing),
-            |_, _, r| match r {
-                Read::Tape(t, _) => out.push(Some(t.to_vec())),
-                _ => out.push(None),
-            },
-        );
-        rest.unwrap();
-        out
+        super::plain_tapes(text.as_bytes()).unwrap()
     }
 
     /// Both paths on every item of `text` as `T`: the same value or the same error and path.
     fn same_as_value<T: serde::de::DeserializeOwned + std::fmt::Debug>(text: &str) -> usize {
-        let value: Value = serde_yaml::from_str(text).unwrap();
-        let items = value["consumers"].as_sequence().unwrap();
-        let tapes = tapes(text);
-        assert_eq!(items.len(), tapes.len());
-        let mut plain = 0;
-        for (item, tape) in items.iter().zip(&tapes) {
-            let Some(tape) = tape else { continue };
-            plain += 1;
-            let want = serde_path_to_error::deserialize::<_, T>(item.clone())
-                .map_err(|e| format!("{}: {}", e.path(), e.inner()));
-            let got =
-                super::deserialize::<T>(tape).map_err(|e| format!("{}: {}", e.path(), e.inner()));
-            assert_eq!(
-                format!("{got:?}"),
-                format!("{want:?}"),
-                "{item:?} as {}",
-                std::any::type_name::<T>()
-            );
-            for field in ["username", "id"] {
-                let want = match item.get(field) {
-                    Some(Value::String(s)) => Some(s.clone()),
-                    Some(Value::Number(n)) => Some(n.to_string()),
-                    _ => None,
-                };
-                assert_eq!(super::top_field(tape, field), want, "{item:?}");
-            }
-        }
-        plain
+        super::same_as_value::<T>(text.as_bytes())
     }
 
     #[derive(Debug, Deserialize)]
