@@ -537,7 +537,8 @@ impl<'de> VariantAccess<'de> for UnitVariant<'_> {
 }
 
 /// The tape of each `consumers` item of `text` that is plain (None for the others), or None
-/// when the text cannot be read. For [`same_as_value`].
+/// when the text cannot be read or its top level is not a plain mapping (a tagged document:
+/// nothing is streamed, and the loader refuses it). For [`same_as_value`].
 fn plain_tapes(text: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
     let mut out = Vec::new();
     let hashing = yaml::Hashing {
@@ -554,7 +555,10 @@ fn plain_tapes(text: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
             _ => out.push(None),
         },
     );
-    rest.ok().map(|_| out)
+    match rest {
+        Ok(yaml::Rest::Mapping(_)) => Some(out),
+        _ => None,
+    }
 }
 
 /// Checks this deserializer against serde_yaml's `Value` on every plain `consumers` item of
