@@ -57,7 +57,8 @@ impl ParsedHeaderName {
 
     /// A name in any case; matched case-insensitively and written with the case given.
     pub fn from_bytes(name: &[u8]) -> Result<Self> {
-        let parsed = HeaderName::from_bytes(name).or_err(InvalidHTTPHeader, "invalid header name")?;
+        let parsed =
+            HeaderName::from_bytes(name).or_err(InvalidHTTPHeader, "invalid header name")?;
         Ok(ParsedHeaderName {
             name: parsed,
             case: CaseHeaderName::from_slice(name),

@@ -233,19 +233,41 @@ impl RequestHeader {
 
     /// [Self::insert_header()] with a name parsed beforehand: no parsing, no allocation of the
     /// name. (tollgate patch.)
-    pub fn insert_parsed_header(&mut self, name: &ParsedHeaderName, value: HeaderValue) -> Result<()> {
-        insert_parsed_header_value(self.header_name_map.as_mut(), &mut self.base.headers, name, value)
+    pub fn insert_parsed_header(
+        &mut self,
+        name: &ParsedHeaderName,
+        value: HeaderValue,
+    ) -> Result<()> {
+        insert_parsed_header_value(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            name,
+            value,
+        )
     }
 
     /// [Self::append_header()] with a name parsed beforehand. (tollgate patch.)
-    pub fn append_parsed_header(&mut self, name: &ParsedHeaderName, value: HeaderValue) -> Result<bool> {
-        append_parsed_header_value(self.header_name_map.as_mut(), &mut self.base.headers, name, value)
+    pub fn append_parsed_header(
+        &mut self,
+        name: &ParsedHeaderName,
+        value: HeaderValue,
+    ) -> Result<bool> {
+        append_parsed_header_value(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            name,
+            value,
+        )
     }
 
     /// Makes room for `additional` more headers in one step, instead of growing the maps
     /// several times while they are inserted. (tollgate patch.)
     pub fn reserve_headers(&mut self, additional: usize) -> Result<()> {
-        reserve_headers(self.header_name_map.as_mut(), &mut self.base.headers, additional)
+        reserve_headers(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            additional,
+        )
     }
 
     /// Remove all headers under the name
@@ -610,19 +632,41 @@ impl ResponseHeader {
 
     /// [Self::insert_header()] with a name parsed beforehand: no parsing, no allocation of the
     /// name. (tollgate patch.)
-    pub fn insert_parsed_header(&mut self, name: &ParsedHeaderName, value: HeaderValue) -> Result<()> {
-        insert_parsed_header_value(self.header_name_map.as_mut(), &mut self.base.headers, name, value)
+    pub fn insert_parsed_header(
+        &mut self,
+        name: &ParsedHeaderName,
+        value: HeaderValue,
+    ) -> Result<()> {
+        insert_parsed_header_value(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            name,
+            value,
+        )
     }
 
     /// [Self::append_header()] with a name parsed beforehand. (tollgate patch.)
-    pub fn append_parsed_header(&mut self, name: &ParsedHeaderName, value: HeaderValue) -> Result<bool> {
-        append_parsed_header_value(self.header_name_map.as_mut(), &mut self.base.headers, name, value)
+    pub fn append_parsed_header(
+        &mut self,
+        name: &ParsedHeaderName,
+        value: HeaderValue,
+    ) -> Result<bool> {
+        append_parsed_header_value(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            name,
+            value,
+        )
     }
 
     /// Makes room for `additional` more headers in one step, instead of growing the maps
     /// several times while they are inserted. (tollgate patch.)
     pub fn reserve_headers(&mut self, additional: usize) -> Result<()> {
-        reserve_headers(self.header_name_map.as_mut(), &mut self.base.headers, additional)
+        reserve_headers(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            additional,
+        )
     }
 
     /// Remove all headers under the name
@@ -882,7 +926,8 @@ fn http_header_map_upper_bound(size_hint: Option<usize>) -> usize {
     std::cmp::min(
         size_hint.unwrap_or(INIT_HEADER_SIZE),
         PINGORA_MAX_HEADER_COUNT,
-    )}
+    )
+}
 
 #[inline]
 fn append_header_value<T>(
@@ -946,9 +991,10 @@ fn insert_parsed_header_value<T>(
             .try_insert(header_name, case.clone())
             .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
     }
-    value_map
-        .try_insert(header_name, value)
-        .or_err(InvalidHTTPHeader, "header value map size overflows MAX_SIZE")?;
+    value_map.try_insert(header_name, value).or_err(
+        InvalidHTTPHeader,
+        "header value map size overflows MAX_SIZE",
+    )?;
     Ok(())
 }
 
@@ -965,9 +1011,10 @@ fn append_parsed_header_value<T>(
             .try_append(header_name, case.clone())
             .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
     }
-    value_map
-        .try_append(header_name, value)
-        .or_err(InvalidHTTPHeader, "header value map size overflows MAX_SIZE")
+    value_map.try_append(header_name, value).or_err(
+        InvalidHTTPHeader,
+        "header value map size overflows MAX_SIZE",
+    )
 }
 
 fn reserve_headers<T>(
@@ -980,9 +1027,10 @@ fn reserve_headers<T>(
             .try_reserve(additional)
             .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
     }
-    value_map
-        .try_reserve(additional)
-        .or_err(InvalidHTTPHeader, "header value map size overflows MAX_SIZE")
+    value_map.try_reserve(additional).or_err(
+        InvalidHTTPHeader,
+        "header value map size overflows MAX_SIZE",
+    )
 }
 
 // the &N here is to avoid clone(). None Copy type like String can impl AsHeaderName
