@@ -139,6 +139,21 @@ mod tests {
         assert!(pingora_http::ParsedHeaderName::from_bytes(b"bad name").is_err());
     }
 
+    /// A hostile upstream's head with more headers than Pingora's map cap still takes the
+    /// rate-limit headers: the patched headroom stays under the cap and nothing panics.
+    #[test]
+    fn a_response_at_the_header_cap_still_takes_our_headers() {
+        for n in [0, 5, 4096, 40_000] {
+            let mut resp = pingora_http::ResponseHeader::build(200, Some(n)).unwrap();
+            resp.reserve_headers(3).unwrap();
+            resp.insert_parsed_header(&write::X_RATELIMIT_LIMIT, 10.into())
+                .unwrap();
+            resp.append_parsed_header(&write::X_RATELIMIT_REMAINING, 9.into())
+                .unwrap();
+            assert_eq!(resp.headers.len(), 2, "{n}");
+        }
+    }
+
     #[test]
     fn removes_every_spelling_and_forwarded_only() {
         let strip = IDENTITY.to_vec();
