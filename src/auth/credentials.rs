@@ -1,6 +1,6 @@
 //! The credential index of a snapshot: every credential, and one lookup map per auth scheme
-//! (key-auth by SHA-256 of the key, basic-auth by username, hmac-auth by key_id, jwt-auth by
-//! key). Each lookup a request makes is one hash probe.
+//! (key-auth by a 16-byte digest of the key, basic-auth by username, hmac-auth by key_id,
+//! jwt-auth by key). Each lookup a request makes is one hash probe.
 
 use std::time::SystemTime;
 
@@ -11,7 +11,7 @@ use super::Identity;
 use super::basic_auth::PasswordCheck;
 use super::jwt_auth::JwtKey;
 use crate::ids::{ConsumerId, CredentialId};
-use crate::secret::Secret;
+use crate::secret::{KeyDigest, KeyDigestKind, Secret};
 
 /// One credential: nested, id-form, or a consumer's inline auth plugin. 16 bytes: with a
 /// million consumers each holding an inline key, the id, header and expiry of named
@@ -85,7 +85,12 @@ impl Credential {
 /// The lookup maps of every auth scheme, and the credentials they point to.
 #[derive(Debug, Default)]
 pub struct CredentialIndex {
-    pub key_auth: AHashMap<[u8; 32], CredentialId>,
+    /// key-auth: the digest of a key, made as `key_digest` says, to its credential.
+    pub key_auth: AHashMap<KeyDigest, CredentialId>,
+    /// How `key_auth` digests keys: keyed SipHash unless a credential gives a `key_hash`.
+    pub key_digest: KeyDigestKind,
+    /// How many key-auth credentials were given as `key_hash`.
+    pub key_hashes: usize,
     pub basic_auth: AHashMap<Box<str>, (CredentialId, PasswordCheck)>,
     pub hmac_auth: AHashMap<Box<str>, (CredentialId, Secret)>,
     pub jwt_auth: AHashMap<Box<str>, (CredentialId, JwtKey)>,
@@ -93,6 +98,20 @@ pub struct CredentialIndex {
 }
 
 impl CredentialIndex {
+    /// The key-auth credential of a presented key.
+    pub fn find_key(&self, key: &[u8]) -> Option<CredentialId> {
+        self.key_auth.get(&self.key_digest.digest(key)).copied()
+    }
+
+    /// The digest kind this index should have: SHA-256 only while a credential needs it.
+    pub fn wanted_key_digest(&self) -> KeyDigestKind {
+        if self.key_hashes > 0 {
+            KeyDigestKind::Sha256
+        } else {
+            KeyDigestKind::Keyed
+        }
+    }
+
     pub fn get(&self, id: CredentialId) -> &Credential {
         &self.entries[id.idx()]
     }

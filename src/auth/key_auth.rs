@@ -29,7 +29,7 @@ use super::credentials::CredentialIndex;
 use super::{AuthCommon, AuthRequest, Failure, Hide, Verdict, challenge, header_str};
 use crate::query;
 use crate::secret::secret_value;
-use crate::secret::{parse_key_hash, sha256};
+use crate::secret::{KeyDigest, KeyDigestKind, parse_key_hash, sha256_prefix};
 
 /// Compiled key-auth on a route.
 #[derive(Debug)]
@@ -76,10 +76,29 @@ pub(crate) fn compile(
     })
 }
 
-/// Compiles a credential: the SHA-256 the index is keyed by, and which field gave it.
+/// A key-auth credential's key as the config gives it.
+pub(crate) enum KeySource {
+    /// `key`, resolved (`$env://`).
+    Plain(String),
+    /// `key_hash`: the key's SHA-256.
+    Hash([u8; 32]),
+}
+
+impl KeySource {
+    /// Its digest as `kind` makes them; None for a `key_hash` unless `kind` is SHA-256.
+    pub(crate) fn digest(&self, kind: KeyDigestKind) -> Option<KeyDigest> {
+        match (self, kind) {
+            (KeySource::Plain(k), _) => Some(kind.digest(k.as_bytes())),
+            (KeySource::Hash(h), KeyDigestKind::Sha256) => Some(sha256_prefix(h)),
+            (KeySource::Hash(_), KeyDigestKind::Keyed) => None,
+        }
+    }
+}
+
+/// Compiles a credential: its key or key hash, checked.
 pub(crate) fn compile_credential(
     conf: &KeyAuthCredentialConf,
-) -> Result<([u8; 32], &'static str), (String, String)> {
+) -> Result<KeySource, (String, String)> {
     let KeyAuthCredentialConf { key, key_hash } = conf;
     match (&key, &key_hash) {
         (Some(_), Some(_)) => Err((
@@ -91,9 +110,9 @@ pub(crate) fn compile_credential(
             if k.is_empty() {
                 return Err(("key".into(), "must not be empty".into()));
             }
-            Ok((sha256(k.as_bytes()), "key"))
+            Ok(KeySource::Plain(k))
         }
-        (None, Some(h)) => parse_key_hash(h).map(|d| (d, "key_hash")).ok_or_else(|| {
+        (None, Some(h)) => parse_key_hash(h).map(KeySource::Hash).ok_or_else(|| {
             (
                 "key_hash".into(),
                 "must be sha256:<64 hex digits> (see `tollgate hash-secret key`)".into(),
@@ -134,8 +153,8 @@ impl KeyAuth {
                 }
             }
         };
-        match creds.key_auth.get(&sha256(key.as_bytes())) {
-            Some(&cred) => Ok((cred, vec![hide], None)),
+        match creds.find_key(key.as_bytes()) {
+            Some(cred) => Ok((cred, vec![hide], None)),
             None => Err((
                 Failure::unauthorized(INVALID, "failed to find consumer: invalid api key"),
                 both(),

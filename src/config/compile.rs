@@ -107,8 +107,15 @@ impl Broken {
 
 /// Compiles the parsed files into a snapshot (version and time are set by the caller).
 pub fn compile(files: Vec<(String, ResourcesConf)>) -> Result<Snapshot, Vec<ConfigError>> {
+    use crate::config::consumers::{Builder, any_key_hash};
+    use crate::secret::KeyDigestKind;
     let mut files = files;
-    let mut consumers = crate::config::consumers::Builder::default();
+    let sha = any_key_hash(files.iter().flat_map(|(_, c)| &c.consumers));
+    let mut consumers = Builder::with_key_digest(if sha {
+        KeyDigestKind::Sha256
+    } else {
+        KeyDigestKind::Keyed
+    });
     for (name, conf) in &mut files {
         let f = consumers.file(name);
         let positions = conf.positions.get("consumers").cloned();

@@ -20,6 +20,7 @@ use ahash::AHashMap;
 use http::HeaderValue;
 
 use crate::auth::credentials::{Credential, CredentialIndex};
+use crate::auth::key_auth::KeySource;
 use crate::config::error::{Errs, Place};
 use crate::config::raw::{ConsumerConf, ConsumerGroupConf};
 use crate::config::yaml::{ItemHash, NO_HASH};
@@ -98,6 +99,19 @@ fn place_at(file: &Arc<str>, index: u32, cred: u32) -> Place {
         file: file.clone(),
         path,
     }
+}
+
+/// The error of a `key_hash` met by a load that digests keys with keyed SipHash (the cheaper
+/// kind, which cannot index a key known only by its SHA-256): such a load is run again with
+/// SHA-256 digests (`config::load`), and its errors are never shown.
+pub(crate) const NEEDS_SHA_KEYS: &str = "needs the SHA-256 key index (the load runs again with it)";
+
+/// Whether a config's consumers give any key-auth `key_hash`.
+pub(crate) fn any_key_hash<'c>(items: impl IntoIterator<Item = &'c ConsumerConf>) -> bool {
+    let has = |p: &ConsumerPluginsConf| p.key_auth.as_ref().is_some_and(|k| k.key_hash.is_some());
+    items
+        .into_iter()
+        .any(|c| has(&c.plugins) || c.credentials.iter().any(|cr| has(&cr.plugins)))
 }
 
 /// Number of auth plugins in `p`, without building the list of their names.
@@ -222,11 +236,21 @@ impl<'a> Builder<'a> {
     /// A builder that shares what it can with `old`, the consumers of the config a reload
     /// replaces.
     pub(crate) fn reusing(old: &'a Consumers) -> Builder<'a> {
-        Builder {
+        let mut b = Builder {
             old: Some(old),
             reused: vec![u32::MAX; old.list.len()],
             ..Builder::default()
-        }
+        };
+        // Shared keys keep their digests, so they must be made the same way.
+        b.creds.key_digest = old.creds.key_digest;
+        b
+    }
+
+    /// A builder that digests keys as `kind` says ([`NEEDS_SHA_KEYS`]).
+    pub(crate) fn with_key_digest(kind: crate::secret::KeyDigestKind) -> Builder<'a> {
+        let mut b = Builder::default();
+        b.creds.key_digest = kind;
+        b
     }
 
     /// The consumers shared from, if any.
@@ -415,16 +439,15 @@ impl<'a> Builder<'a> {
         // Shared by a later reload only when nothing but the item decides what it compiles to:
         // no group, no plugins of its own (whose confs may be checked against others'), and
         // only key-auth credentials (their keys are found again in the old index).
-        // A key read from the environment (`$env://VAR`) is read again at each load, in case.
+        // A key read from the environment (`$env://VAR`) is read again at each load, in case;
+        // a `key_hash` too, so that every one is counted (`CredentialIndex::key_hashes`).
         let key_auth_only = |p: &ConsumerPluginsConf| {
             p.basic_auth.is_none()
                 && p.hmac_auth.is_none()
                 && p.jwt_auth.is_none()
-                && !p
-                    .key_auth
-                    .as_ref()
-                    .and_then(|k| k.key.as_deref())
-                    .is_some_and(|k| k.starts_with('$'))
+                && p.key_auth.as_ref().is_none_or(|k| {
+                    k.key_hash.is_none() && !k.key.as_deref().is_some_and(|k| k.starts_with('$'))
+                })
         };
         let shareable = c.group_id.is_none()
             && Arc::ptr_eq(&plugins, &self.empty)
@@ -662,18 +685,28 @@ impl<'a> Builder<'a> {
         let err_place = move |b: &Builder<'_>| b.place(pf, pi, pc);
         if let Some(k) = &s.plugins.key_auth {
             match crate::auth::key_auth::compile_credential(k) {
-                Ok((digest, which)) => {
-                    origin.key_hash = which == "key_hash";
-                    match self.creds.key_auth.entry(digest) {
-                        Entry::Vacant(v) => {
-                            v.insert(cred);
-                        }
-                        Entry::Occupied(o) => {
-                            let first = *o.get();
-                            self.duplicate((&origin, s.consumer), first, "key", |o| {
-                                let which = if o.key_hash { "key_hash" } else { "key" };
-                                format!("plugins.key-auth.{which}")
-                            });
+                Ok(key) => {
+                    origin.key_hash = matches!(key, KeySource::Hash(_));
+                    self.creds.key_hashes += usize::from(origin.key_hash);
+                    match key.digest(self.creds.key_digest) {
+                        Some(digest) => match self.creds.key_auth.entry(digest) {
+                            Entry::Vacant(v) => {
+                                v.insert(cred);
+                            }
+                            Entry::Occupied(o) => {
+                                let first = *o.get();
+                                self.duplicate((&origin, s.consumer), first, "key", |o| {
+                                    let which = if o.key_hash { "key_hash" } else { "key" };
+                                    format!("plugins.key-auth.{which}")
+                                });
+                            }
+                        },
+                        // The load runs again with SHA-256 digests (config::load); until then
+                        // this credential is missing, so this load must not be taken.
+                        None => {
+                            let p = err_place(self);
+                            self.errs
+                                .push(&p, "plugins.key-auth.key_hash", NEEDS_SHA_KEYS);
                         }
                     }
                 }

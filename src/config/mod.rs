@@ -17,6 +17,8 @@ use std::time::SystemTime;
 use ahash::AHashSet;
 use sha2::{Digest, Sha256};
 
+use crate::secret::KeyDigestKind;
+
 pub(crate) use error::ConfigError;
 pub use node::Node;
 
@@ -726,7 +728,18 @@ fn scan_file(file: &mut std::fs::File) -> std::io::Result<(bool, TextFeatures, b
 /// saw: a file that ended with `#END` then and does not now is refused as truncated, and a glob
 /// that matched files then and matches none now is refused as a lost deploy.
 pub fn load(node: &Node, prev: &Memory) -> LoadReport {
-    load_with(node, prev, None)
+    // Keys are digested with keyed SipHash unless a credential gives a `key_hash`, which only
+    // SHA-256 can match: met, it fails the load, which runs again (once) with SHA-256.
+    let report = load_with(node, prev, None, KeyDigestKind::Keyed);
+    if needs_sha_keys(&report) {
+        return load_with(node, prev, None, KeyDigestKind::Sha256);
+    }
+    report
+}
+
+fn needs_sha_keys(report: &LoadReport) -> bool {
+    let errs = report.result.as_ref().err();
+    errs.is_some_and(|e| e.iter().any(|e| e.message == consumers::NEEDS_SHA_KEYS))
 }
 
 /// [`load`] for a reload: consumers whose entries read exactly as they did in `old` (the
@@ -734,15 +747,35 @@ pub fn load(node: &Node, prev: &Memory) -> LoadReport {
 /// any error runs again without sharing, so errors are worded and ordered as [`load`] gives
 /// them.
 pub(crate) fn load_reusing(node: &Node, prev: &Memory, old: &Snapshot) -> LoadReport {
-    let report = load_with(node, prev, Some(&old.consumers));
-    if report.result.is_err() && report.shared > 0 {
-        return load_with(node, prev, None);
+    // Shared keys keep their digests, so this load digests keys as `old` did; the index is
+    // SHA-256 only while a `key_hash` needs it, else loaded again with keyed SipHash.
+    let report = load_with(
+        node,
+        prev,
+        Some(&old.consumers),
+        old.consumers.creds.key_digest,
+    );
+    match &report.result {
+        Err(_) if needs_sha_keys(&report) => load_with(node, prev, None, KeyDigestKind::Sha256),
+        Err(_) if report.shared > 0 => load(node, prev),
+        Ok(l)
+            if l.snapshot.consumers.creds.wanted_key_digest()
+                != l.snapshot.consumers.creds.key_digest =>
+        {
+            load(node, prev)
+        }
+        _ => report,
     }
-    report
 }
 
-/// [`load`], sharing consumers with `old`.
-fn load_with(node: &Node, prev: &Memory, old: Option<&crate::consumer::Consumers>) -> LoadReport {
+/// [`load`], sharing consumers with `old` (whose key digests it keeps), else digesting keys as
+/// `keys` says.
+fn load_with(
+    node: &Node,
+    prev: &Memory,
+    old: Option<&crate::consumer::Consumers>,
+    keys: KeyDigestKind,
+) -> LoadReport {
     let mut warnings = Vec::new();
     let end_marked = &prev.end_marked;
     let (files, matched_globs) = match node.resource_files() {
@@ -774,7 +807,7 @@ fn load_with(node: &Node, prev: &Memory, old: Option<&crate::consumer::Consumers
     let mut marked = AHashSet::new();
     let mut builder = match old {
         Some(old) => consumers::Builder::reusing(old),
-        None => consumers::Builder::default(),
+        None => consumers::Builder::with_key_digest(keys),
     };
     let mut broken = compile::Broken::default();
     for (name, path) in &files {

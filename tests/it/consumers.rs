@@ -171,6 +171,59 @@ routes:
     assert_eq!(who(&get(&gw, "/multi", &[("Authorization", &auth)])), alice);
 }
 
+/// Keys given in the clear are indexed by keyed SipHash; one `key_hash` makes the whole index
+/// SHA-256. A reload that brings the first `key_hash` in, and one that takes the last away,
+/// switch the index, and every key keeps its consumer across both.
+#[test]
+fn reloads_that_add_and_remove_the_only_hashed_key_keep_every_key() {
+    let up = Upstream::start("up");
+    let config = |extra: &str| {
+        format!(
+            r#"consumers:
+  - {{username: alice, plugins: {{key-auth: {{key: k-alice}}}}}}
+  - {{username: bob, plugins: {{key-auth: {{key: k-bob}}}}}}
+{extra}routes:
+  - {{id: r, uri: /r, plugins: {{key-auth: {{}}}}, upstream: {up}}}
+#END
+"#,
+            up = up.yaml()
+        )
+    };
+    let user = |gw: &Gateway, key: &str| who(&get(gw, "/r", &[("apikey", key)])).0;
+    let hash = format!("sha256:{}", hex(&sha2::Sha256::digest(b"k-carol")));
+    let with_carol = format!(
+        "  - {{username: carol, plugins: {{key-auth: {{key_hash: {}}}}}}}\n",
+        q(&hash)
+    );
+    let gw = Gateway::start(&config(""));
+    assert_eq!(user(&gw, "k-alice").as_deref(), Some("alice"));
+    assert_eq!(get(&gw, "/r", &[("apikey", "k-carol")]).status, 401);
+
+    let check = |gw: &Gateway, carol: bool| {
+        assert_eq!(user(gw, "k-alice").as_deref(), Some("alice"));
+        assert_eq!(user(gw, "k-bob").as_deref(), Some("bob"));
+        if carol {
+            assert_eq!(user(gw, "k-carol").as_deref(), Some("carol"));
+        } else {
+            assert_eq!(get(gw, "/r", &[("apikey", "k-carol")]).status, 401);
+        }
+        // The hash is never a key.
+        assert_eq!(get(gw, "/r", &[("apikey", &hash)]).status, 401);
+    };
+    for (extra, carol) in [(with_carol.as_str(), true), ("", false)] {
+        let v0 = gw.config_version();
+        gw.write_file("resources.yaml", &config(extra));
+        gw.wait_reload(&v0);
+        check(&gw, carol);
+    }
+    // The same file again: alice and bob are shared with their digests.
+    let mark = gw.log_mark();
+    gw.sighup();
+    let log = gw.wait_log(mark, &["unchanged consumers shared"]);
+    assert!(log.contains(" 2 unchanged consumers shared"), "{log}");
+    check(&gw, false);
+}
+
 #[test]
 fn hashed_keys_and_expiring_credentials() {
     let hash = hash_secret("key", "s3cret");
