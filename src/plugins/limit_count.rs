@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::shape::{Plugin, RequestView, State, Step};
 use crate::addr::ip_str;
-use crate::headers::write;
+use crate::headers::{number_value, write};
 use crate::limiter::{
     CounterKey, KeyBuilder, LimitPolicy, LocalPrefix, Quota, RedisSettings, RedisTarget,
 };
@@ -365,8 +365,9 @@ impl Plugin for LimitCountPlugin {
             // The upstream's headers filled the map Pingora sized for them: grow it once.
             resp.reserve_headers(3)?;
             resp.insert_parsed_header(&write::X_RATELIMIT_LIMIT, limit)?;
-            resp.insert_parsed_header(&write::X_RATELIMIT_REMAINING, q.remaining.into())?;
-            resp.insert_parsed_header(&write::X_RATELIMIT_RESET, q.reset_secs.into())?;
+            let (remaining, reset) = (number_value(q.remaining), number_value(q.reset_secs));
+            resp.insert_parsed_header(&write::X_RATELIMIT_REMAINING, remaining)?;
+            resp.insert_parsed_header(&write::X_RATELIMIT_RESET, reset)?;
         }
         Ok(())
     }
