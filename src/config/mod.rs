@@ -6,6 +6,7 @@ pub(crate) mod consumers;
 pub(crate) mod de;
 pub(crate) mod env_subst;
 pub(crate) mod error;
+pub(crate) mod loader;
 pub(crate) mod node;
 pub(crate) mod raw;
 pub(crate) mod tape_de;
@@ -925,8 +926,16 @@ fn load_with(node: &Node, prev: &Memory, old: Option<&crate::consumer::Consumers
 
 /// [`load`] for the running gateway: logs the files and their sizes first, and a line every
 /// few seconds while a long load (a million consumers) is still under way.
+/// Runs on the loader thread ([`loader`]), which also frees the configs reloads replace, so the
+/// memory of this one goes back to the system when a reload replaces it.
 pub fn load_logged(node: &Node, prev: &Memory) -> LoadReport {
-    logged(node, || load(node, prev))
+    let (n, p) = (node.clone(), prev.clone());
+    loader::run(move || {
+        let report = logged(&n, || load(&n, &p));
+        loader::release_free_memory();
+        report
+    })
+    .unwrap_or_else(|| logged(node, || load(node, prev)))
 }
 
 /// [`load_reusing`], logged as [`load_logged`] logs.
