@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, std::thread::current().id());
         // A panicking job closes its channel; the thread goes on.
-        assert!(run(|| panic!("boom")).map(|()| ()).is_none());
+        assert!(run::<()>(|| panic!("boom")).is_none());
         assert_eq!(run(|| 7), Some(7));
         let held = Arc::new(5u32);
         let weak = Arc::downgrade(&held);

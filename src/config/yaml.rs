@@ -1917,6 +1917,84 @@ mod tests {
         }
     }
 
+    /// Texts put together from a pool of lines (items, continuations, and everything the
+    /// filter must not be fooled by), edited, and read through the filter with random chunk
+    /// sizes: every filtered reading that succeeds must read as the plain one.
+    #[test]
+    fn raw_filter_random_texts_read_as_plain() {
+        const LINES: &[&str] = &[
+            "consumers:\n",
+            "routes: []\n",
+            "  - {username: a, plugins: {key-auth: {key: ka}}}\n",
+            "  - {username: b}\n",
+            "  - username: c\n",
+            "    plugins: {key-auth: {key: kc}}\n",
+            "    x: [1,\n",
+            "      2]\n",
+            "  - {username: d, x: [\n",
+            "  ]}\n",
+            "- {username: e}\n",
+            "  - x: \"q\n",
+            "  - x: 'q\n",
+            "    \"\n",
+            "  '\n",
+            "  # note\n",
+            "# top\n",
+            "x: |\n",
+            "  - {username: a, plugins: {key-auth: {key: ka}}}\n",
+            "\n",
+            "   - {username: f}\n",
+            "\t- {username: g}\n",
+            "  - {username: h}\r\n",
+            "  - &a {username: i}\n",
+            "  - *a\n",
+            "  - !t {username: j}\n",
+            "---\n",
+            "...\n",
+            "  - a\n",
+            "    b\n",
+            "  b\n",
+            "  - {username: k}}\n",
+            "  - {username: l]\n",
+            "  - [a, {b: c}]\n",
+            "y: {\n",
+            "}\n",
+            "  - {username: é}\n",
+            "#END\n",
+        ];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..1500 {
+            let mut old: Vec<&str> = vec!["consumers:\n"];
+            for _ in 0..rnd(12) {
+                old.push(LINES[rnd(LINES.len())]);
+            }
+            let mut new = old.clone();
+            for _ in 0..rnd(4) {
+                let k = rnd(new.len() + 1);
+                match rnd(3) {
+                    0 => new.insert(k, LINES[rnd(LINES.len())]),
+                    1 if k < new.len() => drop(new.remove(k)),
+                    _ if k < new.len() => {
+                        let other = rnd(new.len());
+                        new.swap(k, other);
+                    }
+                    _ => {}
+                }
+            }
+            let (old, new) = (old.concat(), new.concat());
+            let chunk = 1 + rnd(40);
+            if let Err(e) = raw_filter_differential(old.as_bytes(), new.as_bytes(), chunk) {
+                panic!("chunk {chunk}: {e}\nold:\n{old}\nnew:\n{new}");
+            }
+        }
+    }
+
     #[test]
     fn raw_filter_handles_lists_longer_than_what_libyaml_reads_ahead() {
         let mut text = String::from("routes: []\nconsumers:\n");
