@@ -114,6 +114,30 @@ pub fn tape(text: &[u8]) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Consumers recognised from their raw text
+
+/// Two resource files and a chunk size, from one input: the first byte sets how many bytes the
+/// file is read at a time (1 to 256), the rest is the old text and the new one, split at the
+/// first 0xFF byte (or both the same text when there is none). The raw-text filter
+/// (`config::yaml::RawFilter`) reads the new one knowing the old one's items: when that reading
+/// succeeds it must give what a plain reading of the new text gives. Panics on a difference;
+/// returns how many items were recognised.
+pub fn raw_text(data: &[u8]) -> usize {
+    let Some((&c, rest)) = data.split_first() else {
+        return 0;
+    };
+    let chunk = usize::from(c) + 1;
+    let (old, new) = match rest.iter().position(|&b| b == 0xFF) {
+        Some(k) => (&rest[..k], &rest[k + 1..]),
+        None => (rest, rest),
+    };
+    match config::yaml::raw_filter_differential(old, new, chunk) {
+        Ok(n) => n,
+        Err(e) => panic!("raw-text filter: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Path normaliser
 
 /// Normalises `path` and checks what holds under both the "keep %2F" rule and the "decode every

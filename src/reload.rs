@@ -19,96 +19,28 @@ use crate::config::{self, Node};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::snapshot::Snapshot;
 
-/// Hands heap memory freed by a config load (the raw YAML tree) back to the system. The binary's
-/// allocator is mimalloc (`src/main.rs`): `mi_collect(true)` purges its free pages now rather than
-/// after its purge delay. glibc's `malloc_trim` still runs for what C code and a binary built
-/// without mimalloc (tests, benches) hold: with glibc alone, measured with 200 000 consumers,
-/// 1.08 GB resident before, 221 MB after.
-#[allow(unsafe_code)]
-pub fn release_free_memory() {
-    // SAFETY: mi_collect only walks mimalloc's own heaps; it has no preconditions and is a
-    // cheap no-op when mimalloc is not the allocator in use.
-    unsafe {
-        libmimalloc_sys::mi_collect(true);
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own free lists; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
+pub use crate::config::loader::release_free_memory;
 
-/// Runs `f` (a load) on a thread of its own, not on the blocking pool: the pool's threads also
-/// run password checks for requests, and a load of a million consumers must not hold one for
-/// seconds. The thread keeps the normal priority: measured on 2 cores saturated by wrk, nice 10
-/// or 19 made a 1M reload take 16 or 32 s instead of 10 s, and the slowest request during it
-/// was no faster (CFS slices are milliseconds; the load never holds a lock requests need).
+/// Runs `f` (a load) on the loader thread ([`config::loader`]), not on the blocking pool: the
+/// pool's threads also run password checks for requests, and a load of a million consumers
+/// must not hold one for seconds. The same thread frees the configs reloads replace
+/// ([`retire`]), so their memory goes back to the system.
 pub(crate) async fn background<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("tollgate-reload".into())
-        .spawn(move || {
-            let _ = tx.send(f());
-        })
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    config::loader::spawn(move || {
+        let _ = tx.send(f());
+    });
     rx.await.map_err(|_| "the load thread failed".to_string())
-}
-
-/// Sets the calling thread's nice value to 19 (Linux: nice is per thread).
-#[allow(unsafe_code)]
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: gettid has no preconditions; setpriority on our own thread id only changes its
-    // scheduling priority, and a failure (not permitted) leaves it as it was.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
-    }
 }
 
 /// Drops a replaced config off the request path: a million consumers take a noticeable while
 /// to free, and the last request holding the old config would otherwise free it on a proxy
-/// thread. One low-priority thread, started at the first reload, takes the replaced configs in
-/// turn (a reload storm queues them, it does not start a thread each): it waits (up to a
-/// minute) until it holds the only reference, then frees the config and hands the memory back.
+/// thread. The loader thread frees it once it holds the only reference (or lets go of it after
+/// a minute), between loads, and hands the memory back.
 fn retire(old: Arc<Live>) {
-    use std::sync::mpsc::{Sender, channel};
-    static RETIRE: Mutex<Option<Sender<Arc<Live>>>> = Mutex::new(None);
-    let mut tx = RETIRE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if tx.is_none() {
-        let (t, rx) = channel::<Arc<Live>>();
-        let spawned = std::thread::Builder::new()
-            .name("tollgate-retire".into())
-            .spawn(move || {
-                lower_priority();
-                for old in rx {
-                    let start = std::time::Instant::now();
-                    while Arc::strong_count(&old) > 1 && start.elapsed() < Duration::from_secs(60) {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    drop(old);
-                    release_free_memory();
-                }
-            });
-        match spawned {
-            Ok(_) => *tx = Some(t),
-            Err(e) => {
-                warn!(
-                    "Cannot start a thread to free the previous config ({e}); it is freed in place."
-                );
-                return;
-            }
-        }
-    }
-    if let Some(Err(e)) = tx.as_ref().map(|t| t.send(old)) {
-        // The thread is gone (it cannot panic, but if it did): free in place.
-        *tx = None;
-        drop(e.0);
-    }
+    config::loader::retire(old);
 }
 
 /// What a request reads: a snapshot and the metric handles of its routes, swapped together.

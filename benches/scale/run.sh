@@ -58,7 +58,7 @@ used=" "
 free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 40000))
+        p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-60999)
         case "$used" in *" $p "*) continue ;; esac
         if ! (: >"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             used="$used$p "

@@ -133,6 +133,9 @@ pub(crate) struct Builder<'a> {
     reused: Vec<u32>,
     /// Consumers shared with `old`.
     pub reused_count: usize,
+    /// Entries that read as an old consumer, shared or not (a name twice is an error): a load
+    /// with any and an error runs again without sharing.
+    pub reuse_asked: usize,
     files: Vec<Arc<str>>,
     next_ord: u32,
     list: Vec<Arc<Consumer>>,
@@ -166,6 +169,7 @@ impl Default for Builder<'_> {
             old: None,
             reused: Vec::new(),
             reused_count: 0,
+            reuse_asked: 0,
             files: Vec::new(),
             next_ord: 0,
             list: Vec::new(),
@@ -269,7 +273,12 @@ impl<'a> Builder<'a> {
         self.list.reserve(n);
         self.at.reserve(n);
         self.by_name.reserve(n);
-        self.creds.key_auth.reserve(n);
+        // A reload takes most keys from the old table (`share_key_index`): a table sized for
+        // all of them would be touched by the few compiled anew all over, and with huge pages
+        // each touch is 2 MB resident.
+        if self.old.is_none() {
+            self.creds.key_auth.reserve(n);
+        }
         self.creds.entries.reserve(n);
         self.origins.reserve(n);
     }
@@ -307,6 +316,7 @@ impl<'a> Builder<'a> {
     /// credentials are indexed in [`Builder::finish`], from the old index.
     pub(crate) fn reuse(&mut self, file: u32, index: u32, old: u32) {
         let Some(prev) = self.old else { return };
+        self.reuse_asked += 1;
         self.next_ord += 1;
         let c = &prev.list[old as usize];
         let first = match self.by_name.get(&*c.username) {

@@ -6,6 +6,7 @@ pub(crate) mod consumers;
 pub(crate) mod de;
 pub(crate) mod env_subst;
 pub(crate) mod error;
+pub(crate) mod loader;
 pub(crate) mod node;
 pub(crate) mod raw;
 pub(crate) mod tape_de;
@@ -514,17 +515,41 @@ fn read_items(
     features: &TextFeatures,
     sink: &mut Sink<'_, '_>,
     errors: &mut Vec<ConfigError>,
-) -> (Result<yaml::Rest, String>, Option<Box<yaml::Source>>) {
+) -> (Result<yaml::Rest, String>, Option<Sha256>) {
     // Consumers are hashed (for the next reload), and looked up among the old ones.
     let old = sink.consumers.as_ref().and_then(|(b, _)| b.old());
     let mut matcher = old.map(consumers::Matcher::new);
     let mut find = |h: yaml::ItemHash| matcher.as_mut().and_then(|m| m.find(h));
+    let mut lookup = old
+        .is_some()
+        .then_some(&mut find as &mut (dyn FnMut(_) -> _ + Send));
+    // A file read from disk: unchanged consumers are recognised from their raw text, before
+    // libyaml reads them (`yaml::RawFilter`), and the lookup goes with the filter.
+    let input = match input {
+        yaml::Input::Text(t) => yaml::Input::Text(t),
+        yaml::Input::File(src) => {
+            let yaml::Source {
+                file,
+                hasher,
+                error,
+                ..
+            } = *src;
+            let raw = sink
+                .consumers
+                .is_some()
+                .then(|| yaml::RawFilter::new(lookup.take()));
+            yaml::Input::File(Box::new(yaml::Source {
+                file,
+                hasher,
+                error,
+                raw,
+            }))
+        }
+    };
     let hashing = sink.consumers.is_some().then(|| yaml::Hashing {
         list: 3,
         tape: features.tape_ok(),
-        lookup: old
-            .is_some()
-            .then_some(&mut find as &mut (dyn FnMut(_) -> _ + Send)),
+        lookup,
     });
     if let yaml::Input::Text(t) = &input
         && t.len() < PIPELINE_BYTES
@@ -590,14 +615,14 @@ fn parse_into(name: &str, text: &str, sink: &mut Sink<'_, '_>, errors: &mut Vec<
 }
 
 /// [`parse_into`] for a big file read from disk as it is parsed (it has no `${{`, so nothing
-/// to substitute); gives back its source, whose hasher has seen every byte read.
+/// to substitute); gives back the hasher of its source, which has seen every byte read.
 fn parse_stream(
     name: &str,
-    source: Box<yaml::Source>,
+    source: Box<yaml::Source<'_>>,
     features: &TextFeatures,
     sink: &mut Sink<'_, '_>,
     errors: &mut Vec<ConfigError>,
-) -> Option<Box<yaml::Source>> {
+) -> Option<Sha256> {
     let (rest, source) = read_items(name, yaml::Input::File(source), features, sink, errors);
     finish_file(name, rest, features, sink, errors);
     source
@@ -856,11 +881,11 @@ fn load_with(
                         file,
                         hasher: std::mem::take(&mut hasher),
                         error: None,
+                        raw: None,
                     });
                     let before = errors.len();
-                    if let Some(src) = parse_stream(name, source, &features, &mut sink, &mut errors)
-                    {
-                        hasher = src.hasher;
+                    if let Some(h) = parse_stream(name, source, &features, &mut sink, &mut errors) {
+                        hasher = h;
                     }
                     if errors[before..]
                         .iter()
@@ -928,6 +953,7 @@ fn load_with(
         .map(|b| format!("{b:02x}"))
         .collect();
     let reused = builder.reused_count;
+    let asked = builder.reuse_asked;
     let compiled = compile::compile_with(parsed, builder, &broken);
     let result = match (compiled, errors.is_empty()) {
         (Ok(snapshot), true) => Ok(snapshot),
@@ -949,17 +975,28 @@ fn load_with(
             files: files.into_iter().map(|(_, p)| p).collect(),
         }
     });
+    // Errors are worded from a full reading: a load that shared anything (or left anything
+    // out of libyaml's input) runs again without sharing.
+    let shared = if result.is_err() { asked } else { reused };
     LoadReport {
         warnings,
         result,
-        shared: reused,
+        shared,
     }
 }
 
 /// [`load`] for the running gateway: logs the files and their sizes first, and a line every
 /// few seconds while a long load (a million consumers) is still under way.
+/// Runs on the loader thread ([`loader`]), which also frees the configs reloads replace, so the
+/// memory of this one goes back to the system when a reload replaces it.
 pub fn load_logged(node: &Node, prev: &Memory) -> LoadReport {
-    logged(node, || load(node, prev))
+    let (n, p) = (node.clone(), prev.clone());
+    loader::run(move || {
+        let report = logged(&n, || load(&n, &p));
+        loader::release_free_memory();
+        report
+    })
+    .unwrap_or_else(|| logged(node, || load(node, prev)))
 }
 
 /// [`load_reusing`], logged as [`load_logged`] logs.

@@ -97,11 +97,368 @@ impl From<unsafe_sys::yaml_mark_t> for Mark {
     }
 }
 
-/// A file read in chunks as libyaml asks for them, each chunk also fed to a hasher.
-pub(crate) struct Source {
+/// A file read in chunks as libyaml asks for them, each chunk also fed to a hasher (every
+/// byte of the file, whatever `raw` leaves out of what libyaml reads).
+pub(crate) struct Source<'a> {
     pub file: std::fs::File,
     pub hasher: sha2::Sha256,
     pub error: Option<std::io::Error>,
+    /// Recognises unchanged `consumers` items from their raw text (see [`RawFilter`]).
+    pub raw: Option<RawFilter<'a>>,
+}
+
+/// The hash lookup of [`Hashing`]: `Some(n)` when the caller has what the item compiles to.
+pub(crate) type Lookup<'r> = &'r mut (dyn FnMut(ItemHash) -> Option<u32> + Send);
+
+/// Recognises unchanged items of the top-level `consumers` list from their raw text, before
+/// libyaml reads them, and leaves them out of what libyaml reads: a reload of a million
+/// unchanged consumers then does not scan them again.
+///
+/// The file is cut into lines (`\n`). After a line that is exactly `consumers:`, each line
+/// that starts with D spaces and `- ` starts an item (D is the first such line's), and the
+/// lines after it indented more than D (or blank) continue it. An item is *simple* when its
+/// bytes are printable ASCII among ``A-Z a-z 0-9 space _ . : / , { } [ ] = + ~ ^ ( ) - $ ;``
+/// (no quote, comment, anchor, alias, tag, block scalar, tab, CR or non-ASCII byte) and its
+/// brackets, counted as if each were a flow indicator, never go below zero and end at zero.
+/// Then libyaml reads the item as exactly those lines: it ends in block context (the count
+/// never falls below libyaml's flow level, so it ends at zero only when that does), and a
+/// line indented D or less ends an item in block context. Each simple item is hashed
+/// (its bytes, with keys of its own) and looked up; a known one is left out of libyaml's
+/// input and comes to the reader as [`Read::Reused`] in its place.
+///
+/// Nothing is left out until the reader confirms the guess: libyaml's top-level `consumers`
+/// block sequence starts at the line and column of the first item found here (lines are
+/// counted alike: nothing before it holds a CR or a non-ASCII byte). So the first item always
+/// reaches libyaml, and no item is left out of a list libyaml does not read as this one.
+/// From the first item that is not simple (or the first line that ends the list) to the end
+/// of the file every byte goes to libyaml as read. An item read by libyaml carries its raw
+/// hash when it has one ([`RawFilter::take_hash`]), so that the next load can recognise it.
+/// A load that leaves anything out and finds any error is run again in full by its caller.
+pub(crate) struct RawFilter<'a> {
+    lookup: Option<Lookup<'a>>,
+    state: RawState,
+    /// Lines ended so far (`\n`), as libyaml counts them while `clean`.
+    line: u64,
+    /// Where the first item starts: (line, indentation D).
+    first: Option<(u64, usize)>,
+    confirmed: bool,
+    item: Vec<u8>,
+    simple: bool,
+    depth: i64,
+    /// Items handed to libyaml so far.
+    passed: u32,
+    /// What the reader must know, by the number of items passed before it: an item left out
+    /// (the old item it reads as), or the raw hash of an item passed.
+    queue: std::collections::VecDeque<(u32, RawItem)>,
+    /// Bytes read and not yet cut into lines; bytes cut, ready for libyaml.
+    input: Vec<u8>,
+    output: Vec<u8>,
+    out_pos: usize,
+    eof: bool,
+    /// Items left out.
+    pub skipped: usize,
+    /// Bytes read from the file at a time (small in tests: libyaml then confirms the list
+    /// before the filter has cut the rest).
+    pub chunk: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum RawState {
+    /// Before `consumers:`.
+    Prefix,
+    /// The line after `consumers:`.
+    Head,
+    Items,
+    /// Everything goes to libyaml as read.
+    Off,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RawItem {
+    /// Left out: reads as old item `n`.
+    Skip(u32),
+    /// Passed to libyaml, with its raw hash.
+    Hash(ItemHash),
+    /// Passed to libyaml before the list was confirmed, and known: reads as old item `n`.
+    Known(u32),
+}
+
+/// The bytes a simple item may hold (besides its line ends).
+const RAW_OK: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b' ' | b'_'
+                    | b'.'
+                    | b':'
+                    | b'/'
+                    | b','
+                    | b'{'
+                    | b'}'
+                    | b'['
+                    | b']'
+                    | b'='
+                    | b'+'
+                    | b'~'
+                    | b'^'
+                    | b'('
+                    | b')'
+                    | b'-'
+                    | b'$'
+                    | b';'
+            );
+        b += 1;
+    }
+    t
+};
+
+/// A 128-bit hash of an item's raw bytes, keyed apart from [`item_hash`]'s.
+fn raw_hash(data: &[u8]) -> ItemHash {
+    static KEYS: std::sync::LazyLock<(ahash::RandomState, ahash::RandomState)> =
+        std::sync::LazyLock::new(|| (ahash::RandomState::new(), ahash::RandomState::new()));
+    let h = [KEYS.0.hash_one(data), KEYS.1.hash_one(data)];
+    if h == NO_HASH { [0, 1] } else { h }
+}
+
+impl<'a> RawFilter<'a> {
+    /// A filter that looks items up with `lookup` (None: it only hashes them).
+    pub(crate) fn new(lookup: Option<Lookup<'a>>) -> RawFilter<'a> {
+        RawFilter {
+            lookup,
+            state: RawState::Prefix,
+            line: 0,
+            first: None,
+            confirmed: false,
+            item: Vec::new(),
+            simple: true,
+            depth: 0,
+            passed: 0,
+            queue: std::collections::VecDeque::new(),
+            input: Vec::new(),
+            output: Vec::new(),
+            out_pos: 0,
+            eof: false,
+            skipped: 0,
+            chunk: 64 << 10,
+        }
+    }
+
+    /// Takes `chunk` (the next bytes of the file; empty at its end).
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.state == RawState::Off && self.input.is_empty() {
+            self.output.extend_from_slice(chunk);
+        } else {
+            self.input.extend_from_slice(chunk);
+            let input = std::mem::take(&mut self.input);
+            let mut at = 0;
+            while let Some(n) = memchr::memchr(b'\n', &input[at..]) {
+                self.line_in(&input[at..at + n + 1]);
+                at += n + 1;
+            }
+            self.input = input;
+            self.input.drain(..at);
+        }
+        if chunk.is_empty() {
+            self.eof = true;
+            let rest = std::mem::take(&mut self.input);
+            if !rest.is_empty() {
+                self.line_in(&rest);
+            }
+            self.off();
+        }
+    }
+
+    /// One line (with its `\n`, but the last line of a file may have none).
+    fn line_in(&mut self, l: &[u8]) {
+        match self.state {
+            RawState::Off => self.output.extend_from_slice(l),
+            RawState::Prefix => {
+                self.output.extend_from_slice(l);
+                if l.iter().any(|&b| b == b'\r' || b >= 0x80) {
+                    self.off();
+                } else if l == b"consumers:\n" {
+                    self.state = RawState::Head;
+                }
+            }
+            RawState::Head => match item_start(l) {
+                Some(d) => {
+                    self.first = Some((self.line, d));
+                    self.state = RawState::Items;
+                    self.start_item(l);
+                }
+                None => {
+                    self.output.extend_from_slice(l);
+                    self.off();
+                }
+            },
+            RawState::Items => {
+                let d = self.first.map_or(0, |f| f.1);
+                let indent = l.iter().take_while(|&&b| b == b' ').count();
+                let rest = &l[indent..];
+                if rest.is_empty() || rest == b"\n" || indent > d {
+                    self.item.extend_from_slice(l);
+                    self.lex(l);
+                } else if item_start(l) == Some(d) {
+                    self.end_item();
+                    if self.state == RawState::Items {
+                        self.start_item(l);
+                    } else {
+                        self.output.extend_from_slice(l);
+                    }
+                } else {
+                    self.end_item();
+                    self.output.extend_from_slice(l);
+                    self.off();
+                }
+            }
+        }
+        if l.last() == Some(&b'\n') {
+            self.line += 1;
+        }
+    }
+
+    fn start_item(&mut self, l: &[u8]) {
+        self.item.clear();
+        self.item.extend_from_slice(l);
+        self.simple = true;
+        self.depth = 0;
+        self.lex(l);
+    }
+
+    fn lex(&mut self, l: &[u8]) {
+        let l = l.strip_suffix(b"\n").unwrap_or(l);
+        for &b in l {
+            if !RAW_OK[b as usize] {
+                self.simple = false;
+                return;
+            }
+            match b {
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth -= 1;
+                    if self.depth < 0 {
+                        self.simple = false;
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The item read so far is whole: left out, or passed on (with its hash when simple).
+    fn end_item(&mut self) {
+        if !(self.simple && self.depth == 0) {
+            // Not sure where libyaml ends it: from here on, everything as read.
+            self.output.extend_from_slice(&self.item);
+            self.item.clear();
+            self.off();
+            return;
+        }
+        let h = raw_hash(&self.item);
+        let known = match (&mut self.lookup, self.confirmed) {
+            (Some(lookup), true) => lookup(h),
+            _ => None,
+        };
+        match known {
+            Some(n) => {
+                self.queue.push_back((self.passed, RawItem::Skip(n)));
+                self.skipped += 1;
+            }
+            None => {
+                self.queue.push_back((self.passed, RawItem::Hash(h)));
+                self.output.extend_from_slice(&self.item);
+                self.passed += 1;
+            }
+        }
+        self.item.clear();
+        // libyaml reads a few kilobytes ahead: a list it has not confirmed by now is not the
+        // one it streams.
+        if !self.confirmed && self.queue.len() > 4096 {
+            self.disown();
+        }
+    }
+
+    /// Everything from here on goes to libyaml as read (an item being read included).
+    fn off(&mut self) {
+        if self.state == RawState::Items && !self.item.is_empty() {
+            self.output.extend_from_slice(&self.item);
+            self.item.clear();
+        }
+        self.state = RawState::Off;
+    }
+
+    /// The reader found libyaml's top-level `consumers` block sequence starting at `line`,
+    /// `column`: items may be left out from now on if that is where this filter's list starts;
+    /// if not, it stops and what it queued is dropped.
+    fn confirm(&mut self, line: u64, column: u64) {
+        if self.first == Some((line, column as usize)) && !self.confirmed {
+            self.confirmed = true;
+            // The items libyaml already has are looked up now, in their order.
+            if let Some(lookup) = &mut self.lookup {
+                for (_, item) in &mut self.queue {
+                    if let RawItem::Hash(h) = *item
+                        && let Some(n) = lookup(h)
+                    {
+                        *item = RawItem::Known(n);
+                    }
+                }
+            }
+        } else {
+            self.disown();
+        }
+    }
+
+    /// Stops for good: nothing more is left out, and the reader is told nothing more.
+    fn disown(&mut self) {
+        self.off();
+        self.confirmed = false;
+        self.first = None;
+        self.queue.clear();
+    }
+
+    /// Before item `j` of the confirmed list: the next item left out in front of it, if any.
+    fn take_skip(&mut self, j: u32) -> Option<u32> {
+        if !self.confirmed {
+            return None;
+        }
+        match self.queue.front() {
+            Some(&(at, RawItem::Skip(n))) if at == j => {
+                self.queue.pop_front();
+                Some(n)
+            }
+            _ => None,
+        }
+    }
+
+    /// Item `j` of the confirmed list: its raw hash or the old item it reads as, if known.
+    fn take_hash(&mut self, j: u32) -> Option<RawItem> {
+        if !self.confirmed {
+            return None;
+        }
+        while let Some(&(at, _)) = self.queue.front()
+            && at < j
+        {
+            self.queue.pop_front();
+        }
+        match self.queue.front() {
+            Some(&(at, item @ (RawItem::Hash(_) | RawItem::Known(_)))) if at == j => {
+                self.queue.pop_front();
+                Some(item)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The indentation of `l` when it starts an item (spaces, then `- `).
+fn item_start(l: &[u8]) -> Option<usize> {
+    let d = l.iter().take_while(|&&b| b == b' ').count();
+    (l[d..].starts_with(b"- ") && d <= 64).then_some(d)
 }
 
 /// libyaml's read callback for a [`Source`].
@@ -119,10 +476,39 @@ unsafe fn read_source(
     // SAFETY: per this function's contract.
     let (src, buf) = unsafe {
         (
-            &mut *data.cast::<Source>(),
+            &mut *data.cast::<Source<'_>>(),
             std::slice::from_raw_parts_mut(buffer, size as usize),
         )
     };
+    if let Some(raw) = &mut src.raw {
+        let mut chunk = vec![0u8; raw.chunk.max(1)];
+        loop {
+            let ready = raw.output.len() - raw.out_pos;
+            if ready > 0 || raw.eof {
+                let n = ready.min(buf.len());
+                buf[..n].copy_from_slice(&raw.output[raw.out_pos..raw.out_pos + n]);
+                raw.out_pos += n;
+                if raw.out_pos == raw.output.len() {
+                    raw.output.clear();
+                    raw.out_pos = 0;
+                }
+                // SAFETY: per this function's contract.
+                unsafe { *size_read = n as u64 };
+                return 1;
+            }
+            match src.file.read(&mut chunk) {
+                Ok(n) => {
+                    src.hasher.update(&chunk[..n]);
+                    raw.feed(&chunk[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    src.error = Some(e);
+                    return 0;
+                }
+            }
+        }
+    }
     loop {
         match src.file.read(buf) {
             Ok(n) => {
@@ -143,14 +529,14 @@ unsafe fn read_source(
 /// What libyaml reads: a text that outlives the parser (`'a`), or a file it owns.
 pub(crate) enum Input<'a> {
     Text(&'a [u8]),
-    File(Box<Source>),
+    File(Box<Source<'a>>),
 }
 
 /// The libyaml parser over one input.
 struct Parser<'a> {
     sys: Box<MaybeUninit<unsafe_sys::yaml_parser_t>>,
     /// Kept (at a fixed address, boxed) for as long as the parser reads from it.
-    source: Option<Box<Source>>,
+    source: Option<Box<Source<'a>>>,
     /// Events read so far (bounds how far aliases may expand).
     events: usize,
     _input: std::marker::PhantomData<&'a [u8]>,
@@ -175,7 +561,7 @@ impl<'a> Parser<'a> {
                     unsafe_sys::yaml_parser_set_input_string(p, t.as_ptr(), t.len() as u64)
                 }
                 Input::File(mut src) => {
-                    let data: *mut Source = &mut *src;
+                    let data: *mut Source<'a> = &mut *src;
                     unsafe_sys::yaml_parser_set_input(p, read_source, data.cast());
                     source = Some(src);
                 }
@@ -990,11 +1376,28 @@ impl Reader<'_> {
     }
 }
 
+impl Reader<'_> {
+    /// Before item `j` of the hashed list: an item the raw filter left out there, if any.
+    fn raw_skip(&mut self, j: u32) -> Option<u32> {
+        self.parser.source.as_mut()?.raw.as_mut()?.take_skip(j)
+    }
+
+    /// The lookup the raw filter holds (a file's), for an item's event hash.
+    fn raw_lookup(&mut self, h: ItemHash) -> Option<u32> {
+        self.parser.source.as_mut()?.raw.as_mut()?.lookup.as_mut()?(h)
+    }
+
+    /// Item `j` of the hashed list: its raw hash (or what it reads as), if the raw filter
+    /// gave it one.
+    fn raw_hash(&mut self, j: u32) -> Option<RawItem> {
+        self.parser.source.as_mut()?.raw.as_mut()?.take_hash(j)
+    }
+}
+
 /// Reads `text`; every item of a top-level key named in `lists` whose value is a plain
 /// sequence goes to `on_item(list, index, value)` as soon as it is read. Returns the rest of
 /// the top-level mapping. An error (a syntax error) stops the reading; items already handed on
 /// stay handed on.
-#[cfg(test)]
 pub(crate) fn read_resources(
     text: &str,
     lists: &[&str],
@@ -1013,7 +1416,7 @@ pub(crate) fn read_resources(
     .0
 }
 
-/// [`read_resources`] from any [`Input`]; gives back a file source (its hasher) at the end.
+/// [`read_resources`] from any [`Input`]; gives back a file source's hasher at the end.
 /// The items of `hashing.list` are recorded and hashed before they are built (and not built
 /// when the lookup knows their hash).
 pub(crate) fn read_input(
@@ -1021,7 +1424,7 @@ pub(crate) fn read_input(
     lists: &[&str],
     hashing: Option<Hashing<'_>>,
     on_item: impl FnMut(usize, usize, Read<'_>),
-) -> (Result<Rest, String>, Option<Box<Source>>) {
+) -> (Result<Rest, String>, Option<sha2::Sha256>) {
     let mut r = match Parser::new(input) {
         Ok(parser) => Reader {
             parser,
@@ -1034,7 +1437,7 @@ pub(crate) fn read_input(
     let rest = read_document(&mut r, lists, hashing, on_item);
     let source = r.parser.source.take();
     drop(r);
-    (rest, source)
+    (rest, source.map(|s| s.hasher))
 }
 
 fn read_document(
@@ -1086,20 +1489,52 @@ fn read_document(
                         && a.is_none()
                         && t.is_none() =>
                 {
+                    let hashed = hashing.as_ref().is_some_and(|h| h.list == l);
+                    if let Some(raw) = r.parser.source.as_mut().and_then(|s| s.raw.as_mut()) {
+                        // SAFETY: the union member read matches the event type.
+                        let block = unsafe { ev.0.data.sequence_start.style }
+                            == unsafe_sys::YAML_BLOCK_SEQUENCE_STYLE;
+                        let m = ev.mark();
+                        if hashed && block {
+                            raw.confirm(m.line, m.column);
+                        } else if hashed {
+                            raw.disown();
+                        }
+                    }
                     drop(ev);
                     let mut i = 0;
+                    // Items libyaml read (the raw filter left the others out).
+                    let mut j = 0u32;
                     loop {
                         let ev = r.parser.next()?;
+                        if hashed {
+                            while let Some(n) = r.raw_skip(j) {
+                                on_item(l, i, Read::Reused(n));
+                                i += 1;
+                            }
+                        }
                         if ev.kind() == unsafe_sys::YAML_SEQUENCE_END_EVENT {
                             break;
                         }
                         match &mut hashing {
                             Some(h) if h.list == l => {
+                                let raw = r.raw_hash(j);
+                                j += 1;
                                 r.record(ev)?;
-                                let hash = (!r.tape.linked).then(|| item_hash(&r.tape.data));
-                                let known = match (hash, &mut h.lookup) {
-                                    (Some(hash), Some(lookup)) => lookup(hash),
-                                    _ => None,
+                                let (hash, known) = match raw {
+                                    Some(RawItem::Known(n)) => (None, Some(n)),
+                                    // Looked up by the filter already.
+                                    Some(RawItem::Hash(h)) => (Some(h), None),
+                                    _ => {
+                                        let hash =
+                                            (!r.tape.linked).then(|| item_hash(&r.tape.data));
+                                        let known = match (hash, &mut h.lookup) {
+                                            (Some(hash), Some(lookup)) => lookup(hash),
+                                            (Some(hash), None) => r.raw_lookup(hash),
+                                            _ => None,
+                                        };
+                                        (hash, known)
+                                    }
                                 };
                                 match (known, hash) {
                                     (Some(n), _) => on_item(l, i, Read::Reused(n)),
@@ -1154,6 +1589,116 @@ fn read_document(
         );
     }
     Ok(rest)
+}
+
+/// What the raw filter must never change, checked on any two texts (tests and the `rawtext`
+/// fuzz target): `old` is read from a file with the filter, recording each item's value and
+/// hash; then `new` is read from a file with the filter and a lookup that knows those hashes.
+/// When that reading succeeds, reading `new` plainly (no filter, no hashing) must succeed too
+/// and give the same items (an item left out or known counts as the old item's value) and
+/// the same rest of the document. A filtered reading that fails is allowed (the load is then
+/// run again in full). Returns how many items of `new` were recognised.
+pub(crate) fn raw_filter_differential(
+    old: &[u8],
+    new: &[u8],
+    chunk: usize,
+) -> Result<usize, String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "tollgate-raw-{}-{}.yaml",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let read = |text: &[u8], lookup: Option<Lookup<'_>>| {
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        let src = Source {
+            file,
+            hasher: sha2::Sha256::default(),
+            error: None,
+            raw: Some(RawFilter {
+                chunk,
+                ..RawFilter::new(lookup)
+            }),
+        };
+        let mut items: Vec<(Option<Value>, Option<ItemHash>, Option<u32>)> = Vec::new();
+        let hashing = Hashing {
+            list: 0,
+            tape: false,
+            lookup: None,
+        };
+        let rest = read_input(
+            Input::File(Box::new(src)),
+            &["consumers"],
+            Some(hashing),
+            |_, i, r| {
+                assert_eq!(i, items.len(), "items out of order");
+                items.push(match r {
+                    Read::Value(v, h) => (Some(v), h, None),
+                    Read::Reused(n) => (None, None, Some(n)),
+                    Read::Tape(..) => unreachable!("tape is off"),
+                });
+            },
+        )
+        .0;
+        let _ = std::fs::remove_file(&path);
+        Ok::<_, String>((rest, items))
+    };
+    let (old_rest, old_items) = read(old, None)?;
+    let mut known: AHashMap<ItemHash, u32> = AHashMap::new();
+    if old_rest.is_ok() {
+        for (k, (_, h, _)) in old_items.iter().enumerate() {
+            if let Some(h) = h {
+                known.entry(*h).or_insert(k as u32);
+            }
+        }
+    }
+    let mut find = |h: ItemHash| known.get(&h).copied();
+    let (rest, items) = read(new, Some(&mut find))?;
+    let Ok(rest) = rest else { return Ok(0) };
+    let mut want: Vec<Value> = Vec::new();
+    let plain = read_resources(
+        std::str::from_utf8(new).map_err(|_| "filtered reading of non-UTF-8 text succeeded")?,
+        &["consumers"],
+        |_, _, v| want.push(v),
+    )
+    .map_err(|e| format!("the filtered reading succeeded, the plain one failed: {e}"))?;
+    let same_rest = match (&rest, &plain) {
+        (Rest::Null, Rest::Null) | (Rest::Other, Rest::Other) => true,
+        (Rest::Mapping(a), Rest::Mapping(b)) => a == b,
+        _ => false,
+    };
+    if !same_rest {
+        return Err("the rest of the document differs".into());
+    }
+    if items.len() != want.len() {
+        return Err(format!(
+            "{} items filtered, {} plain",
+            items.len(),
+            want.len()
+        ));
+    }
+    let mut recognised = 0;
+    for (k, ((v, _, n), w)) in items.into_iter().zip(&want).enumerate() {
+        let got = match (v, n) {
+            (Some(v), _) => v,
+            (None, Some(n)) => {
+                recognised += 1;
+                old_items
+                    .get(n as usize)
+                    .and_then(|o| o.0.clone())
+                    .ok_or("an unknown old item")?
+            }
+            _ => return Err("an item without value".into()),
+        };
+        if &got != w {
+            return Err(format!(
+                "item {k}: {got:?} where a plain reading gives {w:?}"
+            ));
+        }
+    }
+    Ok(recognised)
 }
 
 #[cfg(test)]
@@ -1269,6 +1814,202 @@ mod tests {
             assert!(plain.is_some(), "{bad}");
             assert_eq!(ours, plain, "{bad}");
         }
+    }
+
+    const BASE: &str = "routes: []\nconsumers:\n  - {username: a, plugins: {key-auth: {key: ka}}}\n  - username: b\n    plugins:\n      key-auth:\n        key: kb\n  - {username: c, plugins: {key-auth: {key: kc}}}\n#END\n";
+
+    /// [`raw_filter_differential`] with the file read in several chunk sizes; the count of
+    /// the whole-file reading.
+    fn diff(old: &str, new: &str) -> usize {
+        let mut n = 0;
+        for chunk in [64 << 10, 1, 7, 100] {
+            n = raw_filter_differential(old.as_bytes(), new.as_bytes(), chunk)
+                .unwrap_or_else(|e| panic!("chunk {chunk}: {e}\nold:\n{old}\nnew:\n{new}"));
+        }
+        n
+    }
+
+    #[test]
+    fn raw_filter_recognises_unchanged_items_in_any_order() {
+        assert_eq!(diff(BASE, BASE), 3);
+        let swapped = BASE
+            .replace("  - {username: c, plugins: {key-auth: {key: kc}}}\n", "")
+            .replace(
+                "consumers:\n",
+                "consumers:\n  - {username: c, plugins: {key-auth: {key: kc}}}\n",
+            );
+        assert_eq!(diff(BASE, &swapped), 3);
+        // A changed item is read again; the others are recognised.
+        assert_eq!(diff(BASE, &BASE.replace("key: kb", "key: kB")), 2);
+        // Removed and added items.
+        let fewer = BASE.replace(
+            "  - {username: c, plugins: {key-auth: {key: kc}}}\n",
+            "  - {username: d}\n",
+        );
+        assert_eq!(diff(BASE, &fewer), 2);
+        // Other indentation reads the same but is other text: read again, still right.
+        let deeper = "routes: []\nconsumers:\n    - {username: a, plugins: {key-auth: {key: ka}}}\n    - {username: c, plugins: {key-auth: {key: kc}}}\n";
+        assert_eq!(diff(BASE, deeper), 0);
+        // An indentless list (the items at the key's own indentation).
+        let flat = BASE.replace("\n  ", "\n");
+        assert_eq!(diff(&flat, &flat), 3);
+    }
+
+    #[test]
+    fn raw_filter_never_changes_what_hostile_text_reads_as() {
+        let a = "  - {username: a, plugins: {key-auth: {key: ka}}}\n";
+        let hostile = [
+            // The list's text inside a quoted scalar, a block scalar, a flow collection.
+            format!("x: \"start\nconsumers:\n{a}  end\"\nconsumers:\n  - {{username: z}}\n"),
+            format!("x: 'start\nconsumers:\n{a}'\nconsumers:\n  - {{username: z}}\n"),
+            format!("notes: |\n  consumers:\n  {a}consumers:\n  - {{username: z}}\n{a}"),
+            format!("{{x: 1,\nconsumers:\n{a}}}\n"),
+            format!("consumers: [\n{a}]\n"),
+            format!("consumers:\n  - {{username: q, x: [\n{a}  ]}}\n{a}"),
+            format!("consumers:\n  - {{username: q, x: \"\n{a}  \"}}\n{a}"),
+            format!("consumers:\n  - {{username: q, x: '\n{a}  '}}\n{a}"),
+            format!("consumers:\n{a}  - username: q\n    x: \"abc\n{a}  \"\n{a}"),
+            format!("consumers:\n{a}  - username: q\n    x: 'abc\n{a}  '\n{a}"),
+            format!("consumers:\n{a}  - username: q\n    x: 'abc\n{a}'\n{a}"),
+            format!("consumers:\n{a}  - username: q # x: 'abc\n{a}{a}"),
+            format!("consumers:\n  - username: q\n    x: |\n{a}{a}"),
+            format!("consumers:\n  - {{username: q}} # {{\n{a}{a}"),
+            format!("consumers:\n  - {{username: q, k: a#b}}\n{a}  # c\n{a}"),
+            // Anchors, aliases, tags, merge keys.
+            format!(
+                "x: &k {{key: ka}}\nconsumers:\n{a}  - {{username: b, plugins: {{key-auth: *k}}}}\n{a}"
+            ),
+            format!(
+                "consumers:\n  - &n {{username: a, plugins: {{key-auth: {{key: ka}}}}}}\n  - *n\n{a}"
+            ),
+            format!("consumers:\n{a}  - !t {{username: b}}\n{a}  - {{<<: {{username: m}}}}\n"),
+            // Line ends, tabs, a byte order mark, document markers, comments.
+            BASE.replace('\n', "\r\n"),
+            format!("\u{feff}{BASE}"),
+            format!("consumers:\n{a}\t- {{username: t}}\n{a}"),
+            format!("---\nconsumers:\n{a}{a}...\n"),
+            format!("consumers:\n{a}# between\n{a}"),
+            format!("consumers:\n{a}\n\n{a}routes: []\n"),
+            format!("consumers:\n{a}  -\n    {{username: e}}\n{a}"),
+            format!("consumers:\n{a}consumers:\n{a}"),
+            format!("consumers:\n{a}   - {{username: off}}\n{a}"),
+            format!("consumers:\n{a} - {{username: off}}\n{a}"),
+            format!("consumers:\n{a}  - {{username: a}}]\n{a}"),
+            format!("consumers:\n{a}  - {{username: a}}}}{{\n    k: 1}}\n{a}"),
+            format!("consumers:\n{a}  - u: x}}\n    y: {{z: 1\n{a}"),
+            format!("consumers:\n{a}  - a\n  b\n{a}"),
+            format!("consumers:\n{a}  - a\n    b\n{a}"),
+            format!("consumers:\n{a}  - k: é\n{a}"),
+            format!("consumers:\n{a}  - k: \u{2028}x\n{a}"),
+            format!("consumers:\n{a}  - k: a\u{85}  - {{username: a}}\n{a}"),
+            format!("consumers:\n{a}"),
+            "consumers:\n".to_string(),
+            format!("consumers:\n{}", a.trim_end()),
+        ];
+        for new in &hostile {
+            for old in [BASE.to_string(), new.clone()] {
+                diff(&old, new);
+            }
+        }
+        // What the hostile texts are read as, recognised in a plain file next.
+        for old in &hostile {
+            diff(old, BASE);
+        }
+    }
+
+    /// Texts put together from a pool of lines (items, continuations, and everything the
+    /// filter must not be fooled by), edited, and read through the filter with random chunk
+    /// sizes: every filtered reading that succeeds must read as the plain one.
+    #[test]
+    fn raw_filter_random_texts_read_as_plain() {
+        const LINES: &[&str] = &[
+            "consumers:\n",
+            "routes: []\n",
+            "  - {username: a, plugins: {key-auth: {key: ka}}}\n",
+            "  - {username: b}\n",
+            "  - username: c\n",
+            "    plugins: {key-auth: {key: kc}}\n",
+            "    x: [1,\n",
+            "      2]\n",
+            "  - {username: d, x: [\n",
+            "  ]}\n",
+            "- {username: e}\n",
+            "  - x: \"q\n",
+            "  - x: 'q\n",
+            "    \"\n",
+            "  '\n",
+            "  # note\n",
+            "# top\n",
+            "x: |\n",
+            "  - {username: a, plugins: {key-auth: {key: ka}}}\n",
+            "\n",
+            "   - {username: f}\n",
+            "\t- {username: g}\n",
+            "  - {username: h}\r\n",
+            "  - &a {username: i}\n",
+            "  - *a\n",
+            "  - !t {username: j}\n",
+            "---\n",
+            "...\n",
+            "  - a\n",
+            "    b\n",
+            "  b\n",
+            "  - {username: k}}\n",
+            "  - {username: l]\n",
+            "  - [a, {b: c}]\n",
+            "y: {\n",
+            "}\n",
+            "  - {username: é}\n",
+            "#END\n",
+        ];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..1500 {
+            let mut old: Vec<&str> = vec!["consumers:\n"];
+            for _ in 0..rnd(12) {
+                old.push(LINES[rnd(LINES.len())]);
+            }
+            let mut new = old.clone();
+            for _ in 0..rnd(4) {
+                let k = rnd(new.len() + 1);
+                match rnd(3) {
+                    0 => new.insert(k, LINES[rnd(LINES.len())]),
+                    1 if k < new.len() => drop(new.remove(k)),
+                    _ if k < new.len() => {
+                        let other = rnd(new.len());
+                        new.swap(k, other);
+                    }
+                    _ => {}
+                }
+            }
+            let (old, new) = (old.concat(), new.concat());
+            let chunk = 1 + rnd(40);
+            if let Err(e) = raw_filter_differential(old.as_bytes(), new.as_bytes(), chunk) {
+                panic!("chunk {chunk}: {e}\nold:\n{old}\nnew:\n{new}");
+            }
+        }
+    }
+
+    #[test]
+    fn raw_filter_handles_lists_longer_than_what_libyaml_reads_ahead() {
+        let mut text = String::from("routes: []\nconsumers:\n");
+        for i in 0..6000 {
+            text.push_str(&format!(
+                "  - {{username: c{i}, plugins: {{key-auth: {{key: k{i}}}}}}}\n"
+            ));
+        }
+        text.push_str("#END\n");
+        assert_eq!(diff(&text, &text), 6000);
+        let changed = text.replace("key: k4000}", "key: other}");
+        assert_eq!(diff(&text, &changed), 5999);
+        // Not the streamed list (anchored): nothing recognised, and the queue does not grow.
+        let anchored = text.replace("consumers:\n", "consumers: &all\n");
+        assert_eq!(diff(&text, &anchored), 0);
     }
 
     #[test]

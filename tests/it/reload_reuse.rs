@@ -203,3 +203,61 @@ fn a_big_file_reload_shares_all_but_what_changed() {
         "c00000"
     );
 }
+
+#[test]
+fn a_big_file_reload_is_not_fooled_by_unchanged_text_inside_a_string() {
+    // Over 1 MiB, so unchanged entries are recognised from their raw text. Two entries whose
+    // text did not change now sit inside a quoted string that c10000's entry opens: they are
+    // no longer consumers, and the string holds their text, as a full load reads it.
+    let up = Upstream::start("up");
+    let line =
+        |i: usize| format!("  - {{username: c{i:05}, plugins: {{key-auth: {{key: k{i:05}}}}}}}\n");
+    let body = |quoted: bool| {
+        let mut s = String::new();
+        for i in 0..20_000 {
+            if quoted && i == 10_000 {
+                s.push_str(&format!(
+                    "  - username: c{i:05}\n    plugins: {{key-auth: {{key: k{i:05}}}}}\n    desc: \"start\n"
+                ));
+            } else {
+                s.push_str(&line(i));
+            }
+            if quoted && i == 10_002 {
+                s.push_str("  end\"\n");
+            }
+        }
+        s
+    };
+    let first = config(&up, &body(false));
+    assert!(first.len() > 1 << 20);
+    let gw = Gateway::start(&first);
+    assert_eq!(
+        username(&get(&gw, "/any", &[("apikey", "k10001")])),
+        "c10001"
+    );
+    let v0 = gw.config_version();
+    gw.write_file("resources.yaml", &config(&up, &body(true)));
+    gw.wait_reload(&v0);
+    assert_eq!(
+        username(&get(&gw, "/any", &[("apikey", "k10000")])),
+        "c10000"
+    );
+    assert_eq!(
+        status(&gw, "/any", "k10001"),
+        401,
+        "c10001 is text in a string now"
+    );
+    assert_eq!(
+        status(&gw, "/any", "k10002"),
+        401,
+        "c10002 is text in a string now"
+    );
+    assert_eq!(
+        username(&get(&gw, "/any", &[("apikey", "k10003")])),
+        "c10003"
+    );
+    assert_eq!(
+        username(&get(&gw, "/any", &[("apikey", "k19999")])),
+        "c19999"
+    );
+}
