@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${1:-60}"
-targets="${FUZZ_TARGETS:-resources tape path router auth}"
+targets="${FUZZ_TARGETS:-resources tape rawtext path router auth}"
 export RUSTC_BOOTSTRAP=1
 
 if ! command -v cargo-fuzz >/dev/null; then
