@@ -71,6 +71,7 @@ echo_port=$(free_port)
 "$ECHO_BIN" "127.0.0.1:$echo_port" 2>"$tmp/echo.log" &
 pids+=($!)
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$echo_port/" && break; sleep 0.1; done
+curl -s -o /dev/null "http://127.0.0.1:$echo_port/" || { log "the echo upstream did not start:"; cat "$tmp/echo.log" >&2; exit 1; }
 
 python3 "$here/gen.py" "$N" "127.0.0.1:$echo_port" "$tmp/resources.yaml"
 gw_port=$(free_port)

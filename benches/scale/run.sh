@@ -104,6 +104,7 @@ echo_port=$(free_port)
 "$ECHO_BIN" "127.0.0.1:$echo_port" 2>"$tmp/echo.log" &
 pids+=($!)
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$echo_port/" && break; sleep 0.1; done
+curl -s -o /dev/null "http://127.0.0.1:$echo_port/" || { log "the echo upstream did not start:"; cat "$tmp/echo.log" >&2; exit 1; }
 
 table="| consumers | check (peak RSS) | start to listening | steady RSS | peak RSS (load) | one key: req/s, p99 (each run) | random keys: req/s, p99 (each run) | random / one key: req/s, p99 | RSS after | SIGHUP reload | peak RSS (reload) | during reload: failed, max latency |
 |---|---|---|---|---|---|---|---|---|---|---|---|"
