@@ -37,31 +37,8 @@ if [ "$BUILD" = 1 ]; then
 fi
 [ "$WRK" = 0 ] || command -v wrk >/dev/null || { log "wrk is not installed"; exit 1; }
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-used=" "
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-60999)
-        case "$used" in *" $p "*) continue ;; esac
-        if ! (: >"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            used="$used$p "
-            echo "$p"
-            return
-        fi
-    done
-}
-now() { date +%s.%N; }
+# shellcheck source=benches/scale/common.sh
+source "$here/common.sh"
 kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 mb() { awk -v x="$1" 'BEGIN {printf "%.0f", x * 1024 / 1e6}'; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -39,35 +39,8 @@ command -v python3 >/dev/null || { log "python3 is needed to write the configs";
 if [ "$BUILD" = 1 ]; then
     cargo build --release --bin tollgate --example echo
 fi
-for bin in "$TOLLGATE_BIN" "$ECHO_BIN"; do
-    [ -x "$bin" ] || { log "$bin not found (cargo build --release --bin tollgate --example echo)"; exit 1; }
-done
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-used=" "
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-60999)
-        case "$used" in *" $p "*) continue ;; esac
-        if ! (: >"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            used="$used$p "
-            echo "$p"
-            return
-        fi
-    done
-}
-now() { date +%s.%N; }
+# shellcheck source=benches/scale/common.sh
+source "$here/common.sh"
 secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f s", b - a}'; }
 # VmRSS or VmHWM of PID in MB (10^6 bytes)
 mem() { awk -v k="$2:" '$1 == k {printf "%.0f MB", $2 * 1024 / 1e6}' "/proc/$1/status"; }
