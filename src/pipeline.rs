@@ -3,6 +3,7 @@
 //! Each step reads the snapshot only; the awaits are a password-hash check on a cache miss and
 //! the limiter.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -65,6 +66,18 @@ pub struct RequestInfo {
     pub now: SystemTime,
 }
 
+/// The path as the client wrote it: raw bytes for an origin-form target (non-UTF-8 kept), the
+/// path component of an absolute-form one; and whether the target was origin-form.
+pub(crate) fn client_path(req: &RequestHeader) -> (&[u8], bool) {
+    let target = req.raw_path();
+    if target.first() == Some(&b'/') {
+        let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+        (path, true)
+    } else {
+        (req.uri.path().as_bytes(), false)
+    }
+}
+
 /// Runs every step; an `Err` is answered as is.
 pub async fn run(
     snap: &Snapshot,
@@ -79,25 +92,21 @@ pub async fn run(
         identity,
         running: Running::default(),
     };
-    // The path as the client wrote it: raw bytes for an origin-form target (non-UTF-8 kept),
-    // the path component of an absolute-form one.
-    let target = req.raw_path();
-    let origin_form = target.first() == Some(&b'/');
-    let raw = if origin_form {
-        target.split(|&b| b == b'?').next().unwrap_or_default()
-    } else {
-        req.uri.path().as_bytes()
-    };
+    let (raw, origin_form) = client_path(req);
     let NormalPath { matching, upstream } = path::normalize(raw)
         .map_err(|_| reject(Reject::bad_request(), RejectKind::BadRequest, None, None))?;
-    let host = req
-        .uri
-        .host()
-        .or_else(|| {
-            req.headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
+    // The host is read only when some route is bound to hosts.
+    let host = snap
+        .router
+        .routes_by_host()
+        .then(|| {
+            req.uri.host().or_else(|| {
+                req.headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
         })
+        .flatten()
         .map(request_host);
     let method = req.method.as_str().as_bytes();
     let route_id = snap
@@ -113,6 +122,9 @@ pub async fn run(
         })?;
     let route = snap.route(route_id);
     let mut running = Running::default();
+    if let Cow::Owned(p) = &matching {
+        running.path = Some(p.as_slice().into());
+    }
 
     // Registry plugins that run before authentication (cors, ip-restriction, request-id...).
     let anonymous_view = RequestView {
@@ -134,20 +146,15 @@ pub async fn run(
         route: &route.plugins.extra,
         consumer: &[],
     };
-    run_registry(
-        &mut running,
-        &matching,
-        &anonymous_view,
-        instances.pre_auth(),
-    )
-    .await
-    .map_err(|(r, name, running)| Rejection {
-        reject: r,
-        kind: RejectKind::Plugin(name),
-        route: Some(route_id),
-        identity: None,
-        running,
-    })?;
+    run_registry(&mut running, &anonymous_view, instances.pre_auth())
+        .await
+        .map_err(|(r, name, running)| Rejection {
+            reject: r,
+            kind: RejectKind::Plugin(name),
+            route: Some(route_id),
+            identity: None,
+            running,
+        })?;
 
     // Auth.
     let ar = AuthRequest {
@@ -179,7 +186,7 @@ pub async fn run(
         consumer_labels: consumer.map_or(&[][..], |c| &c.labels[..]),
         ..anonymous_view
     };
-    run_registry(&mut running, &matching, &post_view, instances.post_auth())
+    run_registry(&mut running, &post_view, instances.post_auth())
         .await
         .map_err(|(r, name, running)| Rejection {
             reject: r,
@@ -295,19 +302,20 @@ impl<'a> Iterator for PostAuthIter<'a> {
 /// instances that ran, for their `done`).
 async fn run_registry<'a>(
     running: &mut Running,
-    matching: &[u8],
     view: &RequestView<'_>,
     list: impl Iterator<Item = &'a Named>,
 ) -> Result<(), (Reject, &'static str, Running)> {
     for (_, p) in list {
-        if running.path.is_empty() {
-            running.path = matching.to_vec().into_boxed_slice();
-        }
         let mut state = None;
-        let step = p.request(view, &mut state).await;
+        let step = match p.request(view, &mut state) {
+            Some(step) => step,
+            None => p.request_io(view, &mut state).await,
+        };
         running.list.push((p.clone(), state));
-        if let Step::Respond(r) = step {
-            return Err((r, p.name(), std::mem::take(running)));
+        match step {
+            Step::Continue => {}
+            Step::Respond(r) => return Err((r, p.name(), std::mem::take(running))),
+            Step::Delay(d) => tokio::time::sleep(d).await,
         }
     }
     Ok(())

@@ -23,7 +23,7 @@ use crate::headers;
 use crate::limiter::Limiter;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::{self, Decision, RejectKind, RequestInfo};
-use crate::plugins::shape::{RequestView, Running};
+use crate::plugins::shape::{LazyView, RequestView, Running};
 use crate::reject::Reject;
 use crate::reload::{ConfigStore, Live};
 use crate::snapshot::{RouteId, Snapshot};
@@ -223,15 +223,15 @@ fn rewrite_reject(
     }
     let mut h = reject_header(r)?;
     let mut body = Some(r.body.clone());
-    let view = view_of(
+    let view = LazyView::from(view_of(
         snap,
         route_id,
         identity,
-        &running.path,
+        running.path(session.req_header()),
         session,
         None,
         limiter,
-    );
+    ));
     let mut result = Ok(());
     for (p, state) in &mut list {
         result = result.and(p.response(&mut h, &view, state));
@@ -610,7 +610,8 @@ impl ProxyHttp for Gateway {
         }
         forwarded_headers(session, req)?;
         if !d.running.list.is_empty() {
-            let view = request_view(snap, d, session, ctx.upstream_addr, &self.limiter);
+            let make = || request_view(snap, d, session, ctx.upstream_addr, &self.limiter);
+            let view = LazyView::new(&make);
             for (p, state) in &d.running.list {
                 p.upstream_request(req, &view, state)?;
             }
@@ -630,7 +631,8 @@ impl ProxyHttp for Gateway {
             && !d.running.list.is_empty()
         {
             let mut list = std::mem::take(&mut d.running.list);
-            let view = request_view(snap, d, session, upstream, &self.limiter);
+            let make = || request_view(snap, d, session, upstream, &self.limiter);
+            let view = LazyView::new(&make);
             let mut result = Ok(());
             for (p, state) in &mut list {
                 result = result.and(p.response(resp, &view, state));
@@ -1035,7 +1037,7 @@ fn request_view<'a>(
         snap,
         d.route,
         d.identity,
-        &d.running.path,
+        d.running.path(session.req_header()),
         session,
         upstream,
         limiter,

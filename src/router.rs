@@ -177,6 +177,11 @@ impl Router {
         }
     }
 
+    /// Whether some route is bound to hosts: otherwise [`Router::find`] needs no host.
+    pub fn routes_by_host(&self) -> bool {
+        !self.exact_hosts.is_empty() || !self.wildcard_hosts.is_empty()
+    }
+
     /// Finds the route for a request. `host` is lower case without port; `path` normalised.
     pub fn find(
         &self,

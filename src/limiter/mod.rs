@@ -282,19 +282,37 @@ impl Limiter {
         counter: CounterKey,
         now: Instant,
     ) -> Result<Quota, LimiterError> {
+        match (
+            self.acquire_now(policy, count, window_ms, counter, now),
+            policy,
+        ) {
+            (Some(quota), _) => quota,
+            (None, LimitPolicy::Redis(settings)) => {
+                self.redis
+                    .acquire_remote(settings, counter, count, window_ms)
+                    .await
+            }
+            (None, LimitPolicy::Local) => unreachable!("local counters answer at once"),
+        }
+    }
+
+    /// [`Limiter::acquire`] when it needs no round trip (local counters, and redis ones with
+    /// `sync_interval`); `None` when it must ask redis.
+    pub fn acquire_now(
+        &self,
+        policy: &LimitPolicy,
+        count: u64,
+        window_ms: u64,
+        counter: CounterKey,
+        now: Instant,
+    ) -> Option<Result<Quota, LimiterError>> {
         let now_ms = self.ms(now);
         match policy {
-            LimitPolicy::Local => Ok(self.local.acquire(counter, count, window_ms, now_ms)),
-            LimitPolicy::Redis(settings) => match settings.sync_interval {
-                Some(_) => self
-                    .redis
-                    .acquire_synced(settings, counter, count, window_ms, now_ms),
-                None => {
-                    self.redis
-                        .acquire_remote(settings, counter, count, window_ms)
-                        .await
-                }
-            },
+            LimitPolicy::Local => Some(Ok(self.local.acquire(counter, count, window_ms, now_ms))),
+            LimitPolicy::Redis(settings) => settings.sync_interval.map(|_| {
+                self.redis
+                    .acquire_synced(settings, counter, count, window_ms, now_ms)
+            }),
         }
     }
 

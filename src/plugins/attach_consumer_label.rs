@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use http::HeaderName;
 use pingora_http::{ParsedHeaderName, RequestHeader};
 use serde::Deserialize;
 
-use super::shape::{CompileCx, CompileError, Instance, Plugin, RequestView, State};
+use super::shape::{CompileCx, CompileError, Instance, LazyView, Plugin, State};
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +52,6 @@ pub(crate) fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, Comp
     }))
 }
 
-#[async_trait]
 impl Plugin for AttachConsumerLabel {
     fn name(&self) -> &'static str {
         "attach-consumer-label"
@@ -71,9 +69,10 @@ impl Plugin for AttachConsumerLabel {
     fn upstream_request(
         &self,
         req: &mut RequestHeader,
-        r: &RequestView<'_>,
+        r: &LazyView<'_>,
         _state: &State,
     ) -> pingora_core::Result<()> {
+        let r = r.get();
         for (name, label) in self.headers.iter() {
             if let Some((_, v)) = r.consumer_labels.iter().find(|(k, _)| **k == **label) {
                 req.insert_parsed_header(name, v.clone())?;

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::Deserialize;
 
 use crate::config::raw::MethodConf;
@@ -196,7 +195,6 @@ impl Restriction {
     }
 }
 
-#[async_trait]
 impl Plugin for Restriction {
     fn name(&self) -> &'static str {
         "consumer-restriction"
@@ -211,17 +209,19 @@ impl Plugin for Restriction {
         false
     }
 
-    async fn request(&self, r: &RequestView<'_>, _state: &mut State) -> Step {
+    fn request(&self, r: &RequestView<'_>, _state: &mut State) -> Option<Step> {
         let value = match self.kind {
             RestrictionType::ConsumerName => r.consumer,
             RestrictionType::ConsumerGroupId => r.consumer_group,
             RestrictionType::ServiceId => r.service_id,
             RestrictionType::RouteId => Some(r.route_id),
         };
-        match self.check(value, method_bit(r.req.method.as_str().as_bytes())) {
-            Ok(()) => Step::Continue,
-            Err(reject) => Step::Respond(reject.clone()),
-        }
+        Some(
+            match self.check(value, method_bit(r.req.method.as_str().as_bytes())) {
+                Ok(()) => Step::Continue,
+                Err(reject) => Step::Respond(reject.clone()),
+            },
+        )
     }
 }
 

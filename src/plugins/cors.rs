@@ -16,7 +16,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, header};
 use pingora_http::ResponseHeader;
@@ -24,7 +23,7 @@ use regex::RegexSet;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::shape::{CompileCx, CompileError, Instance, Plugin, RequestView, State, Step};
+use super::shape::{CompileCx, CompileError, Instance, LazyView, Plugin, RequestView, State, Step};
 use crate::reject::Reject;
 
 /// The APISIX conf.
@@ -266,7 +265,6 @@ impl Origins {
     }
 }
 
-#[async_trait]
 impl Plugin for Cors {
     fn name(&self) -> &'static str {
         "cors"
@@ -276,7 +274,7 @@ impl Plugin for Cors {
         4000
     }
 
-    async fn request(&self, r: &RequestView<'_>, state: &mut State) -> Step {
+    fn request(&self, r: &RequestView<'_>, state: &mut State) -> Option<Step> {
         *state = Some(Box::new(Seen {
             origin: r.req.headers.get(header::ORIGIN).cloned(),
             request_headers: r
@@ -286,15 +284,15 @@ impl Plugin for Cors {
                 .cloned(),
         }));
         if r.req.method == http::Method::OPTIONS {
-            return Step::Respond(preflight());
+            return Some(Step::Respond(preflight()));
         }
-        Step::Continue
+        Some(Step::Continue)
     }
 
     fn response(
         &self,
         resp: &mut ResponseHeader,
-        _r: &RequestView<'_>,
+        _r: &LazyView<'_>,
         state: &mut State,
     ) -> pingora_core::Result<()> {
         let Some(seen) = state.as_ref().and_then(|s| s.downcast_ref::<Seen>()) else {

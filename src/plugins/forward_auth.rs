@@ -26,7 +26,7 @@ use pingora_core::upstreams::peer::{ALPN, HttpPeer};
 use pingora_http::RequestHeader;
 use serde::Deserialize;
 
-use super::shape::{CompileCx, CompileError, Instance, Plugin, RequestView, State, Step};
+use super::shape::{CompileCx, CompileError, Instance, LazyView, Plugin, RequestView, State, Step};
 use crate::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::reject::Reject;
 
@@ -491,7 +491,11 @@ impl Plugin for ForwardAuth {
         2002
     }
 
-    async fn request(&self, r: &RequestView<'_>, state: &mut State) -> Step {
+    fn request(&self, _r: &RequestView<'_>, _state: &mut State) -> Option<Step> {
+        None
+    }
+
+    async fn request_io(&self, r: &RequestView<'_>, state: &mut State) -> Step {
         let answer = match self.auth_request(r) {
             Ok(req) => self.call(&req).await,
             Err(e) => Err(e),
@@ -560,7 +564,7 @@ impl Plugin for ForwardAuth {
     fn upstream_request(
         &self,
         req: &mut RequestHeader,
-        _r: &RequestView<'_>,
+        _r: &LazyView<'_>,
         state: &State,
     ) -> pingora_core::Result<()> {
         let Some(set) = state

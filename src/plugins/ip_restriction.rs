@@ -11,7 +11,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -133,7 +132,6 @@ impl IpRestriction {
     }
 }
 
-#[async_trait]
 impl Plugin for IpRestriction {
     fn name(&self) -> &'static str {
         "ip-restriction"
@@ -143,12 +141,12 @@ impl Plugin for IpRestriction {
         3000
     }
 
-    async fn request(&self, r: &RequestView<'_>, _state: &mut State) -> Step {
-        if self.allows(r.remote) {
+    fn request(&self, r: &RequestView<'_>, _state: &mut State) -> Option<Step> {
+        Some(if self.allows(r.remote) {
             Step::Continue
         } else {
             Step::Respond(self.rejection.clone())
-        }
+        })
     }
 }
 

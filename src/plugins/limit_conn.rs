@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -294,7 +293,6 @@ pub(crate) fn compile(conf: &Conf, cx: &CompileCx<'_>) -> Result<Instance, Compi
     }))
 }
 
-#[async_trait]
 impl Plugin for LimitConn {
     fn name(&self) -> &'static str {
         "limit-conn"
@@ -304,21 +302,23 @@ impl Plugin for LimitConn {
         1003
     }
 
-    async fn request(&self, r: &RequestView<'_>, state: &mut State) -> Step {
+    fn request(&self, r: &RequestView<'_>, state: &mut State) -> Option<Step> {
         let key = self.counts.keys.key("limit-conn", &self.key, r);
         let Some(delay) = self.counts.incoming(key, self.conn, self.burst) else {
-            return Step::Respond(self.rejection.clone());
+            return Some(Step::Respond(self.rejection.clone()));
         };
-        // The guard is in the state before any await: a dropped request still gives it back.
+        // The guard is in the state, which the pipeline keeps before it waits out the delay:
+        // a request dropped while waiting still gives the slot back.
         *state = Some(Box::new(Slot {
             counts: self.counts.clone(),
             key,
             admitted: Instant::now() + delay,
         }));
-        if delay >= Duration::from_millis(1) {
-            tokio::time::sleep(delay).await;
-        }
-        Step::Continue
+        Some(if delay >= Duration::from_millis(1) {
+            Step::Delay(delay)
+        } else {
+            Step::Continue
+        })
     }
 
     fn done(&self, state: &mut State) {

@@ -19,11 +19,12 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use sha2::{Digest, Sha256};
 
-use super::shape::{Plugin, RequestView, State, Step};
+use super::shape::{LazyView, Plugin, RequestView, State, Step};
 use crate::addr::ip_str;
 use crate::headers::{number_value, write};
 use crate::limiter::{
-    CounterKey, KeyBuilder, LimitPolicy, LocalPrefix, Quota, RedisSettings, RedisTarget,
+    CounterKey, KeyBuilder, LimitPolicy, LimiterError, LocalPrefix, Quota, RedisSettings,
+    RedisTarget,
 };
 use crate::reject::Reject;
 use crate::secret::Secret;
@@ -299,24 +300,15 @@ pub(crate) fn degraded_total() -> u64 {
     DEGRADED.load(Ordering::Relaxed)
 }
 
-#[async_trait]
-impl Plugin for LimitCountPlugin {
-    fn name(&self) -> &'static str {
-        "limit-count"
-    }
-
-    fn priority(&self) -> i32 {
-        1002
-    }
-
-    async fn request(&self, r: &RequestView<'_>, state: &mut State) -> Step {
-        let (key, source) = self.request_key(r);
-        warn_fallback(source, &self.fallback_warned, "limit-count", r.route_id);
+impl LimitCountPlugin {
+    /// The request step's answer from the counter's.
+    fn decide(
+        &self,
+        quota: Result<Quota, LimiterError>,
+        r: &RequestView<'_>,
+        state: &mut State,
+    ) -> Step {
         let lc = &self.conf;
-        let quota = r
-            .limiter
-            .acquire(&lc.policy, lc.count, lc.window_ms, key, Instant::now())
-            .await;
         match quota {
             Ok(q) if q.allowed => {
                 if lc.show_limit_quota_header {
@@ -347,13 +339,45 @@ impl Plugin for LimitCountPlugin {
             }
         }
     }
+}
+
+#[async_trait]
+impl Plugin for LimitCountPlugin {
+    fn name(&self) -> &'static str {
+        "limit-count"
+    }
+
+    fn priority(&self) -> i32 {
+        1002
+    }
+
+    fn request(&self, r: &RequestView<'_>, state: &mut State) -> Option<Step> {
+        let (key, source) = self.request_key(r);
+        let lc = &self.conf;
+        let quota =
+            r.limiter
+                .acquire_now(&lc.policy, lc.count, lc.window_ms, key, Instant::now())?;
+        warn_fallback(source, &self.fallback_warned, "limit-count", r.route_id);
+        Some(self.decide(quota, r, state))
+    }
+
+    async fn request_io(&self, r: &RequestView<'_>, state: &mut State) -> Step {
+        let (key, source) = self.request_key(r);
+        warn_fallback(source, &self.fallback_warned, "limit-count", r.route_id);
+        let lc = &self.conf;
+        let quota = r
+            .limiter
+            .acquire(&lc.policy, lc.count, lc.window_ms, key, Instant::now())
+            .await;
+        self.decide(quota, r, state)
+    }
 
     /// The quota headers, on every answer of a request that was counted (the upstream's, a
     /// 429/503 of its own or a later plugin's, a 502).
     fn response(
         &self,
         resp: &mut ResponseHeader,
-        _r: &RequestView<'_>,
+        _r: &LazyView<'_>,
         state: &mut State,
     ) -> pingora_core::Result<()> {
         if let Some(q) = state.as_ref().and_then(|s| s.downcast_ref::<Quota>()) {

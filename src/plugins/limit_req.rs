@@ -23,7 +23,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -385,7 +384,6 @@ pub(crate) fn compile(conf: &Conf, cx: &CompileCx<'_>) -> Result<Instance, Compi
     }))
 }
 
-#[async_trait]
 impl Plugin for LimitReq {
     fn name(&self) -> &'static str {
         "limit-req"
@@ -395,17 +393,15 @@ impl Plugin for LimitReq {
         1001
     }
 
-    async fn request(&self, r: &RequestView<'_>, _state: &mut State) -> Step {
+    fn request(&self, r: &RequestView<'_>, _state: &mut State) -> Option<Step> {
         let key = self.buckets.keys.key("limit-req", &self.key, r);
-        match self.buckets.incoming(key, self.rate, self.burst, now_ms()) {
-            Admit::Rejected => Step::Respond(self.rejection.clone()),
-            Admit::Delay(d) => {
-                if !self.nodelay && d >= Duration::from_millis(1) {
-                    tokio::time::sleep(d).await;
-                }
-                Step::Continue
-            }
-        }
+        Some(
+            match self.buckets.incoming(key, self.rate, self.burst, now_ms()) {
+                Admit::Rejected => Step::Respond(self.rejection.clone()),
+                Admit::Delay(d) if !self.nodelay && d >= Duration::from_millis(1) => Step::Delay(d),
+                Admit::Delay(_) => Step::Continue,
+            },
+        )
     }
 }
 

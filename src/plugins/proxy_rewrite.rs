@@ -13,14 +13,13 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use http::{HeaderName, HeaderValue, Method};
 use pingora_http::RequestHeader;
 use regex::bytes::Regex;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use super::shape::{CompileCx, CompileError, Instance, Plugin, RequestView, State};
+use super::shape::{CompileCx, CompileError, Instance, LazyView, Plugin, RequestView, State};
 use super::vars::{Template, VarCx, When, yaml_scalar};
 
 /// The APISIX conf.
@@ -461,7 +460,6 @@ fn header_value(t: &Template, cx: &VarCx<'_>) -> Option<HeaderValue> {
     v
 }
 
-#[async_trait]
 impl Plugin for ProxyRewrite {
     fn name(&self) -> &'static str {
         "proxy-rewrite"
@@ -474,9 +472,10 @@ impl Plugin for ProxyRewrite {
     fn upstream_request(
         &self,
         req: &mut RequestHeader,
-        r: &RequestView<'_>,
+        r: &LazyView<'_>,
         _state: &State,
     ) -> pingora_core::Result<()> {
+        let r = r.get();
         let (target, captures) = self.new_target(r);
         if let Some(w) = target {
             let mut t = w.out;
@@ -559,7 +558,7 @@ mod tests {
             consumer: Some("jack"),
             consumer_group: None,
         };
-        p.upstream_request(&mut up, &view, &None).unwrap();
+        p.upstream_request(&mut up, &view.into(), &None).unwrap();
         up
     }
 
@@ -647,7 +646,7 @@ method: POST
             consumer: Some("jack"),
             consumer_group: None,
         };
-        p.upstream_request(&mut up, &view, &None).unwrap();
+        p.upstream_request(&mut up, &view.into(), &None).unwrap();
         let all = |n: &str| -> Vec<&str> {
             up.headers
                 .get_all(n)

@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use http::HeaderValue;
 use pingora_http::{ParsedHeaderName, RequestHeader, ResponseHeader};
 use serde::Deserialize;
 
-use super::shape::{CompileCx, CompileError, Instance, Plugin, RequestView, State, Step};
+use super::shape::{CompileCx, CompileError, Instance, LazyView, Plugin, RequestView, State, Step};
 
 /// The APISIX conf.
 #[derive(Debug, Clone, Deserialize)]
@@ -81,7 +80,6 @@ pub(crate) fn compile(conf: &Conf, _cx: &CompileCx<'_>) -> Result<Instance, Comp
     }))
 }
 
-#[async_trait]
 impl Plugin for RequestId {
     fn name(&self) -> &'static str {
         "request-id"
@@ -98,20 +96,20 @@ impl Plugin for RequestId {
             .and_then(|v| v.to_str().ok())
     }
 
-    async fn request(&self, r: &RequestView<'_>, state: &mut State) -> Step {
+    fn request(&self, r: &RequestView<'_>, state: &mut State) -> Option<Step> {
         let id = match r.req.headers.get(self.header.name()) {
             Some(v) => v.clone(),
             None => HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
                 .unwrap_or(HeaderValue::from_static("0")),
         };
         *state = Some(Box::new(id));
-        Step::Continue
+        Some(Step::Continue)
     }
 
     fn upstream_request(
         &self,
         req: &mut RequestHeader,
-        _r: &RequestView<'_>,
+        _r: &LazyView<'_>,
         state: &State,
     ) -> pingora_core::Result<()> {
         if let Some(id) = state.as_ref().and_then(|s| s.downcast_ref::<HeaderValue>()) {
@@ -123,7 +121,7 @@ impl Plugin for RequestId {
     fn response(
         &self,
         resp: &mut ResponseHeader,
-        _r: &RequestView<'_>,
+        _r: &LazyView<'_>,
         state: &mut State,
     ) -> pingora_core::Result<()> {
         if !self.include_in_response {

@@ -15,7 +15,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -25,7 +24,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::proxy_rewrite::{Repl, expand, parse_replacement};
-use super::shape::{CompileCx, CompileError, Instance, Plugin, RequestView, State};
+use super::shape::{CompileCx, CompileError, Instance, LazyView, Plugin, State};
 use super::vars::{Template, Var, VarCx, When, yaml_scalar};
 
 /// tollgate's default for `max_resp_body_size`: the most a filtered body may hold in memory.
@@ -627,7 +626,6 @@ fn header_value(t: &Template, cx: &VarCx<'_>) -> Option<HeaderValue> {
     }
 }
 
-#[async_trait]
 impl Plugin for ResponseRewrite {
     fn name(&self) -> &'static str {
         "response-rewrite"
@@ -640,9 +638,10 @@ impl Plugin for ResponseRewrite {
     fn response(
         &self,
         resp: &mut ResponseHeader,
-        r: &RequestView<'_>,
+        r: &LazyView<'_>,
         state: &mut State,
     ) -> pingora_core::Result<()> {
+        let r = r.get();
         if let Some(e) = &self.vars {
             let cx = VarCx {
                 view: r,
@@ -769,7 +768,7 @@ impl Plugin for ResponseRewrite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::shape::Side;
+    use crate::plugins::shape::{RequestView, Side};
     use pingora_http::RequestHeader;
 
     fn cx() -> CompileCx<'static> {
@@ -814,7 +813,7 @@ mod tests {
         resp.insert_header("Content-Length", len).unwrap();
         resp.insert_header("ETag", "\"x\"").unwrap();
         let mut state = None;
-        p.response(&mut resp, &view, &mut state).unwrap();
+        p.response(&mut resp, &view.into(), &mut state).unwrap();
         let mut out = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
             let mut b = Some(Bytes::copy_from_slice(c.as_bytes()));

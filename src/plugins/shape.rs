@@ -29,6 +29,9 @@ pub enum Step {
     Continue,
     /// Answer the client now (a rejection, or a CORS preflight): nothing reaches the upstream.
     Respond(Reject),
+    /// Continue after this long (limit-req and limit-conn holding a request back); the
+    /// pipeline waits, with the instance's state already kept for `done`.
+    Delay(std::time::Duration),
 }
 
 /// Per-request, per-instance state a plugin keeps between its hooks (a request id, the CORS
@@ -56,6 +59,40 @@ pub struct RequestView<'a> {
     pub consumer_labels: &'a [(Box<str>, http::HeaderValue)],
     /// The counters of limit-count, which outlive config snapshots.
     pub limiter: &'a crate::limiter::Limiter,
+}
+
+/// A [`RequestView`] for the hooks after the request step, built when a plugin first reads
+/// it: most of those hooks never do (they read their own state).
+pub struct LazyView<'a> {
+    make: Option<&'a dyn Fn() -> RequestView<'a>>,
+    view: std::cell::OnceCell<RequestView<'a>>,
+}
+
+impl<'a> LazyView<'a> {
+    /// A view `make` builds on first use.
+    pub fn new(make: &'a dyn Fn() -> RequestView<'a>) -> LazyView<'a> {
+        LazyView {
+            make: Some(make),
+            view: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The view.
+    pub fn get(&self) -> &RequestView<'a> {
+        self.view.get_or_init(|| match self.make {
+            Some(make) => make(),
+            None => unreachable!("a view given built has its value"),
+        })
+    }
+}
+
+impl<'a> From<RequestView<'a>> for LazyView<'a> {
+    fn from(view: RequestView<'a>) -> LazyView<'a> {
+        LazyView {
+            make: None,
+            view: std::cell::OnceCell::from(view),
+        }
+    }
 }
 
 /// Where a plugin conf is written: on a route, service, plugin config or global rule, or on a
@@ -100,8 +137,15 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
         &[]
     }
 
-    /// Request time, after routing: continue, or answer the client.
-    async fn request(&self, _r: &RequestView<'_>, _state: &mut State) -> Step {
+    /// Request time, after routing: continue, answer the client, or continue after a delay.
+    /// `None` when the answer needs I/O (a remote counter, an auth service): the pipeline then
+    /// awaits [`Plugin::request_io`]. Deciding here costs no allocation; `request_io` is boxed.
+    fn request(&self, _r: &RequestView<'_>, _state: &mut State) -> Option<Step> {
+        Some(Step::Continue)
+    }
+
+    /// The request step of a plugin whose [`Plugin::request`] returned `None`.
+    async fn request_io(&self, _r: &RequestView<'_>, _state: &mut State) -> Step {
         Step::Continue
     }
 
@@ -109,7 +153,7 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
     fn upstream_request(
         &self,
         _req: &mut RequestHeader,
-        _r: &RequestView<'_>,
+        _r: &LazyView<'_>,
         _state: &State,
     ) -> pingora_core::Result<()> {
         Ok(())
@@ -119,7 +163,7 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
     fn response(
         &self,
         _resp: &mut ResponseHeader,
-        _r: &RequestView<'_>,
+        _r: &LazyView<'_>,
         _state: &mut State,
     ) -> pingora_core::Result<()> {
         Ok(())
@@ -153,11 +197,20 @@ pub(crate) type Named = (&'static str, Instance);
 #[derive(Debug, Default)]
 pub struct Running {
     pub list: Vec<(Instance, State)>,
-    /// The normalised path, kept for the later hooks' [`RequestView`] (empty when no plugin).
-    pub path: Box<[u8]>,
+    /// The normalised path when it differs from the one the client sent
+    /// ([`crate::pipeline::client_path`]), for the later hooks' [`RequestView`].
+    pub path: Option<Box<[u8]>>,
 }
 
 impl Running {
+    /// The normalised path of `req`, the request this ran for.
+    pub fn path<'a>(&'a self, req: &'a RequestHeader) -> &'a [u8] {
+        match &self.path {
+            Some(p) => p,
+            None => crate::pipeline::client_path(req).0,
+        }
+    }
+
     /// Whether any instance filters the response body.
     pub fn filters_body(&self) -> bool {
         self.list.iter().any(|(p, _)| p.filters_body())
