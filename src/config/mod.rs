@@ -48,6 +48,9 @@ pub struct LoadReport {
     pub result: Result<Loaded, Vec<ConfigError>>,
     /// Consumers shared with the config a reload replaces ([`load_reusing`]).
     pub shared: usize,
+    /// Consumers recorded by the raw filter without libyaml ([`yaml::RawFilter::fast`]): a
+    /// load with any and an error runs again without, so errors read as libyaml gives them.
+    pub(crate) parsed: usize,
 }
 
 const TRUNCATED: &str = "ended with #END at the last good load and does not now: refused as truncated (write it atomically and end it with #END)";
@@ -391,6 +394,8 @@ struct Sink<'a, 'o> {
     /// Consumers go here, compiled at once; None keeps them in `conf.consumers`.
     consumers: Option<(&'a mut consumers::Builder<'o>, u32)>,
     broken: &'a mut compile::Broken,
+    /// Whether the raw filter may record the simplest consumers itself.
+    fast: bool,
 }
 
 impl Sink<'_, '_> {
@@ -515,7 +520,7 @@ fn read_items(
     features: &TextFeatures,
     sink: &mut Sink<'_, '_>,
     errors: &mut Vec<ConfigError>,
-) -> (Result<yaml::Rest, String>, Option<Sha256>) {
+) -> (Result<yaml::Rest, String>, Option<(Sha256, usize)>) {
     // Consumers are hashed (for the next reload), and looked up among the old ones.
     let old = sink.consumers.as_ref().and_then(|(b, _)| b.old());
     let mut matcher = old.map(consumers::Matcher::new);
@@ -534,10 +539,12 @@ fn read_items(
                 error,
                 ..
             } = *src;
-            let raw = sink
-                .consumers
-                .is_some()
-                .then(|| yaml::RawFilter::new(lookup.take()));
+            let fast = sink.fast && features.tape_ok();
+            let raw = sink.consumers.is_some().then(|| {
+                let mut raw = yaml::RawFilter::new(lookup.take());
+                raw.fast = fast;
+                raw
+            });
             yaml::Input::File(Box::new(yaml::Source {
                 file,
                 hasher,
@@ -615,14 +622,15 @@ fn parse_into(name: &str, text: &str, sink: &mut Sink<'_, '_>, errors: &mut Vec<
 }
 
 /// [`parse_into`] for a big file read from disk as it is parsed (it has no `${{`, so nothing
-/// to substitute); gives back the hasher of its source, which has seen every byte read.
+/// to substitute); gives back the hasher of its source, which has seen every byte read, and
+/// the number of consumers its raw filter recorded itself.
 fn parse_stream(
     name: &str,
     source: Box<yaml::Source<'_>>,
     features: &TextFeatures,
     sink: &mut Sink<'_, '_>,
     errors: &mut Vec<ConfigError>,
-) -> Option<Sha256> {
+) -> Option<(Sha256, usize)> {
     let (rest, source) = read_items(name, yaml::Input::File(source), features, sink, errors);
     finish_file(name, rest, features, sink, errors);
     source
@@ -755,9 +763,20 @@ fn scan_file(file: &mut std::fs::File) -> std::io::Result<(bool, TextFeatures, b
 pub fn load(node: &Node, prev: &Memory) -> LoadReport {
     // Keys are digested with keyed SipHash unless a credential gives a `key_hash`, which only
     // SHA-256 can match: met, it fails the load, which runs again (once) with SHA-256.
-    let report = load_with(node, prev, None, KeyDigestKind::Keyed);
+    let report = load_fresh(node, prev, KeyDigestKind::Keyed);
     if needs_sha_keys(&report) {
-        return load_with(node, prev, None, KeyDigestKind::Sha256);
+        return load_fresh(node, prev, KeyDigestKind::Sha256);
+    }
+    report
+}
+
+/// [`load_with`] sharing nothing. A load whose raw filter recorded consumers itself (left out
+/// of libyaml's input) and that finds an error runs again without that, so every error reads
+/// as libyaml gives it (its line numbers count every line).
+fn load_fresh(node: &Node, prev: &Memory, keys: KeyDigestKind) -> LoadReport {
+    let report = load_with(node, prev, None, keys, true);
+    if report.result.is_err() && report.parsed > 0 && !needs_sha_keys(&report) {
+        return load_with(node, prev, None, keys, false);
     }
     report
 }
@@ -779,10 +798,11 @@ pub(crate) fn load_reusing(node: &Node, prev: &Memory, old: &Snapshot) -> LoadRe
         prev,
         Some(&old.consumers),
         old.consumers.creds.key_digest,
+        true,
     );
     match &report.result {
-        Err(_) if needs_sha_keys(&report) => load_with(node, prev, None, KeyDigestKind::Sha256),
-        Err(_) if report.shared > 0 => load(node, prev),
+        Err(_) if needs_sha_keys(&report) => load_fresh(node, prev, KeyDigestKind::Sha256),
+        Err(_) if report.shared > 0 || report.parsed > 0 => load(node, prev),
         Ok(l)
             if l.snapshot.consumers.creds.wanted_key_digest()
                 != l.snapshot.consumers.creds.key_digest =>
@@ -794,12 +814,14 @@ pub(crate) fn load_reusing(node: &Node, prev: &Memory, old: &Snapshot) -> LoadRe
 }
 
 /// [`load`], sharing consumers with `old` (whose key digests it keeps), else digesting keys as
-/// `keys` says.
+/// `keys` says; with `fast`, the simplest consumers of a big file are recorded without libyaml
+/// ([`yaml::RawFilter::fast`]).
 fn load_with(
     node: &Node,
     prev: &Memory,
     old: Option<&crate::consumer::Consumers>,
     keys: KeyDigestKind,
+    fast: bool,
 ) -> LoadReport {
     let mut warnings = Vec::new();
     let end_marked = &prev.end_marked;
@@ -813,6 +835,7 @@ fn load_with(
                 warnings,
                 result: Err(e),
                 shared: 0,
+                parsed: 0,
             };
         }
     };
@@ -828,6 +851,8 @@ fn load_with(
         }
     }
     let mut parsed = Vec::new();
+    // Consumers the raw filter recorded itself.
+    let mut fast_items = 0;
     let mut hasher = Sha256::new();
     let mut marked = AHashSet::new();
     let mut builder = match old {
@@ -876,6 +901,7 @@ fn load_with(
                         conf: raw::ResourcesConf::default(),
                         consumers: Some((&mut builder, f)),
                         broken: &mut broken,
+                        fast,
                     };
                     let source = Box::new(yaml::Source {
                         file,
@@ -884,8 +910,11 @@ fn load_with(
                         raw: None,
                     });
                     let before = errors.len();
-                    if let Some(h) = parse_stream(name, source, &features, &mut sink, &mut errors) {
+                    if let Some((h, n)) =
+                        parse_stream(name, source, &features, &mut sink, &mut errors)
+                    {
                         hasher = h;
+                        fast_items += n;
                     }
                     if errors[before..]
                         .iter()
@@ -942,6 +971,7 @@ fn load_with(
             conf: raw::ResourcesConf::default(),
             consumers: Some((&mut builder, file)),
             broken: &mut broken,
+            fast,
         };
         parse_into(name, &text, &mut sink, &mut errors);
         parsed.push((name.clone(), sink.conf));
@@ -982,6 +1012,7 @@ fn load_with(
         warnings,
         result,
         shared,
+        parsed: fast_items,
     }
 }
 
