@@ -175,7 +175,13 @@ pub(crate) struct RawFilter<'a> {
     pub parsed: usize,
     /// The buffer the file is read into.
     read_buf: Vec<u8>,
+    /// Items left out since the last one passed to libyaml.
+    left_run: u32,
 }
+
+/// At most this many items in a row are left out of libyaml's input (see
+/// [`RawFilter::end_item`]).
+const LEFT_RUN: u32 = 256;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum RawState {
@@ -266,6 +272,7 @@ impl<'a> RawFilter<'a> {
             tapes: std::collections::VecDeque::new(),
             parsed: 0,
             read_buf: Vec::new(),
+            left_run: 0,
         }
     }
 
@@ -386,28 +393,40 @@ impl<'a> RawFilter<'a> {
             (Some(lookup), true) => lookup(h),
             _ => None,
         };
+        // The reader hands left-out items on between the items libyaml reads; while none goes
+        // to libyaml, libyaml asks for more input and this filter reads on, so a list left out
+        // whole would be cut (and held here) to its end before the reader got any of it. One
+        // item in LEFT_RUN goes to libyaml, which keeps both the queue and the delay short.
+        let room = self.left_run < LEFT_RUN;
         let fast = || {
             let tape = fast_item_tape(&self.item)?;
             is_plain(&tape).then_some(tape)
         };
         let parsed = match known {
-            None if self.fast && self.confirmed => fast(),
+            None if room && self.fast && self.confirmed => fast(),
             _ => None,
         };
         match (known, parsed) {
-            (Some(n), _) => {
+            (Some(n), _) if room => {
                 self.queue.push_back((self.passed, RawItem::Skip(n)));
                 self.skipped += 1;
+                self.left_run += 1;
             }
             (None, Some(tape)) => {
                 self.queue.push_back((self.passed, RawItem::Parsed(h)));
                 self.tapes.push_back(tape);
                 self.parsed += 1;
+                self.left_run += 1;
             }
-            (None, None) => {
-                self.queue.push_back((self.passed, RawItem::Hash(h)));
+            _ => {
+                let item = match known {
+                    Some(n) => RawItem::Known(n),
+                    None => RawItem::Hash(h),
+                };
+                self.queue.push_back((self.passed, item));
                 self.output.extend_from_slice(&self.item);
                 self.passed += 1;
+                self.left_run = 0;
             }
         }
         self.item.clear();
