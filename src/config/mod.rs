@@ -474,13 +474,16 @@ impl Sink<'_, '_> {
 struct Batch {
     items: Vec<(usize, usize, Owned)>,
     tapes: Vec<u8>,
+    /// The errors of the items parsed on the reading thread ([`Batch::parse`]), in order.
+    errors: Vec<ConfigError>,
 }
 
-/// A [`yaml::Read`] that owns its tape (a range of [`Batch::tapes`]).
+/// A [`yaml::Read`] that owns its tape (a range of [`Batch::tapes`]), or the item parsed.
 enum Owned {
     Value(serde_yaml::Value, Option<yaml::ItemHash>),
     Tape(std::ops::Range<usize>, yaml::ItemHash),
     Reused(u32),
+    Parsed(Item),
 }
 
 impl Batch {
@@ -490,7 +493,27 @@ impl Batch {
         Batch {
             items: Vec::with_capacity(Batch::ITEMS),
             tapes: Vec::new(),
+            errors: Vec::new(),
         }
+    }
+
+    /// Parses every item (on the reading thread, when the storing one is behind: it then only
+    /// stores them). Their errors are kept in the batch, in item order.
+    fn parse(&mut self, name: &str, features: &TextFeatures) {
+        for (list, i, v) in &mut self.items {
+            let read = match std::mem::replace(v, Owned::Reused(0)) {
+                Owned::Value(v, hash) => yaml::Read::Value(v, hash),
+                Owned::Tape(range, hash) => yaml::Read::Tape(&self.tapes[range], hash),
+                Owned::Reused(n) => yaml::Read::Reused(n),
+                parsed @ Owned::Parsed(_) => {
+                    *v = parsed;
+                    continue;
+                }
+            };
+            let (_, item) = parse_list_item(name, features, *list, *i, read, &mut self.errors);
+            *v = Owned::Parsed(item);
+        }
+        self.tapes = Vec::new();
     }
 
     fn push(&mut self, list: usize, i: usize, v: yaml::Read<'_>) {
@@ -568,22 +591,36 @@ fn read_items(
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
     std::thread::scope(|s| {
         let reader = s.spawn(move || {
+            use std::sync::mpsc::TrySendError;
             let mut batch = Batch::new();
             let out = yaml::read_input(input, &LISTS, hashing, |list, i, v| {
                 batch.push(list, i, v);
                 if batch.items.len() == Batch::ITEMS {
-                    let _ = tx.send(std::mem::replace(&mut batch, Batch::new()));
+                    // The other thread is behind (every batch waits): this one parses the
+                    // items too, so the two share the work whichever half is the heavier.
+                    match tx.try_send(std::mem::replace(&mut batch, Batch::new())) {
+                        Err(TrySendError::Full(mut full)) => {
+                            full.parse(name, features);
+                            let _ = tx.send(full);
+                        }
+                        Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                    }
                 }
             });
             let _ = tx.send(batch);
             out
         });
-        for batch in rx {
+        for mut batch in rx {
+            errors.append(&mut batch.errors);
             for (list, i, v) in batch.items {
                 let v = match v {
                     Owned::Value(v, hash) => yaml::Read::Value(v, hash),
                     Owned::Tape(range, hash) => yaml::Read::Tape(&batch.tapes[range], hash),
                     Owned::Reused(n) => yaml::Read::Reused(n),
+                    Owned::Parsed(item) => {
+                        sink.store((i as u32, item));
+                        continue;
+                    }
                 };
                 sink.item(name, features, list, i, v, errors);
             }
