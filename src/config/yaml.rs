@@ -169,8 +169,6 @@ pub(crate) struct RawFilter<'a> {
     /// Whether the simplest items are recorded here rather than by libyaml
     /// ([`fast_item_tape`]); only for a list whose plain items are handed on as their tape.
     pub fast: bool,
-    /// The tapes of the items recorded here ([`RawItem::Parsed`]), in order.
-    tapes: std::collections::VecDeque<Vec<u8>>,
     /// Items recorded here (left out of libyaml's input).
     pub parsed: usize,
     /// The buffer the file is read into.
@@ -194,13 +192,12 @@ enum RawState {
     Off,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub(crate) enum RawItem {
     /// Left out: reads as old item `n`.
     Skip(u32),
-    /// Left out: recorded by the filter itself (the next of [`RawFilter::tapes`]), with its
-    /// raw hash.
-    Parsed(ItemHash),
+    /// Left out: recorded by the filter itself (its tape, its raw hash).
+    Parsed(Vec<u8>, ItemHash),
     /// Passed to libyaml, with its raw hash.
     Hash(ItemHash),
     /// Passed to libyaml before the list was confirmed, and known: reads as old item `n`.
@@ -269,7 +266,6 @@ impl<'a> RawFilter<'a> {
             skipped: 0,
             chunk: 64 << 10,
             fast: false,
-            tapes: std::collections::VecDeque::new(),
             parsed: 0,
             read_buf: Vec::new(),
             left_run: 0,
@@ -413,8 +409,8 @@ impl<'a> RawFilter<'a> {
                 self.left_run += 1;
             }
             (None, Some(tape)) => {
-                self.queue.push_back((self.passed, RawItem::Parsed(h)));
-                self.tapes.push_back(tape);
+                self.queue
+                    .push_back((self.passed, RawItem::Parsed(tape, h)));
                 self.parsed += 1;
                 self.left_run += 1;
             }
@@ -473,7 +469,6 @@ impl<'a> RawFilter<'a> {
         self.confirmed = false;
         self.first = None;
         self.queue.clear();
-        self.tapes.clear();
     }
 
     /// Before item `j` of the confirmed list: the next item left out in front of it, if any.
@@ -482,13 +477,12 @@ impl<'a> RawFilter<'a> {
             return None;
         }
         match self.queue.front() {
-            Some(&(at, RawItem::Skip(n))) if at == j => {
-                self.queue.pop_front();
-                Some(LeftOut::Reused(n))
-            }
-            Some(&(at, RawItem::Parsed(h))) if at == j => {
-                self.queue.pop_front();
-                Some(LeftOut::Parsed(self.tapes.pop_front()?, h))
+            Some((at, RawItem::Skip(_) | RawItem::Parsed(..))) if *at == j => {
+                match self.queue.pop_front()?.1 {
+                    RawItem::Skip(n) => Some(LeftOut::Reused(n)),
+                    RawItem::Parsed(tape, h) => Some(LeftOut::Parsed(tape, h)),
+                    RawItem::Hash(_) | RawItem::Known(_) => None,
+                }
             }
             _ => None,
         }
@@ -505,9 +499,8 @@ impl<'a> RawFilter<'a> {
             self.queue.pop_front();
         }
         match self.queue.front() {
-            Some(&(at, item @ (RawItem::Hash(_) | RawItem::Known(_)))) if at == j => {
-                self.queue.pop_front();
-                Some(item)
+            Some((at, RawItem::Hash(_) | RawItem::Known(_))) if *at == j => {
+                self.queue.pop_front().map(|(_, item)| item)
             }
             _ => None,
         }
