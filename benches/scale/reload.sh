@@ -7,7 +7,9 @@
 #   CPU        user + system CPU of the whole process over the reload (/proc/PID/stat; with
 #              WRK=1 it includes the proxy threads serving wrk)
 #   before     VmRSS just before the SIGHUP (SETTLE seconds after the previous reload)
-#   peak       VmHWM over the reload (reset through /proc/PID/clear_refs just before it)
+#   peak       VmHWM from just before the SIGHUP (reset through /proc/PID/clear_refs) to SETTLE s
+#              after "Reloaded config", which is logged before the metrics' prune and the swap:
+#              the whole reload, the old config's release included
 #   ratios     peak / before, and peak / the RSS 1 s after start ("steady")
 # With WRK=1 wrk sends random keys (benches/scale/random.lua) through the proxy during each
 # reload (from 1 s before the signal until it is logged), and its failed requests and slowest
@@ -106,7 +108,6 @@ for r in $(seq "$RELOADS"); do
     done
     t1=$(now)
     c1=$(ticks "$gw")
-    peak=$(kb "$gw" VmHWM)
     during=""
     if [ "$WRK" != 0 ]; then
         kill -INT "$wrk_pid" 2>/dev/null || true
@@ -121,13 +122,14 @@ for r in $(seq "$RELOADS"); do
         maxlat=$(awk '$1 == "Latency" {print $4}' "$tmp/wrk.out")
         during=" $failed of $total, $maxlat |"
     fi
+    sleep "$SETTLE"
+    peak=$(kb "$gw" VmHWM)
     row=$(awk -v a="$t0" -v b="$t1" -v c0="$c0" -v c1="$c1" -v hz="$hz" -v rss0="$rss0" \
         -v peak="$peak" -v steady="$steady" -v r="$r" 'BEGIN {
         printf "| %d | %.2f s | %.2f s | %.0f MB | %.0f MB | %.2fx | %.2fx |", r, b - a,
             (c1 - c0) / hz, rss0 * 1024 / 1e6, peak * 1024 / 1e6, peak / rss0, peak / steady }')
     rows+="$row$during"$'\n'
     log "$row$during"
-    sleep "$SETTLE"
 done
 settled=$(kb "$gw" VmRSS)
 load_after=$(uptime | sed 's/.*load average: //')

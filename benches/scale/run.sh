@@ -10,7 +10,8 @@
 #   RSS after        VmRSS after the random runs (every called consumer has its series)
 #   SIGHUP reload    with one consumer removed from the file: SIGHUP to "Reloaded config" in the
 #                    log, while wrk sends random keys; peak RSS during it (VmHWM reset before
-#                    through /proc/PID/clear_refs), failed requests and max latency of that wrk
+#                    through /proc/PID/clear_refs, read when that wrk ends), failed requests and
+#                    max latency of that wrk
 # and prints a Markdown table, appended to RESULTS (a "Scale" section) unless RESULTS is empty,
 # with `uptime` before and after (the machine may be shared).
 #
@@ -160,8 +161,10 @@ EOF2
     done
     t1=$(now)
     reload=$(secs "$t0" "$t1")
-    peak_reload=$(mem "$gw" VmHWM)
+    # Read once wrk is done (seconds after the log line, which comes before the metrics' prune
+    # and the swap): the whole reload, the old config's release included.
     wait "$wrk_pid" || true
+    peak_reload=$(mem "$gw" VmHWM)
     stop "$wrk_pid"
     during="$(errors "$tmp/reload.out") of $(awk '/requests in/ {print $1}' "$tmp/reload.out"), $(max_lat "$tmp/reload.out")"
     stop "$gw"

@@ -140,15 +140,16 @@ pub(crate) fn compile_with(
     let mut errs = std::mem::take(&mut consumers.errs);
     check_top_level(&files, &mut errs);
     let t = Tables::build(&files, &mut errs);
-    let consumers: Consumers = consumers.finish(
+    let (consumers, names): (Consumers, _) = consumers.finish(
         &t.groups.items,
         &broken.consumer_groups,
         broken.all,
         &mut errs,
     );
     let mut upstreams = Upstreams::named(&t.upstreams, broken, &mut errs);
+    let find = |name: &str| names.find(&consumers.list, name);
     let plugins = |conf: &RoutePluginsConf, place: &Place, owner: &str, errs: &mut Errs| {
-        compile_route_plugins(conf, place, owner, &consumers.by_name, errs)
+        compile_route_plugins(conf, place, owner, &find, errs)
     };
     let services = compile_services(&t.services, &mut upstreams, &plugins, &mut errs);
     let (global_plugins, global_instances) = compile_global_rules(&t.globals, &plugins, &mut errs);
@@ -220,12 +221,11 @@ pub(crate) fn compile_with(
         routes.push(route);
     }
 
+    // Names were needed to resolve references; requests look consumers up by id.
+    drop(names);
     if !errs.0.is_empty() {
         return Err(errs.0);
     }
-    // Names were needed to resolve references; requests look consumers up by id.
-    let mut consumers = consumers;
-    consumers.by_name = Default::default();
     let counts = Counts {
         routes: t.routes.items.len(),
         services: t.services.items.len(),

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 use http::HeaderValue;
 
 use crate::auth::credentials::{Credential, CredentialIndex};
@@ -24,7 +24,7 @@ use crate::auth::key_auth::KeySource;
 use crate::config::error::{Errs, Place};
 use crate::config::raw::{ConsumerConf, ConsumerGroupConf};
 use crate::config::yaml::{ItemHash, NO_HASH};
-use crate::consumer::{Consumer, ConsumerGroup, Consumers};
+use crate::consumer::{Consumer, ConsumerGroup, Consumers, NameIndex};
 use crate::ids::{ConsumerId, CredentialId, GroupId};
 use crate::plugins::{ConsumerPluginsConf, PluginSet, compile_consumer_plugins};
 
@@ -61,6 +61,26 @@ fn check_labels(
 /// reported as missing (its own error says what is wrong), and nothing indexes with it, since a
 /// config with an error never becomes a snapshot.
 const BROKEN: ConsumerId = ConsumerId(u32::MAX);
+
+/// Every consumer name a config gives: the consumers of its list, and the names of entries
+/// that failed (found as [`BROKEN`]). Read through [`Names::find`] with the list of the
+/// [`Consumers`] it came with; needed until the route plugins are compiled (their
+/// `anonymous_consumer`), never kept in a snapshot.
+#[derive(Default)]
+pub(crate) struct Names {
+    index: NameIndex,
+    broken: AHashSet<Box<str>>,
+}
+
+impl Names {
+    /// The consumer named `name` in `list` ([`BROKEN`] for an entry that failed).
+    pub(crate) fn find(&self, list: &[Arc<Consumer>], name: &str) -> Option<ConsumerId> {
+        match self.index.get(list, name) {
+            Some(id) => Some(id),
+            None => self.broken.contains(name).then_some(BROKEN),
+        }
+    }
+}
 
 /// `cred` of an [`Origin`] for a consumer's inline plugins or an id-form entry.
 const NO_CRED: u32 = u32::MAX;
@@ -143,7 +163,8 @@ pub(crate) struct Builder<'a> {
     at: Vec<(u32, u32)>,
     /// Consumers with a `group_id`, resolved when the groups are known.
     grouped: Vec<(ConsumerId, Box<str>)>,
-    by_name: AHashMap<Arc<str>, ConsumerId>,
+    /// The names of `list`, and of the entries that failed.
+    names: Names,
     /// id-form entries, compiled when every consumer is known: (order, file, index, conf).
     id_form: Vec<(u32, u32, u32, ConsumerConf)>,
     /// The key (username, else id) of each id-form entry, for duplicates.
@@ -175,7 +196,7 @@ impl Default for Builder<'_> {
             list: Vec::new(),
             at: Vec::new(),
             grouped: Vec::new(),
-            by_name: AHashMap::new(),
+            names: Names::default(),
             id_form: Vec::new(),
             id_form_keys: AHashMap::new(),
             creds: CredentialIndex::default(),
@@ -272,7 +293,7 @@ impl<'a> Builder<'a> {
     pub(crate) fn reserve(&mut self, n: usize) {
         self.list.reserve(n);
         self.at.reserve(n);
-        self.by_name.reserve(n);
+        self.names.index.reserve(&self.list, n);
         // A reload takes most keys from the old table (`share_key_index`): a table sized for
         // all of them would be touched by the few compiled anew all over, and with huge pages
         // each touch is 2 MB resident.
@@ -287,7 +308,14 @@ impl<'a> Builder<'a> {
     /// are not reported as missing.
     pub(crate) fn broken(&mut self, name: String) {
         self.next_ord += 1;
-        self.by_name.entry(name.into()).or_insert(BROKEN);
+        if self.find(&name).is_none() {
+            self.names.broken.insert(name.into());
+        }
+    }
+
+    /// The consumer named `name` so far ([`BROKEN`] for an entry that failed).
+    fn find(&self, name: &str) -> Option<ConsumerId> {
+        self.names.find(&self.list, name)
     }
 
     fn place(&self, file: u32, index: u32, cred: u32) -> Place {
@@ -319,9 +347,9 @@ impl<'a> Builder<'a> {
         self.reuse_asked += 1;
         self.next_ord += 1;
         let c = &prev.list[old as usize];
-        let first = match self.by_name.get(&*c.username) {
-            Some(&BROKEN) => return,
-            Some(&c) => Some(self.at[c.idx()]),
+        let first = match self.find(&c.username) {
+            Some(BROKEN) => return,
+            Some(c) => Some(self.at[c.idx()]),
             None => self.id_form_keys.get(&*c.username).copied(),
         };
         if let Some(first) = first {
@@ -329,9 +357,9 @@ impl<'a> Builder<'a> {
             return;
         }
         let id = ConsumerId(self.list.len() as u32);
-        self.by_name.insert(c.username.clone(), id);
         self.at.push((file, index));
         self.list.push(c.clone());
+        self.names.index.insert(&self.list, id);
         self.reused[old as usize] = id.0;
         self.reused_count += 1;
     }
@@ -356,9 +384,8 @@ impl<'a> Builder<'a> {
         if let Some(id) = c.id.as_ref().filter(|id| id.0.contains("/credentials/")) {
             let key = c.username.clone().unwrap_or_else(|| id.0.clone());
             let first = self.id_form_keys.get(&key).copied().or_else(|| {
-                self.by_name
-                    .get(key.as_str())
-                    .filter(|&&c| c != BROKEN)
+                self.find(&key)
+                    .filter(|&c| c != BROKEN)
                     .map(|c| self.at[c.idx()])
             });
             if let Some(first) = first {
@@ -379,9 +406,9 @@ impl<'a> Builder<'a> {
             );
             return;
         };
-        let first = match self.by_name.get(username.as_str()) {
-            Some(&BROKEN) => return,
-            Some(&c) => Some(self.at[c.idx()]),
+        let first = match self.find(username) {
+            Some(BROKEN) => return,
+            Some(c) => Some(self.at[c.idx()]),
             None => self.id_form_keys.get(username).copied(),
         };
         if let Some(first) = first {
@@ -390,7 +417,7 @@ impl<'a> Builder<'a> {
         }
         if let Err(m) = check_username(username) {
             self.errs.push(&place(NO_CRED), "username", m);
-            self.by_name.insert(username.as_str().into(), BROKEN);
+            self.names.broken.insert(username.as_str().into());
             return;
         }
         if c.name.is_some() {
@@ -444,7 +471,6 @@ impl<'a> Builder<'a> {
             return;
         };
         let owner: Arc<str> = username.as_str().into();
-        self.by_name.insert(owner.clone(), id);
         self.at.push((file, index));
         // Shared by a later reload only when nothing but the item decides what it compiles to:
         // no group, no plugins of its own (whose confs may be checked against others'), and
@@ -474,6 +500,7 @@ impl<'a> Builder<'a> {
             plugins,
             item_hash: NO_HASH,
         }));
+        self.names.index.insert(&self.list, id);
         let n = auth_count(&c.plugins);
         if n > 0 {
             self.credential_count += n;
@@ -796,15 +823,16 @@ impl<'a> Builder<'a> {
     }
 
     /// Compiles the groups, gives each consumer its group, indexes the id-form credentials and
-    /// returns every consumer. `broken_groups` are groups that failed to parse; with
-    /// `all_broken` (a file could not be read whole) no reference is reported as missing.
+    /// returns every consumer, with their [`Names`]. `broken_groups` are groups that failed to
+    /// parse; with `all_broken` (a file could not be read whole) no reference is reported as
+    /// missing.
     pub(crate) fn finish(
         mut self,
         groups: &[(Place, &ConsumerGroupConf)],
-        broken_groups: &ahash::AHashSet<String>,
+        broken_groups: &AHashSet<String>,
         all_broken: bool,
         errs: &mut Errs,
-    ) -> Consumers {
+    ) -> (Consumers, Names) {
         std::mem::swap(&mut self.errs, errs);
         let mut out = Consumers::default();
         // Groups.
@@ -908,9 +936,9 @@ impl<'a> Builder<'a> {
             }
             non_auth_plugins(&mut self.errs, &place, "plugins", &c.plugins);
             check_labels(&mut self.errs, &place, &c.labels);
-            let consumer = match self.by_name.get(user) {
-                Some(&BROKEN) => continue,
-                Some(&c) => c,
+            let consumer = match self.find(user) {
+                Some(BROKEN) => continue,
+                Some(c) => c,
                 None => {
                     if !all_broken {
                         self.errs
@@ -985,10 +1013,9 @@ impl<'a> Builder<'a> {
         out.credential_count = self.credential_count;
         out.own_credentials = own_credentials;
         out.label_headers = self.label_headers;
-        out.by_name = self.by_name;
         out.list = self.list.into_boxed_slice();
         out.groups = groups_out.into_boxed_slice();
-        out
+        (out, self.names)
     }
 }
 

@@ -48,6 +48,9 @@ pub struct LoadReport {
     pub result: Result<Loaded, Vec<ConfigError>>,
     /// Consumers shared with the config a reload replaces ([`load_reusing`]).
     pub shared: usize,
+    /// Consumers recorded by the raw filter without libyaml ([`yaml::RawFilter::fast`]): a
+    /// load with any and an error runs again without, so errors read as libyaml gives them.
+    pub(crate) parsed: usize,
 }
 
 const TRUNCATED: &str = "ended with #END at the last good load and does not now: refused as truncated (write it atomically and end it with #END)";
@@ -391,6 +394,8 @@ struct Sink<'a, 'o> {
     /// Consumers go here, compiled at once; None keeps them in `conf.consumers`.
     consumers: Option<(&'a mut consumers::Builder<'o>, u32)>,
     broken: &'a mut compile::Broken,
+    /// Whether the raw filter may record the simplest consumers itself.
+    fast: bool,
 }
 
 impl Sink<'_, '_> {
@@ -469,13 +474,16 @@ impl Sink<'_, '_> {
 struct Batch {
     items: Vec<(usize, usize, Owned)>,
     tapes: Vec<u8>,
+    /// The errors of the items parsed on the reading thread ([`Batch::parse`]), in order.
+    errors: Vec<ConfigError>,
 }
 
-/// A [`yaml::Read`] that owns its tape (a range of [`Batch::tapes`]).
+/// A [`yaml::Read`] that owns its tape (a range of [`Batch::tapes`]), or the item parsed.
 enum Owned {
     Value(serde_yaml::Value, Option<yaml::ItemHash>),
     Tape(std::ops::Range<usize>, yaml::ItemHash),
     Reused(u32),
+    Parsed(Item),
 }
 
 impl Batch {
@@ -485,7 +493,27 @@ impl Batch {
         Batch {
             items: Vec::with_capacity(Batch::ITEMS),
             tapes: Vec::new(),
+            errors: Vec::new(),
         }
+    }
+
+    /// Parses every item (on the reading thread, when the storing one is behind: it then only
+    /// stores them). Their errors are kept in the batch, in item order.
+    fn parse(&mut self, name: &str, features: &TextFeatures) {
+        for (list, i, v) in &mut self.items {
+            let read = match std::mem::replace(v, Owned::Reused(0)) {
+                Owned::Value(v, hash) => yaml::Read::Value(v, hash),
+                Owned::Tape(range, hash) => yaml::Read::Tape(&self.tapes[range], hash),
+                Owned::Reused(n) => yaml::Read::Reused(n),
+                parsed @ Owned::Parsed(_) => {
+                    *v = parsed;
+                    continue;
+                }
+            };
+            let (_, item) = parse_list_item(name, features, *list, *i, read, &mut self.errors);
+            *v = Owned::Parsed(item);
+        }
+        self.tapes = Vec::new();
     }
 
     fn push(&mut self, list: usize, i: usize, v: yaml::Read<'_>) {
@@ -515,7 +543,7 @@ fn read_items(
     features: &TextFeatures,
     sink: &mut Sink<'_, '_>,
     errors: &mut Vec<ConfigError>,
-) -> (Result<yaml::Rest, String>, Option<Sha256>) {
+) -> (Result<yaml::Rest, String>, Option<(Sha256, usize)>) {
     // Consumers are hashed (for the next reload), and looked up among the old ones.
     let old = sink.consumers.as_ref().and_then(|(b, _)| b.old());
     let mut matcher = old.map(consumers::Matcher::new);
@@ -534,10 +562,12 @@ fn read_items(
                 error,
                 ..
             } = *src;
-            let raw = sink
-                .consumers
-                .is_some()
-                .then(|| yaml::RawFilter::new(lookup.take()));
+            let fast = sink.fast && features.tape_ok();
+            let raw = sink.consumers.is_some().then(|| {
+                let mut raw = yaml::RawFilter::new(lookup.take());
+                raw.fast = fast;
+                raw
+            });
             yaml::Input::File(Box::new(yaml::Source {
                 file,
                 hasher,
@@ -561,22 +591,36 @@ fn read_items(
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
     std::thread::scope(|s| {
         let reader = s.spawn(move || {
+            use std::sync::mpsc::TrySendError;
             let mut batch = Batch::new();
             let out = yaml::read_input(input, &LISTS, hashing, |list, i, v| {
                 batch.push(list, i, v);
                 if batch.items.len() == Batch::ITEMS {
-                    let _ = tx.send(std::mem::replace(&mut batch, Batch::new()));
+                    // The other thread is behind (every batch waits): this one parses the
+                    // items too, so the two share the work whichever half is the heavier.
+                    match tx.try_send(std::mem::replace(&mut batch, Batch::new())) {
+                        Err(TrySendError::Full(mut full)) => {
+                            full.parse(name, features);
+                            let _ = tx.send(full);
+                        }
+                        Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                    }
                 }
             });
             let _ = tx.send(batch);
             out
         });
-        for batch in rx {
+        for mut batch in rx {
+            errors.append(&mut batch.errors);
             for (list, i, v) in batch.items {
                 let v = match v {
                     Owned::Value(v, hash) => yaml::Read::Value(v, hash),
                     Owned::Tape(range, hash) => yaml::Read::Tape(&batch.tapes[range], hash),
                     Owned::Reused(n) => yaml::Read::Reused(n),
+                    Owned::Parsed(item) => {
+                        sink.store((i as u32, item));
+                        continue;
+                    }
                 };
                 sink.item(name, features, list, i, v, errors);
             }
@@ -615,14 +659,15 @@ fn parse_into(name: &str, text: &str, sink: &mut Sink<'_, '_>, errors: &mut Vec<
 }
 
 /// [`parse_into`] for a big file read from disk as it is parsed (it has no `${{`, so nothing
-/// to substitute); gives back the hasher of its source, which has seen every byte read.
+/// to substitute); gives back the hasher of its source, which has seen every byte read, and
+/// the number of consumers its raw filter recorded itself.
 fn parse_stream(
     name: &str,
     source: Box<yaml::Source<'_>>,
     features: &TextFeatures,
     sink: &mut Sink<'_, '_>,
     errors: &mut Vec<ConfigError>,
-) -> Option<Sha256> {
+) -> Option<(Sha256, usize)> {
     let (rest, source) = read_items(name, yaml::Input::File(source), features, sink, errors);
     finish_file(name, rest, features, sink, errors);
     source
@@ -755,9 +800,20 @@ fn scan_file(file: &mut std::fs::File) -> std::io::Result<(bool, TextFeatures, b
 pub fn load(node: &Node, prev: &Memory) -> LoadReport {
     // Keys are digested with keyed SipHash unless a credential gives a `key_hash`, which only
     // SHA-256 can match: met, it fails the load, which runs again (once) with SHA-256.
-    let report = load_with(node, prev, None, KeyDigestKind::Keyed);
+    let report = load_fresh(node, prev, KeyDigestKind::Keyed);
     if needs_sha_keys(&report) {
-        return load_with(node, prev, None, KeyDigestKind::Sha256);
+        return load_fresh(node, prev, KeyDigestKind::Sha256);
+    }
+    report
+}
+
+/// [`load_with`] sharing nothing. A load whose raw filter recorded consumers itself (left out
+/// of libyaml's input) and that finds an error runs again without that, so every error reads
+/// as libyaml gives it (its line numbers count every line).
+fn load_fresh(node: &Node, prev: &Memory, keys: KeyDigestKind) -> LoadReport {
+    let report = load_with(node, prev, None, keys, true);
+    if report.result.is_err() && report.parsed > 0 && !needs_sha_keys(&report) {
+        return load_with(node, prev, None, keys, false);
     }
     report
 }
@@ -779,10 +835,11 @@ pub(crate) fn load_reusing(node: &Node, prev: &Memory, old: &Snapshot) -> LoadRe
         prev,
         Some(&old.consumers),
         old.consumers.creds.key_digest,
+        true,
     );
     match &report.result {
-        Err(_) if needs_sha_keys(&report) => load_with(node, prev, None, KeyDigestKind::Sha256),
-        Err(_) if report.shared > 0 => load(node, prev),
+        Err(_) if needs_sha_keys(&report) => load_fresh(node, prev, KeyDigestKind::Sha256),
+        Err(_) if report.shared > 0 || report.parsed > 0 => load(node, prev),
         Ok(l)
             if l.snapshot.consumers.creds.wanted_key_digest()
                 != l.snapshot.consumers.creds.key_digest =>
@@ -794,12 +851,14 @@ pub(crate) fn load_reusing(node: &Node, prev: &Memory, old: &Snapshot) -> LoadRe
 }
 
 /// [`load`], sharing consumers with `old` (whose key digests it keeps), else digesting keys as
-/// `keys` says.
+/// `keys` says; with `fast`, the simplest consumers of a big file are recorded without libyaml
+/// ([`yaml::RawFilter::fast`]).
 fn load_with(
     node: &Node,
     prev: &Memory,
     old: Option<&crate::consumer::Consumers>,
     keys: KeyDigestKind,
+    fast: bool,
 ) -> LoadReport {
     let mut warnings = Vec::new();
     let end_marked = &prev.end_marked;
@@ -813,6 +872,7 @@ fn load_with(
                 warnings,
                 result: Err(e),
                 shared: 0,
+                parsed: 0,
             };
         }
     };
@@ -828,6 +888,8 @@ fn load_with(
         }
     }
     let mut parsed = Vec::new();
+    // Consumers the raw filter recorded itself.
+    let mut fast_items = 0;
     let mut hasher = Sha256::new();
     let mut marked = AHashSet::new();
     let mut builder = match old {
@@ -876,6 +938,7 @@ fn load_with(
                         conf: raw::ResourcesConf::default(),
                         consumers: Some((&mut builder, f)),
                         broken: &mut broken,
+                        fast,
                     };
                     let source = Box::new(yaml::Source {
                         file,
@@ -884,8 +947,11 @@ fn load_with(
                         raw: None,
                     });
                     let before = errors.len();
-                    if let Some(h) = parse_stream(name, source, &features, &mut sink, &mut errors) {
+                    if let Some((h, n)) =
+                        parse_stream(name, source, &features, &mut sink, &mut errors)
+                    {
                         hasher = h;
+                        fast_items += n;
                     }
                     if errors[before..]
                         .iter()
@@ -942,6 +1008,7 @@ fn load_with(
             conf: raw::ResourcesConf::default(),
             consumers: Some((&mut builder, file)),
             broken: &mut broken,
+            fast,
         };
         parse_into(name, &text, &mut sink, &mut errors);
         parsed.push((name.clone(), sink.conf));
@@ -982,6 +1049,7 @@ fn load_with(
         warnings,
         result,
         shared,
+        parsed: fast_items,
     }
 }
 

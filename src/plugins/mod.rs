@@ -316,11 +316,12 @@ impl RoutePlugins {
 }
 
 /// Compiles the plugins of a route, service, plugin config or global rule, at its place.
+/// `consumer` finds a consumer by name (for `anonymous_consumer`).
 pub(crate) fn compile_route_plugins(
     conf: &RoutePluginsConf,
     place: &Place,
     owner: &str,
-    consumers_by_name: &ahash::AHashMap<Arc<str>, ConsumerId>,
+    consumer: &dyn Fn(&str) -> Option<ConsumerId>,
     errs: &mut Errs,
 ) -> RoutePlugins {
     let mut out = RoutePlugins::default();
@@ -328,9 +329,8 @@ pub(crate) fn compile_route_plugins(
         match a {
             None => Ok(None),
             Some(name) if name.is_empty() => Err("must not be empty".into()),
-            Some(name) => consumers_by_name
-                .get(name.as_str())
-                .map(|c| Some(*c))
+            Some(name) => consumer(name)
+                .map(Some)
                 .ok_or_else(|| format!("consumer `{name}` does not exist")),
         }
     };

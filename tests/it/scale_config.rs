@@ -137,3 +137,24 @@ fn a_big_file_read_on_two_threads_names_its_bad_items_at_their_places() {
     );
     assert_eq!(lines.len(), 2, "{}", lines.join("\n"));
 }
+
+#[test]
+fn a_syntax_error_after_items_read_without_libyaml_names_its_line() {
+    // Over 1 MiB and streamed: the raw filter records the simple items itself (they never
+    // reach libyaml); the load that then meets the error runs again with libyaml reading every
+    // line, so the error names the line it is on in the file.
+    let mut yaml = format!("routes:\n  - {{id: r, uri: /r, upstream: {UP}}}\nconsumers:\n");
+    for i in 0..20_000 {
+        yaml.push_str(&format!(
+            "  - {{username: c{i}, plugins: {{key-auth: {{key: k{i:05}}}}}}}\n"
+        ));
+    }
+    // Line 20,004 (1-based) lacks a closing brace; libyaml finds it missing on the next line.
+    yaml.push_str(
+        "  - {username: bad, plugins: {key-auth: {key: kb}}\n  - {username: after}\n#END\n",
+    );
+    assert!(yaml.len() > 1 << 20);
+    let lines = check_fails(&[("resources.yaml", &yaml)]);
+    assert_eq!(lines.len(), 1, "{}", lines.join("\n"));
+    assert!(lines[0].contains("line 20005"), "{}", lines[0]);
+}
