@@ -35,6 +35,18 @@ fn must_escape(b: u8) -> bool {
     b <= b' ' || matches!(b, b'#' | b'%' | b'?' | b'<' | b'>' | b'`' | 0x7f) || b >= 0x80
 }
 
+/// The path as the client wrote it: raw bytes for an origin-form target (non-UTF-8 kept), the
+/// path component of an absolute-form one; and whether the target was origin-form.
+pub(crate) fn client_path(req: &pingora_http::RequestHeader) -> (&[u8], bool) {
+    let target = req.raw_path();
+    if target.first() == Some(&b'/') {
+        let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+        (path, true)
+    } else {
+        (req.uri.path().as_bytes(), false)
+    }
+}
+
 /// Normalises `path` (no query). Allocates only when the path needs a change.
 pub(crate) fn normalize(path: &[u8]) -> Result<NormalPath<'_>, BadPath> {
     if path.contains(&0) {

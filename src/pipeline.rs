@@ -66,18 +66,6 @@ pub struct RequestInfo {
     pub now: SystemTime,
 }
 
-/// The path as the client wrote it: raw bytes for an origin-form target (non-UTF-8 kept), the
-/// path component of an absolute-form one; and whether the target was origin-form.
-pub(crate) fn client_path(req: &RequestHeader) -> (&[u8], bool) {
-    let target = req.raw_path();
-    if target.first() == Some(&b'/') {
-        let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-        (path, true)
-    } else {
-        (req.uri.path().as_bytes(), false)
-    }
-}
-
 /// Runs every step; an `Err` is answered as is.
 pub async fn run(
     snap: &Snapshot,
@@ -92,7 +80,7 @@ pub async fn run(
         identity,
         running: Running::default(),
     };
-    let (raw, origin_form) = client_path(req);
+    let (raw, origin_form) = path::client_path(req);
     let NormalPath { matching, upstream } = path::normalize(raw)
         .map_err(|_| reject(Reject::bad_request(), RejectKind::BadRequest, None, None))?;
     // The host is read only when some route is bound to hosts.

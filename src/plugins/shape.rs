@@ -198,7 +198,7 @@ pub(crate) type Named = (&'static str, Instance);
 pub struct Running {
     pub list: Vec<(Instance, State)>,
     /// The normalised path when it differs from the one the client sent
-    /// ([`crate::pipeline::client_path`]), for the later hooks' [`RequestView`].
+    /// ([`crate::path::client_path`]), for the later hooks' [`RequestView`].
     pub path: Option<Box<[u8]>>,
 }
 
@@ -207,7 +207,7 @@ impl Running {
     pub fn path<'a>(&'a self, req: &'a RequestHeader) -> &'a [u8] {
         match &self.path {
             Some(p) => p,
-            None => crate::pipeline::client_path(req).0,
+            None => crate::path::client_path(req).0,
         }
     }
 
