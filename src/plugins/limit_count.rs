@@ -301,6 +301,14 @@ pub(crate) fn degraded_total() -> u64 {
 }
 
 impl LimitCountPlugin {
+    /// [`Self::request_key`], warning (once per instance) when it fell back to the client's
+    /// address.
+    fn counter(&self, r: &RequestView<'_>) -> CounterKey {
+        let (key, source) = self.request_key(r);
+        warn_fallback(source, &self.fallback_warned, "limit-count", r.route_id);
+        key
+    }
+
     /// The request step's answer from the counter's.
     fn decide(
         &self,
@@ -352,19 +360,17 @@ impl Plugin for LimitCountPlugin {
     }
 
     fn request(&self, r: &RequestView<'_>, state: &mut State) -> Option<Step> {
-        let (key, source) = self.request_key(r);
         let lc = &self.conf;
+        let key = self.counter(r);
         let quota =
             r.limiter
                 .acquire_now(&lc.policy, lc.count, lc.window_ms, key, Instant::now())?;
-        warn_fallback(source, &self.fallback_warned, "limit-count", r.route_id);
         Some(self.decide(quota, r, state))
     }
 
     async fn request_io(&self, r: &RequestView<'_>, state: &mut State) -> Step {
-        let (key, source) = self.request_key(r);
-        warn_fallback(source, &self.fallback_warned, "limit-count", r.route_id);
         let lc = &self.conf;
+        let key = self.counter(r);
         let quota = r
             .limiter
             .acquire(&lc.policy, lc.count, lc.window_ms, key, Instant::now())
