@@ -193,6 +193,31 @@ fn routing_matches_as_apisix_does() {
     }
 }
 
+/// Without a route bound to hosts the Host header is not read for routing: whatever a client
+/// writes there (odd, long, an IPv6 bracket left open, a port out of range) routes by path
+/// alone, as before.
+#[test]
+fn without_host_routes_any_host_routes_by_path() {
+    let ups = Ups::start(&["only"]);
+    let gw = Gateway::start(&ups.routes(&[("only", r#"uri: "/a/*""#, "only")]));
+    let long = "h".repeat(4000);
+    for host in [
+        "example.com",
+        "EXAMPLE.COM:99999",
+        "[::1",
+        "a:b:c",
+        ".",
+        long.as_str(),
+    ] {
+        assert_eq!(
+            node(&get_host(&gw, "/a/x", host)),
+            "only",
+            "Host: {host:.40}"
+        );
+    }
+    assert_404(&get_host(&gw, "/b", "example.com"));
+}
+
 #[test]
 fn paths_are_normalised_before_matching_and_sent_normalised() {
     let ups = Ups::start(&["b", "enc", "xab", "space"]);

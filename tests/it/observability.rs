@@ -1147,3 +1147,40 @@ fn a_busy_access_log_beside_the_resource_files_does_not_stall_reloads() {
     );
     assert_eq!(get(&gw, "/two", &[]), 200);
 }
+
+/// A client cannot forge access-log lines: a path with quotes, backslashes and an encoded line
+/// break stays inside its own JSON line, and a burst (which the writer gathers into few
+/// writes) still gives exactly one whole line per request.
+#[test]
+fn hostile_paths_stay_inside_their_own_access_log_line() {
+    let up = Upstream::start("up");
+    let (_log_dir, log_path) = log_file();
+    let gw = Gateway::builder()
+        .node_extra(&format!(
+            "access_log: {{path: {}, format: json}}",
+            yaml_path(&log_path)
+        ))
+        .start(&auth_resources(&up));
+    let forged = r#"/nowhere/a"b\c%0A%22},{"route":"forged"}"#;
+    let mut sent = 0;
+    for k in 0..300 {
+        let target = if k % 3 == 0 { forged } else { "/open" };
+        let resp = http(gw.port(), "GET", target, &[], b"");
+        assert!(resp.status < 500, "GET {target}: {}", resp.status);
+        sent += 1;
+    }
+    let lines = wait_lines(&log_path, sent);
+    assert_eq!(lines.len(), sent, "one line per request");
+    let mut forged_seen = 0;
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_ne!(v["route"], "forged", "{line}");
+        if v["path"].as_str().is_some_and(|p| p.contains("\"route\"")) {
+            forged_seen += 1;
+        }
+    }
+    assert_eq!(
+        forged_seen, 100,
+        "the hostile path is logged, escaped, in its own line"
+    );
+}
