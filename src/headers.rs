@@ -9,6 +9,8 @@ pub(crate) const X_CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-c
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+pub(crate) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub(crate) const WWW_AUTHENTICATE: HeaderName = HeaderName::from_static("www-authenticate");
 pub(crate) const DATE: HeaderName = HeaderName::from_static("date");
 pub(crate) const DIGEST: HeaderName = HeaderName::from_static("digest");
@@ -48,6 +50,57 @@ pub(crate) const IDENTITY: [HeaderName; 3] = [
     X_CONSUMER_CUSTOM_ID,
 ];
 
+/// The forwarding headers the gateway writes upstream with its own view of the connection (the
+/// client's `X-Forwarded-For` is read first and extended).
+pub(crate) const FORWARDING: [HeaderName; 5] = [
+    X_FORWARDED_FOR,
+    X_REAL_IP,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_PORT,
+    X_FORWARDED_HOST,
+];
+
+/// Where the headers the gateway adds upstream go. Straight to the HTTP/1 wire when no plugin
+/// edits the upstream request after them (`push_wire_header`: no map insert, no regrowing the
+/// cloned maps); else into the maps, where a plugin's `upstream_request` reads and may replace
+/// them. The client's copies are gone first ([remove_client_copies]), so both write the same
+/// request.
+pub(crate) struct UpstreamHeaders<'r> {
+    req: &'r mut pingora_http::RequestHeader,
+    to_wire: bool,
+}
+
+impl<'r> UpstreamHeaders<'r> {
+    /// The most headers the gateway adds itself (identity 3, forwarding 5).
+    const MOST: usize = 8;
+
+    /// Headers for `req`, on the wire when `to_wire`.
+    pub(crate) fn new(
+        req: &'r mut pingora_http::RequestHeader,
+        to_wire: bool,
+    ) -> pingora_core::Result<Self> {
+        if !to_wire {
+            // The client's headers were cloned without spare room: make it for ours in one step.
+            req.reserve_headers(Self::MOST)?;
+        }
+        Ok(UpstreamHeaders { req, to_wire })
+    }
+
+    /// Adds `name: value` (the name is not in the request: see [remove_client_copies]).
+    pub(crate) fn add(
+        &mut self,
+        name: &pingora_http::ParsedHeaderName,
+        value: http::HeaderValue,
+    ) -> pingora_core::Result<()> {
+        if self.to_wire {
+            self.req.push_wire_header(name, &value);
+            Ok(())
+        } else {
+            self.req.insert_parsed_header(name, value)
+        }
+    }
+}
+
 /// A number as a header value (`X-RateLimit-Remaining`, `-Reset`): below 4,096 a value made
 /// once, cloned without formatting, allocating or counting references; above, formatted.
 pub(crate) fn number_value(n: u64) -> http::HeaderValue {
@@ -85,25 +138,29 @@ pub(crate) fn dash_spelling(name: &HeaderName) -> HeaderName {
     HeaderName::from_bytes(name.as_str().replace('_', "-").as_bytes()).unwrap_or(name.clone())
 }
 
-/// Removes every header whose name, in any case and with `_` read as `-`, is in `strip` (held in
-/// dash spelling), and `Forwarded` (APISIX 3.18 clears it; X-Forwarded-* carry our view): many
-/// upstream stacks (CGI, WSGI, PHP) treat `X_Consumer_Username` and `X-Consumer-Username` alike,
-/// so a client must not be able to send either.
+/// Removes the client's copies of what the gateway sets upstream: every header whose name, in any
+/// case and with `_` read as `-`, is in `strip` (held in dash spelling); the forwarding headers
+/// the gateway writes itself ([FORWARDING]); and `Forwarded` (APISIX 3.18 clears it;
+/// X-Forwarded-* carry our view). Many upstream stacks (CGI, WSGI, PHP) treat
+/// `X_Consumer_Username` and `X-Consumer-Username` alike, so a client must not be able to send
+/// either.
 ///
 /// Hot path: one pass over the request's names finds whether any is to go (usually none), instead
 /// of a hash probe per name to remove; a name compares unequal to a stripped one at its
 /// representation or length, so the pass costs a few instructions per client header.
-pub(crate) fn remove_all_spellings(req: &mut pingora_http::RequestHeader, strip: &[HeaderName]) {
+pub(crate) fn remove_client_copies(req: &mut pingora_http::RequestHeader, strip: &[HeaderName]) {
     let (mut exact, mut underscore) = (false, false);
     for k in req.headers.keys() {
-        exact |= *k == http::header::FORWARDED || strip.contains(k);
+        exact |= *k == http::header::FORWARDED || FORWARDING.contains(k) || strip.contains(k);
         underscore |= k.as_str().contains('_');
     }
     if exact {
         for name in strip {
             req.remove_header(name);
         }
-        req.remove_header(&http::header::FORWARDED);
+        for name in [&http::header::FORWARDED].into_iter().chain(&FORWARDING) {
+            req.remove_header(name);
+        }
     }
     // Rare: only a request with `_` in a header name pays for the second pass.
     if !underscore {
@@ -189,10 +246,82 @@ mod tests {
         }
     }
 
+    /// The upstream request on the HTTP/1 wire, header lines only.
+    fn wire_lines(req: &RequestHeader) -> Vec<String> {
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        String::from_utf8(wire)
+            .unwrap()
+            .split_terminator("\r\n")
+            .map(str::to_owned)
+            .collect()
+    }
+
     #[test]
-    fn removes_every_spelling_and_forwarded_only() {
+    fn wire_headers_follow_the_maps_and_join_them_for_http2() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("Host", "a").unwrap();
+        let mut up = req.clone();
+        up.push_wire_header(&write::X_REAL_IP, &"127.0.0.1".parse().unwrap());
+        up.push_wire_header(
+            &write::X_FORWARDED_FOR,
+            &"10.0.0.1, 127.0.0.1".parse().unwrap(),
+        );
+        assert_eq!(
+            wire_lines(&up),
+            [
+                "Host: a",
+                "x-real-ip: 127.0.0.1",
+                "x-forwarded-for: 10.0.0.1, 127.0.0.1"
+            ]
+        );
+        let copy = up.clone();
+        assert_eq!(wire_lines(&copy), wire_lines(&up));
+        assert_eq!(
+            copy.headers.len(),
+            1,
+            "a clone keeps them apart from the maps"
+        );
+        assert!(req.wire_headers().is_empty(), "the original is untouched");
+        let parts = up.as_owned_parts();
+        assert_eq!(parts.headers.len(), 3);
+        assert_eq!(parts.headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(parts.headers["x-real-ip"], "127.0.0.1");
+    }
+
+    #[test]
+    fn upstream_headers_write_the_same_request_to_the_wire_or_the_maps() {
+        let mut seen = Vec::new();
+        for to_wire in [true, false] {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            req.append_header("Host", "a").unwrap();
+            req.append_header("X-Forwarded-Proto", "gopher").unwrap();
+            remove_client_copies(&mut req, &IDENTITY);
+            let mut out = UpstreamHeaders::new(&mut req, to_wire).unwrap();
+            out.add(&write::X_CONSUMER_USERNAME, "jack".parse().unwrap())
+                .unwrap();
+            out.add(&write::X_FORWARDED_PROTO, "http".parse().unwrap())
+                .unwrap();
+            assert_eq!(req.wire_headers().is_empty(), !to_wire);
+            let mut lines = wire_lines(&req);
+            lines.sort();
+            seen.push(lines);
+        }
+        assert_eq!(
+            seen[0],
+            [
+                "Host: a",
+                "x-consumer-username: jack",
+                "x-forwarded-proto: http"
+            ]
+        );
+        assert_eq!(seen[0], seen[1]);
+    }
+
+    #[test]
+    fn removes_every_spelling_of_identity_and_forwarding_headers_only() {
         let strip = IDENTITY.to_vec();
-        let cases: [(&[&str], &[&str]); 6] = [
+        let cases: [(&[&str], &[&str]); 8] = [
             (&["Host", "apikey"], &["Host", "apikey"]),
             (
                 &["Host", "X-Consumer-Username", "Forwarded", "Accept"],
@@ -206,7 +335,20 @@ mod tests {
             (&["x_consumer_username", "Host"], &["Host"]),
             (
                 &["X-Forwarded-For", "X-Consumer-Usernames"],
-                &["X-Forwarded-For", "X-Consumer-Usernames"],
+                &["X-Consumer-Usernames"],
+            ),
+            (
+                &[
+                    "x-real-ip",
+                    "X-Forwarded-Proto",
+                    "X-FORWARDED-PORT",
+                    "Accept",
+                ],
+                &["Accept"],
+            ),
+            (
+                &["X-Forwarded-Host", "X-Forwarded-Hosts", "X_Real_IP"],
+                &["X-Forwarded-Hosts", "X_Real_IP"],
             ),
         ];
         for (sent, kept) in cases {
@@ -214,8 +356,13 @@ mod tests {
             for n in sent {
                 req.append_header(n.to_string(), "v").unwrap();
             }
-            remove_all_spellings(&mut req, &strip);
-            assert_eq!(names(&req), *kept, "{sent:?}");
+            remove_client_copies(&mut req, &strip);
+            // Removal may reorder what is left (the maps swap-remove).
+            let mut left = names(&req);
+            left.sort();
+            let mut kept = kept.to_vec();
+            kept.sort();
+            assert_eq!(left, kept, "{sent:?}");
             assert_eq!(req.headers.len(), kept.len(), "{sent:?}");
         }
     }

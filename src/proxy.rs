@@ -19,7 +19,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::auth::{self, Hide, Identity};
-use crate::headers;
+use crate::headers::{self, UpstreamHeaders};
 use crate::limiter::Limiter;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::{self, Decision, RejectKind, RequestInfo};
@@ -104,14 +104,11 @@ impl Drop for InFlight {
     }
 }
 
-/// The most headers `upstream_request_filter` adds itself (identity 3, forwarded 5).
-const UPSTREAM_HEADERS_ADDED: usize = 8;
-
 /// Sets the identity headers (client copies are already gone).
-fn set_identity(snap: &Snapshot, d: &Decision, req: &mut RequestHeader) -> Result<()> {
+fn set_identity(snap: &Snapshot, d: &Decision, out: &mut UpstreamHeaders<'_>) -> Result<()> {
     let Some(id) = d.identity else { return Ok(()) };
     let consumer = snap.consumers.get(id.consumer);
-    req.insert_parsed_header(
+    out.add(
         &headers::write::X_CONSUMER_USERNAME,
         consumer.username_header.clone(),
     )?;
@@ -119,10 +116,10 @@ fn set_identity(snap: &Snapshot, d: &Decision, req: &mut RequestHeader) -> Resul
         .credential
         .and_then(|c| snap.consumers.credential(c).header().cloned())
     {
-        req.insert_parsed_header(&headers::write::X_CREDENTIAL_IDENTIFIER, cid)?;
+        out.add(&headers::write::X_CREDENTIAL_IDENTIFIER, cid)?;
     }
     if let Some(custom) = consumer.label("custom_id").filter(|_| !id.anonymous) {
-        req.insert_parsed_header(&headers::write::X_CONSUMER_CUSTOM_ID, custom.clone())?;
+        out.add(&headers::write::X_CONSUMER_CUSTOM_ID, custom.clone())?;
     }
     Ok(())
 }
@@ -584,12 +581,13 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let snap = ctx.snap()?;
         let d = ctx.decision()?;
-        // Client copies of the identity headers, and `Forwarded` (APISIX 3.18 clears it;
-        // X-Forwarded-* below carry our view).
-        headers::remove_all_spellings(req, &snap.strip);
-        // The client's headers were cloned without spare room: make it for ours in one step.
-        req.reserve_headers(UPSTREAM_HEADERS_ADDED)?;
-        set_identity(snap, d, req)?;
+        // Read before the client's copy goes: ours extends it.
+        let client_xff = req
+            .headers
+            .get(&headers::X_FORWARDED_FOR)
+            .filter(|v| v.to_str().is_ok())
+            .cloned();
+        headers::remove_client_copies(req, &snap.strip);
         hide_credentials(&d.hide, session.req_header(), req)?;
         if let Some(p) = &d.new_path {
             let mut uri = p.to_vec();
@@ -608,11 +606,19 @@ impl ProxyHttp for Gateway {
             }
             HostMode::Rewrite(h) => req.insert_header(http::header::HOST, h.clone())?,
         }
-        forwarded_headers(session, req)?;
-        if !d.running.list.is_empty() {
+        let mut editors = d
+            .running
+            .list
+            .iter()
+            .filter(|(p, _)| p.edits_upstream_request())
+            .peekable();
+        let mut out = UpstreamHeaders::new(req, editors.peek().is_none())?;
+        set_identity(snap, d, &mut out)?;
+        forwarded_headers(session, client_xff, &mut out)?;
+        if editors.peek().is_some() {
             let make = || request_view(snap, d, session, ctx.upstream_addr, &self.limiter);
             let view = LazyView::new(&make);
-            for (p, state) in &d.running.list {
+            for (p, state) in editors {
                 p.upstream_request(req, &view, state)?;
             }
         }
@@ -930,12 +936,15 @@ fn socket_addr_str(addr: SocketAddr, buf: &mut [u8; 64]) -> &str {
     std::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 
-/// `X-Forwarded-For` (appended), `X-Real-IP`, `X-Forwarded-Proto/Host/Port`, as APISIX sets them.
+/// `X-Forwarded-For` (the client's, extended), `X-Real-IP`, `X-Forwarded-Proto/Host/Port`, as
+/// APISIX sets them.
 ///
-/// Hot path: no `format!`, and names given as `&'static str` (Pingora copies a custom
-/// `HeaderName` into a title-case buffer first; a static name is used as is, same bytes on the
-/// wire).
-fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
+/// Hot path: no `format!`; the address and port values are made once per thread and reused.
+fn forwarded_headers(
+    session: &Session,
+    client_xff: Option<HeaderValue>,
+    out: &mut UpstreamHeaders<'_>,
+) -> Result<()> {
     /// `X-Forwarded-Port`'s value: a listener's port, built once per thread and port.
     fn port_value(port: u16) -> HeaderValue {
         thread_local! {
@@ -984,11 +993,7 @@ fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
     {
         let real_ip = ip_value(ip)?;
         let ip = real_ip.as_bytes();
-        let xff = match req
-            .headers
-            .get(&headers::X_FORWARDED_FOR)
-            .filter(|v| v.to_str().is_ok())
-        {
+        let xff = match client_xff {
             Some(prev) => {
                 let mut v = BytesMut::with_capacity(prev.len() + 2 + ip.len());
                 v.extend_from_slice(prev.as_bytes());
@@ -999,11 +1004,11 @@ fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
             }
             None => real_ip.clone(),
         };
-        req.insert_parsed_header(&headers::write::X_FORWARDED_FOR, xff)?;
-        req.insert_parsed_header(&headers::write::X_REAL_IP, real_ip)?;
+        out.add(&headers::write::X_FORWARDED_FOR, xff)?;
+        out.add(&headers::write::X_REAL_IP, real_ip)?;
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    req.insert_parsed_header(
+    out.add(
         &headers::write::X_FORWARDED_PROTO,
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     )?;
@@ -1012,7 +1017,7 @@ fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
         .and_then(|a| a.as_inet())
         .map(|a| a.port())
     {
-        req.insert_parsed_header(&headers::write::X_FORWARDED_PORT, port_value(port))?;
+        out.add(&headers::write::X_FORWARDED_PORT, port_value(port))?;
     }
     if let Some(h) = session
         .req_header()
@@ -1020,7 +1025,7 @@ fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
         .get(http::header::HOST)
         .cloned()
     {
-        req.insert_parsed_header(&headers::write::X_FORWARDED_HOST, h)?;
+        out.add(&headers::write::X_FORWARDED_HOST, h)?;
     }
     Ok(())
 }

@@ -66,6 +66,10 @@ impl Plugin for AttachConsumerLabel {
     }
 
     /// Each label the consumer has, as its header; a label it lacks sends nothing.
+    fn edits_upstream_request(&self) -> bool {
+        true
+    }
+
     fn upstream_request(
         &self,
         req: &mut RequestHeader,

@@ -561,6 +561,10 @@ impl Plugin for ForwardAuth {
         }
     }
 
+    fn edits_upstream_request(&self) -> bool {
+        true
+    }
+
     fn upstream_request(
         &self,
         req: &mut RequestHeader,

@@ -469,6 +469,10 @@ impl Plugin for ProxyRewrite {
         1008
     }
 
+    fn edits_upstream_request(&self) -> bool {
+        true
+    }
+
     fn upstream_request(
         &self,
         req: &mut RequestHeader,

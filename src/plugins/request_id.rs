@@ -106,6 +106,10 @@ impl Plugin for RequestId {
         Some(Step::Continue)
     }
 
+    fn edits_upstream_request(&self) -> bool {
+        true
+    }
+
     fn upstream_request(
         &self,
         req: &mut RequestHeader,

@@ -149,7 +149,15 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
         Step::Continue
     }
 
-    /// The request about to go upstream (identity headers are already set).
+    /// True when [`Plugin::upstream_request`] edits the upstream request: only such a plugin's
+    /// hook runs, and while one runs the gateway's own upstream headers are put where it can see
+    /// them (`headers::UpstreamHeaders`).
+    fn edits_upstream_request(&self) -> bool {
+        false
+    }
+
+    /// The request about to go upstream (identity and forwarding headers are already set); runs
+    /// when [`Plugin::edits_upstream_request`].
     fn upstream_request(
         &self,
         _req: &mut RequestHeader,

@@ -52,35 +52,44 @@ fn metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
 // Forwarded headers
 
 /// The upstream gets `X-Real-IP`, `X-Forwarded-For` (the client's value, then the peer),
-/// `X-Forwarded-Proto`, `-Host` and `-Port` as the gateway saw them, and never the client's
-/// `Forwarded` or its own `X-Real-IP`; over TLS the proto is `https`.
+/// `X-Forwarded-Proto`, `-Host` and `-Port` as the gateway saw them, once each, and never the
+/// client's `Forwarded` or its own copies; over TLS the proto is `https`. The same with a plugin
+/// that edits the upstream request (`/rid/*`: the gateway's headers then go through the header
+/// maps, not straight to the wire).
 #[test]
 fn forwarded_headers_reach_the_upstream_and_forwarded_is_cleared() {
     let up = Upstream::start("fw");
     let (cert, key, der) = make_test_cert();
-    let gw = Gateway::builder()
-        .tls(&cert, &key)
-        .start(&one_route(&up.yaml(), ""));
-    let resp = http(
-        gw.port(),
-        "GET",
-        "/fw",
-        &[
-            ("Host", "shop.example:8443"),
-            ("X-Forwarded-For", "10.1.2.3"),
-            ("X-Real-IP", "6.6.6.6"),
-            ("X-Forwarded-Proto", "gopher"),
-            ("Forwarded", "for=6.6.6.6;proto=https"),
-        ],
-        b"",
-    );
-    let h = echo_headers(&resp);
-    assert_eq!(h["x-forwarded-for"], "10.1.2.3, 127.0.0.1", "{h}");
-    assert_eq!(h["x-real-ip"], "127.0.0.1", "{h}");
-    assert_eq!(h["x-forwarded-proto"], "http", "{h}");
-    assert_eq!(h["x-forwarded-host"], "shop.example:8443", "{h}");
-    assert_eq!(h["x-forwarded-port"], gw.port().to_string(), "{h}");
-    assert!(h.get("forwarded").is_none(), "Forwarded is cleared: {h}");
+    let gw = Gateway::builder().tls(&cert, &key).start(&format!(
+        "routes:\n  - {{id: r, uri: /*, upstream: {up}}}\n  \
+         - {{id: rid, uri: /rid/*, plugins: {{request-id: {{}}}}, upstream: {up}}}\n#END\n",
+        up = up.yaml()
+    ));
+    for path in ["/fw", "/rid/fw"] {
+        let resp = http(
+            gw.port(),
+            "GET",
+            path,
+            &[
+                ("Host", "shop.example:8443"),
+                ("X-Forwarded-For", "10.1.2.3"),
+                ("X-Real-IP", "6.6.6.6"),
+                ("x-forwarded-proto", "gopher"),
+                ("X-Forwarded-Host", "evil.example"),
+                ("X-FORWARDED-PORT", "1"),
+                ("Forwarded", "for=6.6.6.6;proto=https"),
+            ],
+            b"",
+        );
+        let h = echo_headers(&resp);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3, 127.0.0.1", "{path} {h}");
+        assert_eq!(h["x-real-ip"], "127.0.0.1", "{path} {h}");
+        assert_eq!(h["x-forwarded-proto"], "http", "{path} {h}");
+        assert_eq!(h["x-forwarded-host"], "shop.example:8443", "{path} {h}");
+        assert_eq!(h["x-forwarded-port"], gw.port().to_string(), "{path} {h}");
+        assert!(h.get("forwarded").is_none(), "Forwarded is cleared: {h}");
+        assert_eq!(h.get("x-request-id").is_some(), path == "/rid/fw", "{h}");
+    }
 
     // No client value: the peer alone.
     let h = echo_headers(&http(gw.port(), "GET", "/fw", &[], b""));

@@ -88,6 +88,8 @@ pub struct RequestHeader {
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
+    // tollgate patch: headers in HTTP/1 wire form, written after the maps' (push_wire_header)
+    wire_tail: Vec<u8>,
 }
 
 /// How a request-target is stored, and how [`RequestHeader::raw_path`] recovers it.
@@ -155,6 +157,7 @@ impl RequestHeader {
             header_name_map: None,
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            wire_tail: Vec::new(),
         }
     }
 
@@ -282,7 +285,31 @@ impl RequestHeader {
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        buf.put_slice(&self.wire_tail); // tollgate patch
+    }
+
+    /// Adds a header that is written after the maps' headers on the HTTP/1 wire, without
+    /// entering the maps: no hashing, no insert, no regrowing a cloned map. For the headers a
+    /// proxy adds to every upstream request once nothing will read or replace them: neither
+    /// [Self::headers] nor [Self::remove_header()] sees them, so the caller removes any copy of
+    /// the name from the maps first. [Self::as_owned_parts()] (HTTP/2) appends them to the
+    /// map. (tollgate patch.)
+    pub fn push_wire_header(&mut self, name: &ParsedHeaderName, value: &HeaderValue) {
+        const CAPACITY: usize = 256;
+        let case = name.parts().1.as_slice();
+        if self.wire_tail.capacity() == 0 {
+            self.wire_tail.reserve(CAPACITY.max(case.len() + value.len() + 4));
+        }
+        self.wire_tail.extend_from_slice(case);
+        self.wire_tail.extend_from_slice(b": ");
+        self.wire_tail.extend_from_slice(value.as_bytes());
+        self.wire_tail.extend_from_slice(b"\r\n");
+    }
+
+    /// The headers added with [Self::push_wire_header()], in wire form. (tollgate patch.)
+    pub fn wire_headers(&self) -> &[u8] {
+        &self.wire_tail
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
@@ -436,18 +463,25 @@ impl RequestHeader {
     /// URI, so an absolute-form or CONNECT target does not survive the conversion:
     /// rebuilding a [RequestHeader] from the result serializes the URI's origin-form path
     /// instead of the original bytes. [Clone] keeps it; [Self::set_raw_path()] restores it.
+    ///
+    /// Headers added with [Self::push_wire_header()] are appended to the parts' headers
+    /// (tollgate patch), so an HTTP/2 upstream receives them too.
     pub fn as_owned_parts(&self) -> ReqParts {
-        clone_req_parts(&self.base)
+        let mut parts = clone_req_parts(&self.base);
+        append_wire_headers(&mut parts.headers, &self.wire_tail);
+        parts
     }
 }
 
 impl Clone for RequestHeader {
     fn clone(&self) -> Self {
         Self {
-            base: self.as_owned_parts(),
+            // tollgate patch: not as_owned_parts(), which joins the wire headers to the map
+            base: clone_req_parts(&self.base),
             header_name_map: self.header_name_map.clone(),
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
+            wire_tail: self.wire_tail.clone(),
         }
     }
 }
@@ -464,13 +498,16 @@ impl From<ReqParts> for RequestHeader {
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            wire_tail: Vec::new(),
         }
     }
 }
 
 impl From<RequestHeader> for ReqParts {
-    fn from(resp: RequestHeader) -> ReqParts {
-        resp.base
+    fn from(req: RequestHeader) -> ReqParts {
+        let mut base = req.base;
+        append_wire_headers(&mut base.headers, &req.wire_tail); // tollgate patch
+        base
     }
 }
 
@@ -1150,6 +1187,24 @@ fn normalize_field_value(raw: bytes::Bytes) -> bytes::Bytes {
 }
 
 #[inline]
+/// Appends the headers of a [RequestHeader::push_wire_header()] tail to a map. Each line was
+/// built from a valid name and value, so none fails to parse. (tollgate patch.)
+fn append_wire_headers(map: &mut HMap, tail: &[u8]) {
+    for line in tail.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let value = line[colon + 1..].strip_prefix(b" ").unwrap_or(&line[colon + 1..]);
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&line[..colon]),
+            HeaderValue::from_bytes(value),
+        ) {
+            map.append(name, value);
+        }
+    }
+}
+
 fn header_to_h1_wire(key_map: Option<&CaseMap>, value_map: &HMap, buf: &mut impl BufMut) {
     const CRLF: &[u8; 2] = b"\r\n";
     const HEADER_KV_DELIMITER: &[u8; 2] = b": ";
