@@ -8,4 +8,6 @@ cd "$(dirname "$0")/.."
 if ! command -v cargo-deny >/dev/null; then
     nice -n 19 cargo install --locked cargo-deny
 fi
+# --offline reads every crate of the lock file, other platforms' too: fetch them first.
+cargo fetch --locked --quiet
 cargo deny --offline check --hide-inclusion-graph bans licenses sources

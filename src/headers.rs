@@ -1,6 +1,8 @@
 //! Every header name tollgate reads or writes.
 
 use http::header::HeaderName;
+use pingora_core::Result;
+use pingora_http::ParsedHeaderName;
 
 pub(crate) const X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
 pub(crate) const X_CREDENTIAL_IDENTIFIER: HeaderName =
@@ -60,44 +62,116 @@ pub(crate) const FORWARDING: [HeaderName; 5] = [
     X_FORWARDED_HOST,
 ];
 
-/// Where the headers the gateway adds upstream go. Straight to the HTTP/1 wire when no plugin
-/// edits the upstream request after them (`push_wire_header`: no map insert, no regrowing the
-/// cloned maps); else into the maps, where a plugin's `upstream_request` reads and may replace
-/// them. The client's copies are gone first ([remove_client_copies]), so both write the same
-/// request.
-pub(crate) struct UpstreamHeaders<'r> {
-    req: &'r mut pingora_http::RequestHeader,
+/// A head the gateway adds headers to, on its way out: the upstream request or the response.
+pub trait OutgoingHead: std::fmt::Debug {
+    /// The maps' headers.
+    fn map(&self) -> &http::HeaderMap;
+    /// See `pingora_http::RequestHeader::push_wire_header`.
+    fn push_wire(&mut self, name: &ParsedHeaderName, value: &http::HeaderValue);
+    /// See `insert_parsed_header`.
+    fn insert(&mut self, name: &ParsedHeaderName, value: http::HeaderValue) -> Result<()>;
+    /// See `reserve_headers`.
+    fn reserve(&mut self, additional: usize) -> Result<()>;
+    /// See `remove_header`.
+    fn remove(&mut self, name: &HeaderName);
+}
+
+macro_rules! outgoing_head {
+    ($t:ty) => {
+        impl OutgoingHead for $t {
+            fn map(&self) -> &http::HeaderMap {
+                &self.headers
+            }
+            fn push_wire(&mut self, name: &ParsedHeaderName, value: &http::HeaderValue) {
+                self.push_wire_header(name, value)
+            }
+            fn insert(&mut self, name: &ParsedHeaderName, value: http::HeaderValue) -> Result<()> {
+                self.insert_parsed_header(name, value)
+            }
+            fn reserve(&mut self, additional: usize) -> Result<()> {
+                self.reserve_headers(additional)
+            }
+            fn remove(&mut self, name: &HeaderName) {
+                self.remove_header(name);
+            }
+        }
+    };
+}
+outgoing_head!(pingora_http::RequestHeader);
+outgoing_head!(pingora_http::ResponseHeader);
+
+/// An outgoing head, and where the gateway's own headers go: straight to the HTTP/1 wire when
+/// nothing edits the head after them (`push_wire_header`: no map insert, no regrowing the maps
+/// Pingora sized for what it parsed or cloned), else into the maps, where a plugin reads and may
+/// replace them. Both write the same head (tests below). Derefs to the head itself, for plugins
+/// that edit it.
+#[derive(Debug)]
+pub struct Head<'r, H: OutgoingHead> {
+    head: &'r mut H,
     to_wire: bool,
 }
 
-impl<'r> UpstreamHeaders<'r> {
-    /// The most headers the gateway adds itself (identity 3, forwarding 5).
-    const MOST: usize = 8;
-
-    /// Headers for `req`, on the wire when `to_wire`.
-    pub(crate) fn new(
-        req: &'r mut pingora_http::RequestHeader,
-        to_wire: bool,
-    ) -> pingora_core::Result<Self> {
-        if !to_wire {
-            // The client's headers were cloned without spare room: make it for ours in one step.
-            req.reserve_headers(Self::MOST)?;
-        }
-        Ok(UpstreamHeaders { req, to_wire })
+impl<'r, H: OutgoingHead> Head<'r, H> {
+    /// `head`, taking the gateway's headers on the wire when `to_wire`.
+    pub(crate) fn new(head: &'r mut H, to_wire: bool) -> Self {
+        Head { head, to_wire }
     }
 
-    /// Adds `name: value` (the name is not in the request: see [remove_client_copies]).
-    pub(crate) fn add(
-        &mut self,
-        name: &pingora_http::ParsedHeaderName,
-        value: http::HeaderValue,
-    ) -> pingora_core::Result<()> {
+    /// Room in the maps for `n` more headers at once (none needed on the wire).
+    pub(crate) fn reserve(&mut self, n: usize) -> Result<()> {
         if self.to_wire {
-            self.req.push_wire_header(name, &value);
+            return Ok(());
+        }
+        self.head.reserve(n)
+    }
+
+    /// Adds `name: value`, a name the head does not hold (the client's copies of the upstream
+    /// request's are gone: [remove_client_copies]).
+    pub(crate) fn add(&mut self, name: &ParsedHeaderName, value: http::HeaderValue) -> Result<()> {
+        if self.to_wire {
+            self.head.push_wire(name, &value);
             Ok(())
         } else {
-            self.req.insert_parsed_header(name, value)
+            self.head.insert(name, value)
         }
+    }
+
+    /// Sets each name to its value, replacing any copy the head holds (an upstream's own
+    /// `X-RateLimit-*`): one pass over the head's names finds whether there is one.
+    pub(crate) fn set_all<const N: usize>(
+        &mut self,
+        pairs: [(&ParsedHeaderName, http::HeaderValue); N],
+    ) -> Result<()> {
+        if !self.to_wire {
+            self.head.reserve(N)?;
+            for (name, value) in pairs {
+                self.head.insert(name, value)?;
+            }
+            return Ok(());
+        }
+        let held = |k: &HeaderName| pairs.iter().any(|(n, _)| n.name() == k);
+        if self.head.map().keys().any(held) {
+            for (name, _) in &pairs {
+                self.head.remove(name.name());
+            }
+        }
+        for (name, value) in &pairs {
+            self.head.push_wire(name, value);
+        }
+        Ok(())
+    }
+}
+
+impl<H: OutgoingHead> std::ops::Deref for Head<'_, H> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        self.head
+    }
+}
+
+impl<H: OutgoingHead> std::ops::DerefMut for Head<'_, H> {
+    fn deref_mut(&mut self) -> &mut H {
+        self.head
     }
 }
 
@@ -216,7 +290,7 @@ mod tests {
         req.reserve_headers(8).unwrap();
         req.insert_parsed_header(&write::X_FORWARDED_FOR, "9.9.9.9".parse().unwrap())
             .unwrap();
-        let label = pingora_http::ParsedHeaderName::from_bytes(b"X-Dept").unwrap();
+        let label = ParsedHeaderName::from_bytes(b"X-Dept").unwrap();
         req.insert_parsed_header(&label, "ops".parse().unwrap())
             .unwrap();
         req.append_parsed_header(&label, "dev".parse().unwrap())
@@ -228,7 +302,7 @@ mod tests {
             String::from_utf8(wire).unwrap(),
             "Host: a\r\nx-forwarded-for: 9.9.9.9\r\nX-Dept: ops\r\nX-Dept: dev\r\n"
         );
-        assert!(pingora_http::ParsedHeaderName::from_bytes(b"bad name").is_err());
+        assert!(ParsedHeaderName::from_bytes(b"bad name").is_err());
     }
 
     /// A hostile upstream's head with more headers than Pingora's map cap still takes the
@@ -297,7 +371,8 @@ mod tests {
             req.append_header("Host", "a").unwrap();
             req.append_header("X-Forwarded-Proto", "gopher").unwrap();
             remove_client_copies(&mut req, &IDENTITY);
-            let mut out = UpstreamHeaders::new(&mut req, to_wire).unwrap();
+            let mut out = Head::new(&mut req, to_wire);
+            out.reserve(2).unwrap();
             out.add(&write::X_CONSUMER_USERNAME, "jack".parse().unwrap())
                 .unwrap();
             out.add(&write::X_FORWARDED_PROTO, "http".parse().unwrap())
@@ -316,6 +391,47 @@ mod tests {
             ]
         );
         assert_eq!(seen[0], seen[1]);
+    }
+
+    #[test]
+    fn set_all_replaces_the_heads_copies_on_the_wire_or_in_the_maps() {
+        let mut seen = Vec::new();
+        for (to_wire, upstream_sent) in [(true, true), (false, true), (true, false), (false, false)]
+        {
+            let mut resp = pingora_http::ResponseHeader::build(200, None).unwrap();
+            resp.append_header("Content-Type", "text/plain").unwrap();
+            if upstream_sent {
+                resp.append_header("X-RateLimit-Limit", "1000").unwrap();
+                resp.append_header("x-ratelimit-reset", "1").unwrap();
+            }
+            let mut out = Head::new(&mut resp, to_wire);
+            out.set_all([
+                (&write::X_RATELIMIT_LIMIT, 10.into()),
+                (&write::X_RATELIMIT_REMAINING, 9.into()),
+                (&write::X_RATELIMIT_RESET, 60.into()),
+            ])
+            .unwrap();
+            assert_eq!(resp.wire_headers().is_empty(), !to_wire);
+            let mut wire = Vec::new();
+            resp.header_to_h1_wire(&mut wire);
+            let mut lines: Vec<String> = String::from_utf8(wire)
+                .unwrap()
+                .split_terminator("\r\n")
+                .map(str::to_owned)
+                .collect();
+            lines.sort();
+            seen.push(lines);
+        }
+        assert_eq!(
+            seen[0],
+            [
+                "Content-Type: text/plain",
+                "x-ratelimit-limit: 10",
+                "x-ratelimit-remaining: 9",
+                "x-ratelimit-reset: 60"
+            ]
+        );
+        assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::auth::{self, Hide, Identity};
-use crate::headers::{self, UpstreamHeaders};
+use crate::headers::{self, Head};
 use crate::limiter::Limiter;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::{self, Decision, RejectKind, RequestInfo};
@@ -104,8 +104,11 @@ impl Drop for InFlight {
     }
 }
 
+/// The most headers `upstream_request_filter` adds itself (identity 3, forwarding 5).
+const UPSTREAM_HEADERS_ADDED: usize = 8;
+
 /// Sets the identity headers (client copies are already gone).
-fn set_identity(snap: &Snapshot, d: &Decision, out: &mut UpstreamHeaders<'_>) -> Result<()> {
+fn set_identity(snap: &Snapshot, d: &Decision, out: &mut Head<'_, RequestHeader>) -> Result<()> {
     let Some(id) = d.identity else { return Ok(()) };
     let consumer = snap.consumers.get(id.consumer);
     out.add(
@@ -230,8 +233,10 @@ fn rewrite_reject(
         limiter,
     ));
     let mut result = Ok(());
-    for (p, state) in &mut list {
-        result = result.and(p.response(&mut h, &view, state));
+    // Rare (a gateway answer): the plugins' headers go through the maps.
+    let mut head = Head::new(&mut h, false);
+    for (p, state) in list.iter_mut().filter(|(p, _)| p.edits_response()) {
+        result = result.and(p.response(&mut head, &view, state));
     }
     for (p, state) in list.iter_mut().filter(|(p, _)| p.filters_body()) {
         p.response_body(&mut body, true, state);
@@ -612,7 +617,8 @@ impl ProxyHttp for Gateway {
             .iter()
             .filter(|(p, _)| p.edits_upstream_request())
             .peekable();
-        let mut out = UpstreamHeaders::new(req, editors.peek().is_none())?;
+        let mut out = Head::new(req, editors.peek().is_none());
+        out.reserve(UPSTREAM_HEADERS_ADDED)?;
         set_identity(snap, d, &mut out)?;
         forwarded_headers(session, client_xff, &mut out)?;
         if editors.peek().is_some() {
@@ -640,8 +646,11 @@ impl ProxyHttp for Gateway {
             let make = || request_view(snap, d, session, upstream, &self.limiter);
             let view = LazyView::new(&make);
             let mut result = Ok(());
-            for (p, state) in &mut list {
-                result = result.and(p.response(resp, &view, state));
+            // An only editor's headers go straight to the wire: none edits the head after it.
+            let editors = list.iter().filter(|(p, _)| p.edits_response()).count();
+            let mut head = Head::new(resp, editors == 1);
+            for (p, state) in list.iter_mut().filter(|(p, _)| p.edits_response()) {
+                result = result.and(p.response(&mut head, &view, state));
             }
             d.running.list = list;
             result?;
@@ -943,7 +952,7 @@ fn socket_addr_str(addr: SocketAddr, buf: &mut [u8; 64]) -> &str {
 fn forwarded_headers(
     session: &Session,
     client_xff: Option<HeaderValue>,
-    out: &mut UpstreamHeaders<'_>,
+    out: &mut Head<'_, RequestHeader>,
 ) -> Result<()> {
     /// `X-Forwarded-Port`'s value: a listener's port, built once per thread and port.
     fn port_value(port: u16) -> HeaderValue {

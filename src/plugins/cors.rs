@@ -14,6 +14,7 @@
 //! `Timing-Allow-Origin` the same way. `allow_origins_by_metadata` needs plugin metadata and is
 //! refused. Header values and regexes are built at load; a request only compares and copies.
 
+use crate::headers::Head;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -289,9 +290,13 @@ impl Plugin for Cors {
         Some(Step::Continue)
     }
 
+    fn edits_response(&self) -> bool {
+        true
+    }
+
     fn response(
         &self,
-        resp: &mut ResponseHeader,
+        resp: &mut Head<'_, ResponseHeader>,
         _r: &LazyView<'_>,
         state: &mut State,
     ) -> pingora_core::Result<()> {

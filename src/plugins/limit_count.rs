@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::shape::{LazyView, Plugin, RequestView, State, Step};
 use crate::addr::ip_str;
-use crate::headers::{number_value, write};
+use crate::headers::{Head, number_value, write};
 use crate::limiter::{
     CounterKey, KeyBuilder, LimitPolicy, LimiterError, LocalPrefix, Quota, RedisSettings,
     RedisTarget,
@@ -380,9 +380,13 @@ impl Plugin for LimitCountPlugin {
 
     /// The quota headers, on every answer of a request that was counted (the upstream's, a
     /// 429/503 of its own or a later plugin's, a 502).
+    fn edits_response(&self) -> bool {
+        true
+    }
+
     fn response(
         &self,
-        resp: &mut ResponseHeader,
+        resp: &mut Head<'_, ResponseHeader>,
         _r: &LazyView<'_>,
         state: &mut State,
     ) -> pingora_core::Result<()> {
@@ -392,12 +396,11 @@ impl Plugin for LimitCountPlugin {
             } else {
                 HeaderValue::from(q.limit)
             };
-            // The upstream's headers filled the map Pingora sized for them: grow it once.
-            resp.reserve_headers(3)?;
-            resp.insert_parsed_header(&write::X_RATELIMIT_LIMIT, limit)?;
-            let (remaining, reset) = (number_value(q.remaining), number_value(q.reset_secs));
-            resp.insert_parsed_header(&write::X_RATELIMIT_REMAINING, remaining)?;
-            resp.insert_parsed_header(&write::X_RATELIMIT_RESET, reset)?;
+            resp.set_all([
+                (&write::X_RATELIMIT_LIMIT, limit),
+                (&write::X_RATELIMIT_REMAINING, number_value(q.remaining)),
+                (&write::X_RATELIMIT_RESET, number_value(q.reset_secs)),
+            ])?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! value is kept), sends it upstream, and back in the response when `include_in_response`.
 //! Only `algorithm: uuid` (v4) is built; `nanoid` and `range_id` are refused by name.
 
+use crate::headers::Head;
 use std::sync::Arc;
 
 use http::HeaderValue;
@@ -122,9 +123,13 @@ impl Plugin for RequestId {
         Ok(())
     }
 
+    fn edits_response(&self) -> bool {
+        true
+    }
+
     fn response(
         &self,
-        resp: &mut ResponseHeader,
+        resp: &mut Head<'_, ResponseHeader>,
         _r: &LazyView<'_>,
         state: &mut State,
     ) -> pingora_core::Result<()> {

@@ -13,6 +13,7 @@
 //! `vars` operators: `==`, `~=`, `>`, `>=`, `<`, `<=`, `~~`, `~*`, `in` (string elements), the
 //! `!` negation and `AND` / `OR` / `!AND` / `!OR`; `has` and `ipmatch` are refused by name.
 
+use crate::headers::Head;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -635,9 +636,13 @@ impl Plugin for ResponseRewrite {
         899
     }
 
+    fn edits_response(&self) -> bool {
+        true
+    }
+
     fn response(
         &self,
-        resp: &mut ResponseHeader,
+        resp: &mut Head<'_, ResponseHeader>,
         r: &LazyView<'_>,
         state: &mut State,
     ) -> pingora_core::Result<()> {
@@ -813,7 +818,8 @@ mod tests {
         resp.insert_header("Content-Length", len).unwrap();
         resp.insert_header("ETag", "\"x\"").unwrap();
         let mut state = None;
-        p.response(&mut resp, &view.into(), &mut state).unwrap();
+        p.response(&mut Head::new(&mut resp, false), &view.into(), &mut state)
+            .unwrap();
         let mut out = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
             let mut b = Some(Bytes::copy_from_slice(c.as_bytes()));

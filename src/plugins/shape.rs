@@ -12,6 +12,7 @@ use std::any::Any;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use crate::headers::Head;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -167,10 +168,17 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
-    /// The response head, from the upstream or from the gateway itself.
+    /// True when [`Plugin::response`] edits the response head: only such a plugin's hook runs,
+    /// and one that runs alone may write its headers straight to the wire ([`Head::set_all`]).
+    fn edits_response(&self) -> bool {
+        false
+    }
+
+    /// The response head, from the upstream or from the gateway itself; runs when
+    /// [`Plugin::edits_response`].
     fn response(
         &self,
-        _resp: &mut ResponseHeader,
+        _resp: &mut Head<'_, ResponseHeader>,
         _r: &LazyView<'_>,
         _state: &mut State,
     ) -> pingora_core::Result<()> {

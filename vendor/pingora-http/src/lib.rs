@@ -296,15 +296,7 @@ impl RequestHeader {
     /// the name from the maps first. [Self::as_owned_parts()] (HTTP/2) appends them to the
     /// map. (tollgate patch.)
     pub fn push_wire_header(&mut self, name: &ParsedHeaderName, value: &HeaderValue) {
-        const CAPACITY: usize = 256;
-        let case = name.parts().1.as_slice();
-        if self.wire_tail.capacity() == 0 {
-            self.wire_tail.reserve(CAPACITY.max(case.len() + value.len() + 4));
-        }
-        self.wire_tail.extend_from_slice(case);
-        self.wire_tail.extend_from_slice(b": ");
-        self.wire_tail.extend_from_slice(value.as_bytes());
-        self.wire_tail.extend_from_slice(b"\r\n");
+        push_wire_line(&mut self.wire_tail, name, value)
     }
 
     /// The headers added with [Self::push_wire_header()], in wire form. (tollgate patch.)
@@ -531,6 +523,8 @@ pub struct ResponseHeader {
     header_name_map: Option<CaseMap>,
     // the reason phrase of the response, if unset, a default one will be used
     reason_phrase: Option<String>,
+    // tollgate patch: headers in HTTP/1 wire form, written after the maps' (push_wire_header)
+    wire_tail: Vec<u8>,
 }
 
 impl AsRef<RespParts> for ResponseHeader {
@@ -550,9 +544,11 @@ impl Deref for ResponseHeader {
 impl Clone for ResponseHeader {
     fn clone(&self) -> Self {
         Self {
-            base: self.as_owned_parts(),
+            // tollgate patch: not as_owned_parts(), which joins the wire headers to the map
+            base: clone_resp_parts(&self.base),
             header_name_map: self.header_name_map.clone(),
             reason_phrase: self.reason_phrase.clone(),
+            wire_tail: self.wire_tail.clone(),
         }
     }
 }
@@ -564,19 +560,22 @@ impl From<RespParts> for ResponseHeader {
             base: parts,
             header_name_map: None,
             reason_phrase: None,
+            wire_tail: Vec::new(),
         }
     }
 }
 
 impl From<ResponseHeader> for RespParts {
     fn from(resp: ResponseHeader) -> RespParts {
-        resp.base
+        let mut base = resp.base;
+        append_wire_headers(&mut base.headers, &resp.wire_tail); // tollgate patch
+        base
     }
 }
 
 impl From<Box<ResponseHeader>> for Box<RespParts> {
     fn from(resp: Box<ResponseHeader>) -> Box<RespParts> {
-        Box::new(resp.base)
+        Box::new(RespParts::from(*resp)) // tollgate patch: with the wire headers
     }
 }
 
@@ -602,6 +601,7 @@ impl ResponseHeader {
             base,
             header_name_map: None,
             reason_phrase: None,
+            wire_tail: Vec::new(),
         }
     }
 
@@ -718,7 +718,20 @@ impl ResponseHeader {
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        buf.put_slice(&self.wire_tail); // tollgate patch
+    }
+
+    /// [RequestHeader::push_wire_header()] for a response: written after the maps' headers on
+    /// the HTTP/1 wire, appended to the map by [Self::as_owned_parts()] (HTTP/2). (tollgate
+    /// patch.)
+    pub fn push_wire_header(&mut self, name: &ParsedHeaderName, value: &HeaderValue) {
+        push_wire_line(&mut self.wire_tail, name, value)
+    }
+
+    /// The headers added with [Self::push_wire_header()], in wire form. (tollgate patch.)
+    pub fn wire_headers(&self) -> &[u8] {
+        &self.wire_tail
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
@@ -801,8 +814,13 @@ impl ResponseHeader {
     }
 
     /// Clone `self` into [http::response::Parts].
+    ///
+    /// Headers added with [Self::push_wire_header()] are appended to the parts' headers
+    /// (tollgate patch), so an HTTP/2 client receives them too.
     pub fn as_owned_parts(&self) -> RespParts {
-        clone_resp_parts(&self.base)
+        let mut parts = clone_resp_parts(&self.base);
+        append_wire_headers(&mut parts.headers, &self.wire_tail);
+        parts
     }
 
     /// Helper function to set the HTTP content length on the response header.
@@ -1187,6 +1205,20 @@ fn normalize_field_value(raw: bytes::Bytes) -> bytes::Bytes {
 }
 
 #[inline]
+/// Appends `name: value` in HTTP/1 wire form to a head's wire headers; the first room taken
+/// holds a gateway's usual few. (tollgate patch.)
+fn push_wire_line(tail: &mut Vec<u8>, name: &ParsedHeaderName, value: &HeaderValue) {
+    const CAPACITY: usize = 256;
+    let case = name.parts().1.as_slice();
+    if tail.capacity() == 0 {
+        tail.reserve(CAPACITY.max(case.len() + value.len() + 4));
+    }
+    tail.extend_from_slice(case);
+    tail.extend_from_slice(b": ");
+    tail.extend_from_slice(value.as_bytes());
+    tail.extend_from_slice(b"\r\n");
+}
+
 /// Appends the headers of a [RequestHeader::push_wire_header()] tail to a map. Each line was
 /// built from a valid name and value, so none fails to parse. (tollgate patch.)
 fn append_wire_headers(map: &mut HMap, tail: &[u8]) {
