@@ -972,14 +972,35 @@ fn sigquit_hands_listeners_to_an_upgraded_process() {
     drop(new);
 }
 
-/// Plain listeners also speak HTTP/2 with prior knowledge (h2c), checked with curl.
+/// Plain listeners also speak HTTP/2 with prior knowledge (h2c), checked with curl; headers a
+/// plugin adds to the response (limit-count's quota, written to the HTTP/1 wire directly when
+/// it is the only one editing the head) reach an HTTP/2 client too, once each.
 #[test]
 fn plain_listener_speaks_h2c() {
     let up = Upstream::start("h2c");
     let gw = Gateway::start(&format!(
-        "routes:\n  - {{id: r, uri: /x, upstream: {}}}\n#END\n",
+        "routes:\n  - {{id: r, uri: /x, upstream: {0}}}\n  - {{id: q, uri: /q, upstream: {0}, plugins: {{limit-count: {{count: 5, time_window: 60}}}}}}\n#END\n",
         up.yaml()
     ));
+    for (version, remaining) in [("--http2-prior-knowledge", 4), ("--http1.1", 3)] {
+        let out = Command::new("curl")
+            .args(["-s", version, "-o", "/dev/null", "-D", "-"])
+            .arg(gw.url("/q"))
+            .output()
+            .expect("curl is installed by scripts/setup.sh");
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        for line in [
+            "x-ratelimit-limit: 5\r\n".to_string(),
+            format!("x-ratelimit-remaining: {remaining}\r\n"),
+        ] {
+            assert_eq!(
+                head.matches(&line).count(),
+                1,
+                "{version}: {line:?} in {head}"
+            );
+        }
+        assert_eq!(head.matches("x-ratelimit-reset: ").count(), 1, "{head}");
+    }
     let out = Command::new("curl")
         .args([
             "-s",
