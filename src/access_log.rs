@@ -23,7 +23,8 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
 /// One request, as the access log shows it.
 pub(crate) struct Entry<'a> {
     pub time: std::time::SystemTime,
-    pub remote_addr: &'a str,
+    /// The client's address; "" in the line when unknown.
+    pub remote_addr: Option<std::net::IpAddr>,
     pub method: &'a str,
     /// Path only, without the query.
     pub path: &'a str,
@@ -35,7 +36,8 @@ pub(crate) struct Entry<'a> {
     pub service: &'a str,
     pub consumer: &'a str,
     pub credential: &'a str,
-    pub upstream_addr: &'a str,
+    /// The upstream's address, once one was chosen ("" in the line otherwise).
+    pub upstream_addr: Option<std::net::SocketAddr>,
     /// `HTTP/1.1`, `HTTP/2.0`: for the combined format.
     pub protocol: &'a str,
     /// Combined format only ("" is fine for JSON; see [`AccessLog::shows_client_headers`]).
@@ -150,63 +152,129 @@ fn write_lines(rx: &Receiver<Vec<u8>>, out: &mut dyn Write, written: &AtomicU64)
 }
 
 /// The JSON line, written straight into one buffer. Keys in alphabetical order and values
-/// encoded by serde_json (strings escaped, control characters included; floats as serde_json
-/// prints them): the same bytes a `serde_json::Value` map would print, without building one.
+/// encoded as serde_json encodes them (strings escaped, control characters included; floats as
+/// serde_json prints them): the same bytes a `serde_json::Value` map would print, without
+/// building one.
 fn json_line(e: &Entry<'_>) -> Vec<u8> {
-    /// `,"key":value`.
-    fn field<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, key: &str, v: &T) {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
-        // Writing into a Vec cannot fail, and these values always serialize.
-        let _ = serde_json::to_writer(&mut *out, v);
-    }
-    /// `,"key":"value"`: copied as is when nothing in it needs escaping (what serde_json
-    /// escapes: `"`, `\\` and control characters below 0x20), else through serde_json.
-    fn str_field(out: &mut Vec<u8>, key: &str, v: &str) {
-        if v.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-            return field(out, key, v);
+    /// `key` (`,"name":`) and the string `v`: copied as is when nothing in it needs escaping,
+    /// else through serde_json.
+    #[inline(always)]
+    fn str_field(out: &mut Vec<u8>, key: &'static [u8], v: &str) {
+        if needs_escape(v.as_bytes()) {
+            out.extend_from_slice(key);
+            // Writing into a Vec cannot fail, and a string always serializes.
+            let _ = serde_json::to_writer(&mut *out, v);
+        } else {
+            plain_field(out, key, v.as_bytes());
         }
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":\"");
-        out.extend_from_slice(v.as_bytes());
+    }
+    /// `key` and `v` in quotes, as is: ASCII that needs no escaping (an address).
+    #[inline(always)]
+    fn plain_field(out: &mut Vec<u8>, key: &'static [u8], v: &[u8]) {
+        out.extend_from_slice(key);
+        out.push(b'"');
+        out.extend_from_slice(v);
         out.push(b'"');
     }
-    let millis = |t: f64| (t * 1000.0).round() / 1000.0;
     let strings = [
-        e.remote_addr,
         e.method,
         e.path,
         e.route,
         e.service,
         e.consumer,
         e.credential,
-        e.upstream_addr,
         e.request_id,
     ];
-    let mut out = Vec::with_capacity(256 + strings.iter().map(|s| s.len()).sum::<usize>());
+    let mut out = Vec::with_capacity(320 + strings.iter().map(|s| s.len()).sum::<usize>());
+    let (mut remote, mut upstream) = ([0u8; 46], [0u8; 64]);
     out.extend_from_slice(b"{\"bytes_sent\":");
     let _ = serde_json::to_writer(&mut out, &e.bytes_sent);
-    str_field(&mut out, "consumer", e.consumer);
-    str_field(&mut out, "credential", e.credential);
-    str_field(&mut out, "method", e.method);
-    str_field(&mut out, "path", e.path);
-    str_field(&mut out, "remote_addr", e.remote_addr);
+    str_field(&mut out, b",\"consumer\":", e.consumer);
+    str_field(&mut out, b",\"credential\":", e.credential);
+    str_field(&mut out, b",\"method\":", e.method);
+    str_field(&mut out, b",\"path\":", e.path);
+    let remote = crate::addr::ip_bytes(e.remote_addr, &mut remote);
+    plain_field(&mut out, b",\"remote_addr\":", remote);
     if !e.request_id.is_empty() {
-        str_field(&mut out, "request_id", e.request_id);
+        str_field(&mut out, b",\"request_id\":", e.request_id);
     }
-    field(&mut out, "request_time", &millis(e.request_time));
-    str_field(&mut out, "route", e.route);
-    str_field(&mut out, "service", e.service);
-    field(&mut out, "status", &e.status);
+    out.extend_from_slice(b",\"request_time\":");
+    write_millis(&mut out, e.request_time);
+    str_field(&mut out, b",\"route\":", e.route);
+    str_field(&mut out, b",\"service\":", e.service);
+    out.extend_from_slice(b",\"status\":");
+    let _ = serde_json::to_writer(&mut out, &e.status);
     out.extend_from_slice(b",\"time\":\"");
     rfc3339_millis(e.time, &mut out);
-    out.push(b'"');
-    str_field(&mut out, "upstream_addr", e.upstream_addr);
-    field(&mut out, "upstream_time", &e.upstream_time.map(millis));
+    let upstream = e.upstream_addr.map_or(&b""[..], |a| {
+        crate::addr::socket_addr_bytes(a, &mut upstream)
+    });
+    plain_field(&mut out, b"\",\"upstream_addr\":", upstream);
+    out.extend_from_slice(b",\"upstream_time\":");
+    match e.upstream_time {
+        Some(t) => write_millis(&mut out, t),
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b"}\n");
     out
+}
+
+/// Whether a JSON string needs escapes (a `"`, `\\` or control character below 0x20), eight
+/// bytes at a time.
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    /// Whether any byte of `x` is below `n` (n <= 0x80): exact for "any".
+    fn any_below(x: u64, n: u8) -> bool {
+        x.wrapping_sub(ONES * n as u64) & !x & HIGH != 0
+    }
+    let word = |c: &[u8]| {
+        // Short strings are padded with a harmless byte.
+        let mut w = [b'a'; 8];
+        w[..c.len()].copy_from_slice(c);
+        let x = u64::from_le_bytes(w);
+        any_below(x, 0x20)
+            || any_below(x ^ (ONES * b'"' as u64), 1)
+            || any_below(x ^ (ONES * b'\\' as u64), 1)
+    };
+    let mut chunks = s.chunks_exact(8);
+    chunks.any(word) || word(chunks.remainder())
+}
+
+/// A duration in seconds rounded to the millisecond, as serde_json prints the rounded `f64`
+/// (`0.0`, `0.012`, `2.5`), written by hand for the usual range and by serde_json otherwise.
+fn write_millis(out: &mut Vec<u8>, secs: f64) {
+    let rounded = (secs * 1000.0).round();
+    if !(0.0..1e12).contains(&rounded) || rounded.is_sign_negative() {
+        let _ = serde_json::to_writer(&mut *out, &(rounded / 1000.0));
+        return;
+    }
+    let ms = rounded as u64;
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut whole = ms / 1000;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (whole % 10) as u8;
+        whole /= 10;
+        if whole == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    let frac = (ms % 1000) as u16;
+    let frac = [
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ];
+    // Trailing zeros go, but one digit stays: `1.0`, `1.5`, `1.25`.
+    let keep = frac[2..]
+        .iter()
+        .rposition(|&d| d != b'0')
+        .map_or(2, |p| p + 3);
+    out.extend_from_slice(&frac[..keep]);
 }
 
 /// `2026-12-03T08:59:07.123Z`, as `humantime::format_rfc3339_millis`; the part up to the
@@ -269,9 +337,10 @@ fn combined_line(e: &Entry<'_>) -> String {
             v.replace('"', "\\\"")
         }
     };
+    let mut remote = [0u8; 46];
     format!(
         "{} - {} [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"\n",
-        e.remote_addr,
+        crate::addr::ip_str(e.remote_addr, &mut remote),
         dash(e.consumer),
         local,
         e.method,
@@ -325,7 +394,7 @@ mod json_tests {
     fn reference(e: &Entry<'_>) -> String {
         let mut s: serde_json::Value = serde_json::json!({
             "time": humantime::format_rfc3339_millis(e.time).to_string(),
-            "remote_addr": e.remote_addr,
+            "remote_addr": e.remote_addr.map_or(String::new(), |a| a.to_string()),
             "method": e.method,
             "path": e.path,
             "status": e.status,
@@ -336,7 +405,7 @@ mod json_tests {
             "service": e.service,
             "consumer": e.consumer,
             "credential": e.credential,
-            "upstream_addr": e.upstream_addr,
+            "upstream_addr": e.upstream_addr.map_or(String::new(), |a| a.to_string()),
         });
         if !e.request_id.is_empty() {
             s["request_id"] = e.request_id.into();
@@ -377,7 +446,11 @@ mod json_tests {
                 };
                 let e = Entry {
                     time,
-                    remote_addr: s("127.0.0.1"),
+                    remote_addr: [
+                        None,
+                        Some([127, 0, 0, 1].into()),
+                        Some("::1".parse().unwrap()),
+                    ][j % 3],
                     method: s("GET"),
                     path: s("/p/q"),
                     status: [200, 0, 404, 65535][j % 4],
@@ -388,7 +461,7 @@ mod json_tests {
                     service: s(""),
                     consumer: s("alice"),
                     credential: s("alice/credentials/key"),
-                    upstream_addr: s("127.0.0.1:1980"),
+                    upstream_addr: [None, Some("10.0.0.255:1980".parse().unwrap())][i % 2],
                     protocol: "HTTP/1.1",
                     referer: "",
                     user_agent: "",
@@ -397,6 +470,46 @@ mod json_tests {
                 let line = String::from_utf8(json_line(&e)).expect("utf-8");
                 assert_eq!(line, reference(&e));
             }
+        }
+    }
+
+    /// Every millisecond up to a minute and then some, and values around the rounding points,
+    /// print as serde_json prints the rounded `f64`.
+    #[test]
+    fn millis_as_serde_json_prints_them() {
+        let spots = (0..70_000u64)
+            .map(|ms| ms as f64 / 1000.0)
+            .chain((0..5000u64).map(|i| i as f64 * 0.000_123_4 + 0.000_499_9))
+            .chain([
+                86_400.0,
+                999_999_999.999_4,
+                1e9,
+                1e12,
+                -0.0,
+                -1.0,
+                f64::INFINITY,
+            ]);
+        for t in spots {
+            let mut ours = Vec::new();
+            super::write_millis(&mut ours, t);
+            let want = serde_json::to_string(&((t * 1000.0).round() / 1000.0)).unwrap();
+            assert_eq!(String::from_utf8(ours).unwrap(), want, "{t}");
+        }
+    }
+
+    /// The word-at-a-time check agrees with the byte-by-byte one at every length and position.
+    #[test]
+    fn needs_escape_finds_every_escape_at_every_position() {
+        for len in 0..40 {
+            for pos in 0..len {
+                for b in 0u8..=255 {
+                    let mut s = vec![b'x'; len];
+                    s[pos] = b;
+                    let want = b < 0x20 || b == b'"' || b == b'\\';
+                    assert_eq!(super::needs_escape(&s), want, "{len} {pos} {b}");
+                }
+            }
+            assert!(!super::needs_escape(&vec![b'~'; len]));
         }
     }
 }

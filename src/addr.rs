@@ -1,13 +1,18 @@
 //! Network addresses: `host:port` parsing, and IPs written without allocating.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Writes an IP into `buf` without allocating; "" when unknown. IPv4 by hand: `Display` goes
 /// through the formatter's padding machinery, over a thousand instructions per address.
 pub(crate) fn ip_str(ip: Option<IpAddr>, buf: &mut [u8; 46]) -> &str {
+    std::str::from_utf8(ip_bytes(ip, buf)).unwrap_or("")
+}
+
+/// [`ip_str`] as bytes (ASCII), for a writer that needs no `&str` and its UTF-8 check.
+pub(crate) fn ip_bytes(ip: Option<IpAddr>, buf: &mut [u8; 46]) -> &[u8] {
     use std::io::Write;
     match ip {
-        None => "",
+        None => b"",
         Some(IpAddr::V4(v4)) => {
             let mut n = 0;
             for (i, o) in v4.octets().into_iter().enumerate() {
@@ -26,17 +31,52 @@ pub(crate) fn ip_str(ip: Option<IpAddr>, buf: &mut [u8; 46]) -> &str {
                 buf[n] = b'0' + o % 10;
                 n += 1;
             }
-            std::str::from_utf8(&buf[..n]).unwrap_or("")
+            &buf[..n]
         }
         Some(ip) => {
             let mut cur = std::io::Cursor::new(&mut buf[..]);
             if write!(cur, "{ip}").is_err() {
-                return "";
+                return b"";
             }
             let n = cur.position() as usize;
-            std::str::from_utf8(&buf[..n]).unwrap_or("")
+            &buf[..n]
         }
     }
+}
+
+/// `addr` as `Display` writes it (`1.2.3.4:80`, `[::1]:80`), into `buf` without allocating.
+pub(crate) fn socket_addr_bytes(addr: SocketAddr, buf: &mut [u8; 64]) -> &[u8] {
+    use std::io::Write;
+    let n = match addr {
+        SocketAddr::V4(v4) => {
+            let mut ip = [0u8; 46];
+            let ip = ip_bytes(Some((*v4.ip()).into()), &mut ip);
+            let mut port = [0u8; 5];
+            let mut p = v4.port();
+            let mut i = port.len();
+            loop {
+                i -= 1;
+                port[i] = b'0' + (p % 10) as u8;
+                p /= 10;
+                if p == 0 {
+                    break;
+                }
+            }
+            let port = &port[i..];
+            buf[..ip.len()].copy_from_slice(ip);
+            buf[ip.len()] = b':';
+            buf[ip.len() + 1..ip.len() + 1 + port.len()].copy_from_slice(port);
+            ip.len() + 1 + port.len()
+        }
+        SocketAddr::V6(_) => {
+            let mut cur = std::io::Cursor::new(&mut buf[..]);
+            if write!(cur, "{addr}").is_err() {
+                return b"";
+            }
+            cur.position() as usize
+        }
+    };
+    &buf[..n]
 }
 
 /// Splits `host:port`, `[v6]:port`, or a bare host (port then comes from the scheme).
@@ -80,5 +120,28 @@ mod tests {
             ("::1".into(), Some(8080))
         );
         assert!(split_host_port("a:b").is_err());
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for a in [
+            "0.0.0.0:0",
+            "127.0.0.1:1980",
+            "255.255.255.255:65535",
+            "10.20.3.4:80",
+            "[::1]:8080",
+            "[fe80::1%7]:443",
+            "[2001:db8::ff00:42:8329]:65535",
+        ] {
+            let addr: SocketAddr = a.parse().expect("address");
+            let mut buf = [0u8; 64];
+            assert_eq!(
+                socket_addr_bytes(addr, &mut buf),
+                addr.to_string().as_bytes()
+            );
+            let mut buf = [0u8; 46];
+            assert_eq!(ip_str(Some(addr.ip()), &mut buf), addr.ip().to_string());
+        }
+        assert_eq!(ip_str(None, &mut [0; 46]), "");
     }
 }

@@ -842,18 +842,10 @@ impl ProxyHttp for Gateway {
                 .flat_map(|r| r.list.iter())
                 .find_map(|(p, st)| p.request_id(st))
                 .unwrap_or("");
-            // Addresses formatted on the stack, not through `to_string`.
-            let (mut remote_buf, mut upstream_buf) = ([0u8; 46], [0u8; 64]);
-            let remote = crate::addr::ip_str(
-                session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip()),
-                &mut remote_buf,
-            );
-            let upstream_addr = ctx
-                .upstream_addr
-                .map_or("", |a| socket_addr_str(a, &mut upstream_buf));
+            let remote_addr = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
             let (route, service, credential) = match (&ctx.snap, ctx.route) {
                 (Some(s), Some(r)) => {
                     let route = s.route(r);
@@ -869,7 +861,7 @@ impl ProxyHttp for Gateway {
             };
             log.log(&Entry {
                 time: SystemTime::now(),
-                remote_addr: remote,
+                remote_addr,
                 method: req.method.as_str(),
                 path: req.uri.path(),
                 status,
@@ -880,7 +872,7 @@ impl ProxyHttp for Gateway {
                 service,
                 consumer: consumer.map_or("", |c| c.1),
                 credential,
-                upstream_addr,
+                upstream_addr: ctx.upstream_addr,
                 protocol: match req.version {
                     http::Version::HTTP_2 => "HTTP/2.0",
                     http::Version::HTTP_10 => "HTTP/1.0",
@@ -908,41 +900,6 @@ fn header_str(req: &RequestHeader, name: http::HeaderName) -> &str {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-}
-
-/// `addr` as `Display` writes it (`1.2.3.4:80`, `[::1]:80`), into `buf` without allocating.
-fn socket_addr_str(addr: SocketAddr, buf: &mut [u8; 64]) -> &str {
-    use std::io::Write;
-    let n = match addr {
-        SocketAddr::V4(v4) => {
-            let mut ip = [0u8; 46];
-            let ip = crate::addr::ip_str(Some((*v4.ip()).into()), &mut ip).as_bytes();
-            let mut port = [0u8; 5];
-            let mut p = v4.port();
-            let mut i = port.len();
-            loop {
-                i -= 1;
-                port[i] = b'0' + (p % 10) as u8;
-                p /= 10;
-                if p == 0 {
-                    break;
-                }
-            }
-            let port = &port[i..];
-            buf[..ip.len()].copy_from_slice(ip);
-            buf[ip.len()] = b':';
-            buf[ip.len() + 1..ip.len() + 1 + port.len()].copy_from_slice(port);
-            ip.len() + 1 + port.len()
-        }
-        SocketAddr::V6(_) => {
-            let mut cur = std::io::Cursor::new(&mut buf[..]);
-            if write!(cur, "{addr}").is_err() {
-                return "";
-            }
-            cur.position() as usize
-        }
-    };
-    std::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 
 /// `X-Forwarded-For` (the client's, extended), `X-Real-IP`, `X-Forwarded-Proto/Host/Port`, as
@@ -988,7 +945,7 @@ fn forwarded_headers(
                 return Ok(v.clone());
             }
             let mut buf = [0u8; 46];
-            let v = HeaderValue::from_bytes(crate::addr::ip_str(Some(ip), &mut buf).as_bytes())
+            let v = HeaderValue::from_bytes(crate::addr::ip_bytes(Some(ip), &mut buf))
                 .map_err(|e| Error::because(ErrorType::InternalError, "client ip", e))?;
             *last = Some((ip, v.clone()));
             Ok(v)
@@ -1153,28 +1110,5 @@ fn hash_input(
                 }
             }
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::socket_addr_str;
-    use std::net::SocketAddr;
-
-    #[test]
-    fn socket_addr_str_is_display() {
-        for a in [
-            "0.0.0.0:0",
-            "127.0.0.1:1980",
-            "255.255.255.255:65535",
-            "10.20.3.4:80",
-            "[::1]:8080",
-            "[fe80::1%7]:443",
-            "[2001:db8::ff00:42:8329]:65535",
-        ] {
-            let addr: SocketAddr = a.parse().expect("address");
-            let mut buf = [0u8; 64];
-            assert_eq!(socket_addr_str(addr, &mut buf), addr.to_string());
-        }
     }
 }
