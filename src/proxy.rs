@@ -826,6 +826,7 @@ impl ProxyHttp for Gateway {
                 .iter()
                 .map(|(n, v)| n.as_str().len() + v.len() + 4)
                 .sum::<usize>()
+                + r.wire_headers().len()
                 + 17
         });
         rm.egress

@@ -575,6 +575,47 @@ fn consumer_label_off_counts_everyone_as_empty() {
     promtool_check(&m.text);
 }
 
+/// Egress bandwidth counts the headers a plugin adds to the response, however they are written
+/// (limit-count's quota lines go straight to the wire): two routes differing only by a
+/// limit-count, same upstream answer, differ by exactly the quota lines' bytes.
+#[test]
+fn egress_counts_the_headers_plugins_add() {
+    let up = Upstream::start("up");
+    let gw = Gateway::start(&format!(
+        "routes:\n  - {{id: a, uri: /a, upstream: {0}}}\n  - {{id: b, uri: /b, upstream: {0}, plugins: {{limit-count: {{count: 5, time_window: 60}}}}}}\n#END\n",
+        up.yaml()
+    ));
+    let (a, b) = (
+        http(gw.port(), "GET", "/a", &[], b""),
+        http(gw.port(), "GET", "/b", &[], b""),
+    );
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_eq!(a.body.len(), b.body.len(), "the same upstream answer");
+    let quota: usize = [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ]
+    .iter()
+    .map(|h| {
+        let v = b.header(h).unwrap_or_else(|| panic!("{h} on /b"));
+        h.len() + v.len() + 4
+    })
+    .sum();
+    let bw = "tollgate_bandwidth_bytes_total";
+    let egress = |m: &Scrape, r: &str| m.value(bw, &[("direction", "egress"), ("route", r)]);
+    let m = scrape_until(&gw, "both requests are counted", |m| {
+        egress(m, "a") > 0.0 && egress(m, "b") > 0.0
+    });
+    // `Date` is the same length on both; any other header differs in neither.
+    assert_eq!(
+        egress(&m, "b") - egress(&m, "a"),
+        quota as f64,
+        "{}",
+        m.family_text(bw)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // /healthz, the status listener, reload metrics
 
