@@ -250,18 +250,7 @@ fn write_millis(out: &mut Vec<u8>, secs: f64) {
         return;
     }
     let ms = rounded as u64;
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut whole = ms / 1000;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (whole % 10) as u8;
-        whole /= 10;
-        if whole == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(crate::addr::decimal(ms / 1000, &mut [0; 20]));
     let frac = (ms % 1000) as u16;
     let frac = [
         b'.',

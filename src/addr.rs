@@ -51,18 +51,8 @@ pub(crate) fn socket_addr_bytes(addr: SocketAddr, buf: &mut [u8; 64]) -> &[u8] {
         SocketAddr::V4(v4) => {
             let mut ip = [0u8; 46];
             let ip = ip_bytes(Some((*v4.ip()).into()), &mut ip);
-            let mut port = [0u8; 5];
-            let mut p = v4.port();
-            let mut i = port.len();
-            loop {
-                i -= 1;
-                port[i] = b'0' + (p % 10) as u8;
-                p /= 10;
-                if p == 0 {
-                    break;
-                }
-            }
-            let port = &port[i..];
+            let mut port = [0u8; 20];
+            let port = decimal(v4.port().into(), &mut port);
             buf[..ip.len()].copy_from_slice(ip);
             buf[ip.len()] = b':';
             buf[ip.len() + 1..ip.len() + 1 + port.len()].copy_from_slice(port);
@@ -77,6 +67,19 @@ pub(crate) fn socket_addr_bytes(addr: SocketAddr, buf: &mut [u8; 64]) -> &[u8] {
         }
     };
     &buf[..n]
+}
+
+/// `n` in decimal ASCII, written into `buf` by hand (not through the formatter).
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }
 
 /// Splits `host:port`, `[v6]:port`, or a bare host (port then comes from the scheme).
@@ -143,5 +146,8 @@ mod tests {
             assert_eq!(ip_str(Some(addr.ip()), &mut buf), addr.ip().to_string());
         }
         assert_eq!(ip_str(None, &mut [0; 46]), "");
+        for n in [0, 7, 10, 65535, u64::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
     }
 }
