@@ -30,8 +30,8 @@ pub(crate) struct Entry<'a> {
     pub path: &'a str,
     pub status: u16,
     pub bytes_sent: usize,
-    pub request_time: f64,
-    pub upstream_time: Option<f64>,
+    pub request_time: std::time::Duration,
+    pub upstream_time: Option<std::time::Duration>,
     pub route: &'a str,
     pub service: &'a str,
     pub consumer: &'a str,
@@ -241,15 +241,14 @@ fn needs_escape(s: &[u8]) -> bool {
     chunks.any(word) || word(chunks.remainder())
 }
 
-/// A duration in seconds rounded to the millisecond, as serde_json prints the rounded `f64`
-/// (`0.0`, `0.012`, `2.5`), written by hand for the usual range and by serde_json otherwise.
-fn write_millis(out: &mut Vec<u8>, secs: f64) {
-    let rounded = (secs * 1000.0).round();
-    if !(0.0..1e12).contains(&rounded) || rounded.is_sign_negative() {
-        let _ = serde_json::to_writer(&mut *out, &(rounded / 1000.0));
-        return;
-    }
-    let ms = rounded as u64;
+/// A duration in seconds, rounded half up to the millisecond, as serde_json prints that many
+/// milliseconds over 1000 as an `f64` (`0.0`, `0.012`, `2.5`): whole seconds, a point and one to
+/// three digits. Integer arithmetic only.
+fn write_millis(out: &mut Vec<u8>, d: std::time::Duration) {
+    let ms = d
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from((d.subsec_nanos() + 500_000) / 1_000_000));
     out.extend_from_slice(crate::addr::decimal(ms / 1000, &mut [0; 20]));
     let frac = (ms % 1000) as u16;
     let frac = [
@@ -259,10 +258,13 @@ fn write_millis(out: &mut Vec<u8>, secs: f64) {
         b'0' + (frac % 10) as u8,
     ];
     // Trailing zeros go, but one digit stays: `1.0`, `1.5`, `1.25`.
-    let keep = frac[2..]
-        .iter()
-        .rposition(|&d| d != b'0')
-        .map_or(2, |p| p + 3);
+    let keep = if frac[3] != b'0' {
+        4
+    } else if frac[2] != b'0' {
+        3
+    } else {
+        2
+    };
     out.extend_from_slice(&frac[..keep]);
 }
 
@@ -378,6 +380,12 @@ mod redact_tests {
 #[cfg(test)]
 mod json_tests {
     use super::{Entry, json_line};
+    use std::time::Duration;
+
+    /// A duration as the former line held it: seconds, rounded to the millisecond, as `f64`.
+    fn millis(d: Duration) -> f64 {
+        ((d.as_nanos() + 500_000) / 1_000_000) as f64 / 1000.0
+    }
 
     /// The line as the former `serde_json::Value` map printed it: the reference format.
     fn reference(e: &Entry<'_>) -> String {
@@ -388,8 +396,8 @@ mod json_tests {
             "path": e.path,
             "status": e.status,
             "bytes_sent": e.bytes_sent,
-            "request_time": (e.request_time * 1000.0).round() / 1000.0,
-            "upstream_time": e.upstream_time.map(|t| (t * 1000.0).round() / 1000.0),
+            "request_time": millis(e.request_time),
+            "upstream_time": e.upstream_time.map(millis),
             "route": e.route,
             "service": e.service,
             "consumer": e.consumer,
@@ -409,24 +417,23 @@ mod json_tests {
         let epoch = std::time::UNIX_EPOCH;
         let times = [
             epoch,
-            epoch + std::time::Duration::from_millis(1_764_752_347_007),
-            epoch + std::time::Duration::from_nanos(1_764_752_347_999_999_999),
-            epoch + std::time::Duration::from_secs(253_402_300_799),
+            epoch + Duration::from_millis(1_764_752_347_007),
+            epoch + Duration::from_nanos(1_764_752_347_999_999_999),
+            epoch + Duration::from_secs(253_402_300_799),
         ];
         let nasty = "a\"b\\c\nd\re\tf\u{0}\u{1b}[31m\u{7f}\u{2028}é\u{1F600}";
-        let floats = [
-            0.0,
-            0.0004,
-            0.0005,
-            0.012345,
-            1.0,
-            2.5,
-            1234567.891,
-            f64::NAN,
-            1e300,
+        let durations = [
+            Duration::ZERO,
+            Duration::from_micros(400),
+            Duration::from_micros(500),
+            Duration::from_nanos(12_345_678),
+            Duration::from_secs(1),
+            Duration::from_millis(2500),
+            Duration::from_nanos(1_234_567_891_499_999),
+            Duration::from_secs(86_400 * 365),
         ];
         for (i, time) in times.into_iter().enumerate() {
-            for (j, &rt) in floats.iter().enumerate() {
+            for (j, &rt) in durations.iter().enumerate() {
                 // Plain, needing escapes, and non-ASCII that is copied as is.
                 let s = |plain: &'static str| match (i + j) % 3 {
                     0 => plain,
@@ -445,7 +452,7 @@ mod json_tests {
                     status: [200, 0, 404, 65535][j % 4],
                     bytes_sent: [0, 10, usize::MAX][j % 3],
                     request_time: rt,
-                    upstream_time: (j % 3 != 0).then_some(floats[(j + 3) % floats.len()]),
+                    upstream_time: (j % 3 != 0).then_some(durations[(j + 3) % durations.len()]),
                     route: s("r1"),
                     service: s(""),
                     consumer: s("alice"),
@@ -462,27 +469,26 @@ mod json_tests {
         }
     }
 
-    /// Every millisecond up to a minute and then some, and values around the rounding points,
-    /// print as serde_json prints the rounded `f64`.
+    /// Every millisecond up to 70 s, the nanoseconds around each rounding point, and large
+    /// durations print as serde_json prints the rounded milliseconds over 1000 as `f64`.
     #[test]
     fn millis_as_serde_json_prints_them() {
         let spots = (0..70_000u64)
-            .map(|ms| ms as f64 / 1000.0)
-            .chain((0..5000u64).map(|i| i as f64 * 0.000_123_4 + 0.000_499_9))
+            .flat_map(|ms| {
+                let n = ms * 1_000_000;
+                [n, n + 499_999, n + 500_000, n + 999_999]
+            })
+            .map(Duration::from_nanos)
             .chain([
-                86_400.0,
-                999_999_999.999_4,
-                1e9,
-                1e12,
-                -0.0,
-                -1.0,
-                f64::INFINITY,
+                Duration::from_secs(86_400),
+                Duration::from_nanos(999_999_999_999_400_000),
+                Duration::from_secs(999_999_999),
             ]);
-        for t in spots {
+        for d in spots {
             let mut ours = Vec::new();
-            super::write_millis(&mut ours, t);
-            let want = serde_json::to_string(&((t * 1000.0).round() / 1000.0)).unwrap();
-            assert_eq!(String::from_utf8(ours).unwrap(), want, "{t}");
+            super::write_millis(&mut ours, d);
+            let want = serde_json::to_string(&millis(d)).unwrap();
+            assert_eq!(String::from_utf8(ours).unwrap(), want, "{d:?}");
         }
     }
 

@@ -8,30 +8,38 @@ pub(crate) fn ip_str(ip: Option<IpAddr>, buf: &mut [u8; 46]) -> &str {
     std::str::from_utf8(ip_bytes(ip, buf)).unwrap_or("")
 }
 
+/// Every octet's decimal digits followed by a dot (left-aligned), and how many bytes that is.
+const OCTETS: [([u8; 4], u8); 256] = {
+    let mut table = [([0; 4], 0); 256];
+    let mut o = 0;
+    while o < 256 {
+        let (h, t, u) = ((o / 100) as u8, (o / 10 % 10) as u8, (o % 10) as u8);
+        table[o] = if o >= 100 {
+            ([b'0' + h, b'0' + t, b'0' + u, b'.'], 4)
+        } else if o >= 10 {
+            ([b'0' + t, b'0' + u, b'.', 0], 3)
+        } else {
+            ([b'0' + u, b'.', 0, 0], 2)
+        };
+        o += 1;
+    }
+    table
+};
+
 /// [`ip_str`] as bytes (ASCII), for a writer that needs no `&str` and its UTF-8 check.
 pub(crate) fn ip_bytes(ip: Option<IpAddr>, buf: &mut [u8; 46]) -> &[u8] {
     use std::io::Write;
     match ip {
         None => b"",
         Some(IpAddr::V4(v4)) => {
+            // Each octet's digits and a dot, from a table; the last dot is cut off.
             let mut n = 0;
-            for (i, o) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[n] = b'.';
-                    n += 1;
-                }
-                if o >= 100 {
-                    buf[n] = b'0' + o / 100;
-                    n += 1;
-                }
-                if o >= 10 {
-                    buf[n] = b'0' + (o / 10) % 10;
-                    n += 1;
-                }
-                buf[n] = b'0' + o % 10;
-                n += 1;
+            for o in v4.octets() {
+                let (text, len) = OCTETS[usize::from(o)];
+                buf[n..n + 4].copy_from_slice(&text);
+                n += usize::from(len);
             }
-            &buf[..n]
+            &buf[..n - 1]
         }
         Some(ip) => {
             let mut cur = std::io::Cursor::new(&mut buf[..]);
@@ -146,6 +154,10 @@ mod tests {
             assert_eq!(ip_str(Some(addr.ip()), &mut buf), addr.ip().to_string());
         }
         assert_eq!(ip_str(None, &mut [0; 46]), "");
+        for o in 0..=255u8 {
+            let ip = std::net::Ipv4Addr::new(o, 255 - o, o / 2, 9);
+            assert_eq!(ip_str(Some(ip.into()), &mut [0; 46]), ip.to_string());
+        }
         for n in [0, 7, 10, 65535, u64::MAX] {
             assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
         }
