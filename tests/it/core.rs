@@ -972,6 +972,31 @@ fn sigquit_hands_listeners_to_an_upgraded_process() {
     drop(new);
 }
 
+/// tollgate never compresses (no gzip/brotli plugin, no Pingora compression module): a client's
+/// `Accept-Encoding` reaches the upstream as sent, and the upstream's body and encoding come
+/// back as they left it, compressed or not.
+#[test]
+fn responses_pass_through_uncompressed_and_unchanged() {
+    let up = Upstream::start("enc");
+    let gw = Gateway::start(&format!(
+        "routes:\n  - {{id: r, uri: /x, upstream: {}}}\n#END\n",
+        up.yaml()
+    ));
+    let ae = ("accept-encoding", "gzip, br, zstd");
+    let r = http(gw.port(), "GET", "/x", &[ae], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-encoding"),
+        None,
+        "not compressed by the gateway"
+    );
+    assert_eq!(r.json()["headers"]["accept-encoding"], "gzip, br, zstd");
+    let gzipped = ("x-echo-header", "content-encoding=gzip");
+    let r = http(gw.port(), "GET", "/x", &[ae, gzipped], b"");
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.json()["uri"], "/x", "the upstream's body as it sent it");
+}
+
 /// Plain listeners also speak HTTP/2 with prior knowledge (h2c), checked with curl; headers a
 /// plugin adds to the response (limit-count's quota, written to the HTTP/1 wire directly when
 /// it is the only one editing the head) reach an HTTP/2 client too, once each.
