@@ -152,9 +152,9 @@ fn write_lines(rx: &Receiver<Vec<u8>>, out: &mut dyn Write, written: &AtomicU64)
 }
 
 /// The JSON line, written straight into one buffer. Keys in alphabetical order and values
-/// encoded as serde_json encodes them (strings escaped, control characters included; floats as
-/// serde_json prints them): the same bytes a `serde_json::Value` map would print, without
-/// building one.
+/// encoded as serde_json encodes them (strings escaped, control characters included; durations
+/// as seconds rounded to the millisecond, printed as serde_json prints that `f64`): the same
+/// bytes a `serde_json::Value` map would print, without building one.
 fn json_line(e: &Entry<'_>) -> Vec<u8> {
     /// `key` (`,"name":`) and the string `v`: copied as is when nothing in it needs escaping,
     /// else through serde_json.

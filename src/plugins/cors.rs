@@ -14,7 +14,6 @@
 //! `Timing-Allow-Origin` the same way. `allow_origins_by_metadata` needs plugin metadata and is
 //! refused. Header values and regexes are built at load; a request only compares and copies.
 
-use crate::headers::Head;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,6 +24,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::shape::{CompileCx, CompileError, Instance, LazyView, Plugin, RequestView, State, Step};
+use crate::headers::Head;
 use crate::reject::Reject;
 
 /// The APISIX conf.

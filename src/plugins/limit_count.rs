@@ -378,12 +378,12 @@ impl Plugin for LimitCountPlugin {
         self.decide(quota, r, state)
     }
 
-    /// The quota headers, on every answer of a request that was counted (the upstream's, a
-    /// 429/503 of its own or a later plugin's, a 502).
     fn edits_response(&self) -> bool {
         true
     }
 
+    /// The quota headers, on every answer of a request that was counted (the upstream's, a
+    /// 429/503 of its own or a later plugin's, a 502).
     fn response(
         &self,
         resp: &mut Head<'_, ResponseHeader>,

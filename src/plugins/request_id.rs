@@ -2,7 +2,6 @@
 //! value is kept), sends it upstream, and back in the response when `include_in_response`.
 //! Only `algorithm: uuid` (v4) is built; `nanoid` and `range_id` are refused by name.
 
-use crate::headers::Head;
 use std::sync::Arc;
 
 use http::HeaderValue;
@@ -10,6 +9,7 @@ use pingora_http::{ParsedHeaderName, RequestHeader, ResponseHeader};
 use serde::Deserialize;
 
 use super::shape::{CompileCx, CompileError, Instance, LazyView, Plugin, RequestView, State, Step};
+use crate::headers::Head;
 
 /// The APISIX conf.
 #[derive(Debug, Clone, Deserialize)]

@@ -13,7 +13,6 @@
 //! `vars` operators: `==`, `~=`, `>`, `>=`, `<`, `<=`, `~~`, `~*`, `in` (string elements), the
 //! `!` negation and `AND` / `OR` / `!AND` / `!OR`; `has` and `ipmatch` are refused by name.
 
-use crate::headers::Head;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -27,6 +26,7 @@ use serde_yaml::Value;
 use super::proxy_rewrite::{Repl, expand, parse_replacement};
 use super::shape::{CompileCx, CompileError, Instance, LazyView, Plugin, State};
 use super::vars::{Template, Var, VarCx, When, yaml_scalar};
+use crate::headers::Head;
 
 /// tollgate's default for `max_resp_body_size`: the most a filtered body may hold in memory.
 pub(crate) const DEFAULT_MAX_BODY: u64 = 1024 * 1024;

@@ -12,11 +12,11 @@ use std::any::Any;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::headers::Head;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use crate::headers::Head;
 use crate::reject::Reject;
 
 /// Auth plugins run at APISIX priorities 2500-2600: a registry plugin above this runs before
